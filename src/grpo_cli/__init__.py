@@ -1,0 +1,1 @@
+"""grpo-cli: GRPO training on verifiable rewards."""

@@ -1,0 +1,141 @@
+"""`grpo`: the command line. Each command composes and validates the config before any model loads.
+
+Overrides are Hydra's KEY=VALUE (`algorithm.group_size=16`, `sampler=vllm`, `recipe=harbor_math`).
+User errors print one line `error: ...` on stderr and exit non-zero (2 for configuration), no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from grpo_cli.errors import GrpoError
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _pass_at(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pass-at {text!r}: expected integers like 1,12") from None
+    if not ks:
+        raise argparse.ArgumentTypeError("--pass-at needs at least one k, e.g. 1,12")
+    return ks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grpo", description="GRPO training on verifiable rewards.")
+    parser.add_argument(
+        "--recipes-dir", action="append", default=[], metavar="DIR",
+        help="extra folder of recipe YAML files (repeatable; also GRPO_RECIPES_PATH=DIR1:DIR2)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, overrides: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        if overrides:
+            sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. recipe=demo")
+        return sub
+
+    command("train", "train with GRPO: sample G per prompt, verify, update, repeat")
+    ev = command("eval", "sample n completions per eval prompt and report unbiased pass@k")
+    ev.add_argument("--pass-at", type=_pass_at, metavar="K1,K2", help="k values, e.g. 1,12 (sets eval.pass_at)")
+    command("config", "print the resolved, validated config as YAML")
+    command("recipes", "list the recipes with a one-line description", overrides=False)
+    verify = command("verify", "score completions against answers with the configured verifier")
+    verify.add_argument("--input", "-i", metavar="INPUT.jsonl", help="rows with completion and answer fields")
+    verify.add_argument("--output", "-o", metavar="PATH", help="write one JSON line per row here (default stdout)")
+    verify.add_argument("--answer", help="check one: the reference answer")
+    verify.add_argument("--completion", help="check one: the model's completion")
+    verify.add_argument("--completion-field", default="completion")
+    verify.add_argument("--answer-field", default="answer")
+    data = command("data", "write a dataset as JSONL (grpo data harbor --out DIR)")
+    data.add_argument("--out", required=True, metavar="DIR")
+    command("init-model", "build a tiny Llama and a locally trained tokenizer at model.name_or_path")
+    command("sft", "supervised cold start on worked solutions")
+    export = command("export", "write a plain model directory (LoRA merged) from a run", overrides=False)
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--checkpoint", default="best", help="best, last or a step number")
+    export.add_argument("--out", required=True, metavar="DIR")
+    merge = command("merge", "interpolate two model directories: weight*A + (1-weight)*B", overrides=False)
+    merge.add_argument("model_a", metavar="A")
+    merge.add_argument("model_b", metavar="B")
+    merge.add_argument("--weight", type=float, required=True)
+    merge.add_argument("--out", required=True, metavar="DIR")
+    command("plan", "print the compute budget and a memory estimate before spending GPU hours")
+    return parser
+
+
+# command -> "module:function"; imported only when run, so `grpo config` never imports torch.
+HANDLERS = {
+    "train": "grpo_cli.trainer:train_command",
+    "eval": "grpo_cli.evaluate:eval_command",
+    "verify": "grpo_cli.verifier.cli:verify_command",
+    "data": "grpo_cli.data.harbor:data_command",
+    "init-model": "grpo_cli.models:init_model_command",
+    "sft": "grpo_cli.sft:sft_command",
+    "export": "grpo_cli.export:export_command",
+    "merge": "grpo_cli.export:merge_command",
+    "plan": "grpo_cli.plan:plan_command",
+}
+
+
+def _config(args: argparse.Namespace):
+    from grpo_cli.compose import compose
+
+    overrides = list(args.overrides)
+    if getattr(args, "pass_at", None):
+        overrides.append(f"eval.pass_at=[{','.join(map(str, args.pass_at))}]")
+    return compose(overrides, args.recipes_dir)
+
+
+def _print_config(args: argparse.Namespace) -> None:
+    import yaml
+
+    print(yaml.safe_dump(_config(args).to_dict(), sort_keys=False, width=1000), end="")
+
+
+def _print_recipes(args: argparse.Namespace) -> None:
+    from grpo_cli.compose import available_recipes, recipe_description
+
+    for name, path in sorted(available_recipes(args.recipes_dir).items()):
+        print(f"{name:<16} {recipe_description(path)}")
+
+
+def run(argv: list[str]) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        raise SystemExit(2)
+    if args.command == "config":
+        return _print_config(args)
+    if args.command == "recipes":
+        return _print_recipes(args)
+    module, function = HANDLERS[args.command].split(":")
+    handler = getattr(importlib.import_module(module), function)
+    if hasattr(args, "overrides"):
+        handler(args, _config(args))
+    else:
+        handler(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    warnings.showwarning = _show_warning
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except GrpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
