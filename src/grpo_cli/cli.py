@@ -54,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--completion", help="check one: the model's completion")
     verify.add_argument("--completion-field", default="completion")
     verify.add_argument("--answer-field", default="answer")
-    data = command("data", "write a dataset as JSONL (grpo data harbor --out DIR)")
-    data.add_argument("--out", required=True, metavar="DIR")
+    data = command("data", "write a dataset as JSONL (grpo data harbor --out DIR)", overrides=False)
+    # A sub-command, not a positional: argparse cannot follow a positional with `overrides` after --out.
+    harbor = data.add_subparsers(dest="dataset", metavar="DATASET", required=True).add_parser(
+        "harbor", help="generated warehouse word problems: DIR/train.jsonl and DIR/eval.jsonl"
+    )
+    harbor.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. recipe=demo")
+    harbor.add_argument("--out", required=True, metavar="DIR")
     command("init-model", "build a tiny Llama and a locally trained tokenizer at model.name_or_path")
     command("sft", "supervised cold start on worked solutions")
     export = command("export", "write a plain model directory (LoRA merged) from a run", overrides=False)
@@ -67,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("model_b", metavar="B")
     merge.add_argument("--weight", type=float, required=True)
     merge.add_argument("--out", required=True, metavar="DIR")
-    command("plan", "print the compute budget and a memory estimate before spending GPU hours")
+    plan = command("plan", "print the compute budget and a memory estimate before spending GPU hours")
+    plan.add_argument("--gpu-memory-gib", type=float, metavar="GIB", help="GPU memory (default: the GPU here, else 80)")
+    plan.add_argument("--mean-prompt-tokens", type=float, metavar="N", help="default 128")
+    plan.add_argument("--mean-completion-tokens", type=float, metavar="N", help="default sampler.max_new_tokens / 2")
     return parser
 
 

@@ -58,7 +58,7 @@ def compose(overrides: list[str], recipes_dirs: list[str] | None = None) -> Conf
 def compose_dict(overrides: list[str], recipes_dirs: list[str] | None = None) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, OverrideParseException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -81,6 +81,8 @@ def compose_dict(overrides: list[str], recipes_dirs: list[str] | None = None) ->
             with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
                 cfg = hydra_compose("config", overrides=[*overrides, searchpath])
             cfg = OmegaConf.to_container(cfg, resolve=True)
+        except OverrideParseException as exc:
+            raise ConfigError(f"override {exc.override!r} does not parse: {str(exc).splitlines()[0]}") from None
         except (HydraException, OmegaConfBaseException, ValueError) as exc:
             raise ConfigError(_one_line(exc)) from None
     cfg.pop("hydra", None)

@@ -51,8 +51,15 @@ class TinyModelConfig:
     num_layers: int = field(default=4, metadata=POSITIVE)
     num_heads: int = field(default=4, metadata=POSITIVE)
     intermediate_size: int = field(default=768, metadata=POSITIVE)
-    vocab_size: int = field(default=512, metadata=check(lambda v: v >= 64, "must be >= 64"))
+    vocab_size: int = field(default=512, metadata=check(lambda v: v >= 300, "must be >= 300 (256 bytes, specials, merges)"))
     max_position_embeddings: int = field(default=512, metadata=POSITIVE)
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 64:
+            raise ConfigError(
+                f"model.tiny.hidden_size={self.hidden_size}, model.tiny.num_heads={self.num_heads}: head_dim = "
+                "hidden_size / num_heads must be a whole number >= 64 (vLLM on CPU needs it)"
+            )
 
 
 @dataclass
@@ -74,9 +81,11 @@ class SamplerConfig:
     max_new_tokens: int = field(default=256, metadata=POSITIVE)
     batch_size: int = field(default=64, metadata=POSITIVE)
     gpu_memory_utilization: float = field(default=0.5, metadata=check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
-    tensor_parallel_size: int = field(default=1, metadata=POSITIVE)
+    # The vLLM engine shares the training process (weights are synced in place), so it runs on one device.
+    tensor_parallel_size: int = field(default=1, metadata=check(lambda v: v == 1, "must be 1: the colocated vLLM engine runs in the training process"))
     max_model_len: int = field(default=2048, metadata=POSITIVE)
     enable_sleep_mode: bool = False
+    kv_cache_gb: Optional[float] = field(default=None, metadata=POSITIVE_OR_NONE)  # null: sized by gpu_memory_utilization
 
 
 @dataclass
@@ -129,12 +138,26 @@ class DataConfig:
     prompt_field: str = "question"
     answer_field: str = "answer"
     solution_field: str = "solution"
-    prompt_template: str = "{prompt}\n"
+    prompt_template: str = field(default="{prompt}\n", metadata=check(lambda v: "{prompt}" in v, "must contain {prompt}, where the question goes"))
     use_chat_template: bool = False
     num_train: int = field(default=28000, metadata=POSITIVE)
     num_eval: int = field(default=2000, metadata=POSITIVE)
-    difficulty: list[int] = field(default_factory=lambda: [1, 2, 3])
+    difficulty: list[int] = field(default_factory=lambda: [1, 2, 3], metadata=check(lambda v: v and set(v) <= {1, 2, 3}, "must list harbor levels from 1, 2, 3"))
     seed: int = 1234
+
+
+@dataclass
+class SftConfig:
+    """`grpo sft`: supervised cold start on the train split's worked solutions, loss on solution tokens only."""
+
+    init_from: str = ""  # the model SFT starts from ("" = model.name_or_path); `grpo init-model` writes here
+    output_dir: str = ""  # where the SFT model is saved ("" = <train.output_dir>/sft)
+    steps: int = field(default=300, metadata=POSITIVE)
+    batch_size: int = field(default=32, metadata=POSITIVE)
+    lr: float = field(default=1e-3, metadata=POSITIVE)
+    warmup_steps: int = field(default=20, metadata=NON_NEGATIVE)
+    eval_every: int = field(default=0, metadata=check(lambda v: v >= 0, "must be >= 0 (0: only at the end)"))
+    log_every: int = field(default=20, metadata=POSITIVE)
 
 
 @dataclass
@@ -189,6 +212,7 @@ class Config:
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,110 @@
+"""Load a split as a list of Example, and turn an Example into the model's prompt.
+
+data.name selects the source:
+  harbor  generated in memory from data.seed, data.difficulty, data.num_train and data.num_eval
+  jsonl   data.train_path / data.eval_path, fields named by data.prompt_field, answer_field, solution_field
+  gsm8k   the same files as jsonl; the answer is what follows the last `####`, the solution is the whole text
+
+Relative paths are resolved against the current directory. A bad row raises a one-line GrpoError naming the
+file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from grpo_cli.config import Config, DataConfig
+from grpo_cli.data import Example
+from grpo_cli.errors import GrpoError
+
+Split = Literal["train", "eval"]
+
+
+def load_examples(config: Config, split: Split) -> list[Example]:
+    """The train or eval split of the dataset that config.data describes."""
+    data = config.data
+    if data.name == "harbor":
+        from grpo_cli.data.harbor import generate
+
+        train, evaluation = generate(data)
+        return train if split == "train" else evaluation
+    key = "data.train_path" if split == "train" else "data.eval_path"
+    path = data.train_path if split == "train" else data.eval_path
+    if not path:
+        raise GrpoError(f"{key} is not set: data={data.name} reads its {split} split from a JSONL file; set {key}=FILE")
+    return read_jsonl(Path(path), data, key)
+
+
+def read_jsonl(path: Path, data: DataConfig, key: str) -> list[Example]:
+    """Rows of `path` as Examples; `key` names the config key that points here, for the error messages."""
+    if not path.is_file():
+        raise GrpoError(f"{key}={path}: no such file (relative paths start at {Path.cwd()})")
+    examples = []
+    with path.open("rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            where = f"{path}:{line_number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise GrpoError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start}); re-encode the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GrpoError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise GrpoError(f"{where}: expected a JSON object with a {data.prompt_field!r} field")
+            examples.append(_example(row, data, where, f"{path.stem}-{line_number}"))
+    if not examples:
+        raise GrpoError(f"{key}={path}: the file has no rows")
+    return examples
+
+
+def _example(row: dict, data: DataConfig, where: str, default_id: str) -> Example:
+    question = _field(row, data.prompt_field, "data.prompt_field", where)
+    answer = _field(row, data.answer_field, "data.answer_field", where)
+    solution = str(row.get(data.solution_field) or "")
+    if data.name == "gsm8k":
+        solution = answer
+        if "####" not in answer:
+            raise GrpoError(f"{where}: field {data.answer_field!r} has no '#### <answer>' line (data=gsm8k)")
+        answer = answer.rsplit("####", 1)[1].strip()
+        if not answer:
+            raise GrpoError(f"{where}: field {data.answer_field!r} has nothing after '####' (data=gsm8k)")
+    return Example(str(row.get("id", default_id)), question, answer, solution)
+
+
+def _field(row: dict, name: str, key: str, where: str) -> str:
+    if name not in row:
+        raise GrpoError(f"{where}: missing field {name!r} ({key}={name}; the row has {', '.join(map(repr, row)) or 'no fields'})")
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise GrpoError(f"{where}: field {name!r} must be a string or a number, got {type(value).__name__}")
+    text = str(value)
+    if not text.strip():
+        raise GrpoError(f"{where}: field {name!r} is empty")
+    return text
+
+
+def format_prompt(example: Example, tokenizer, data: DataConfig) -> str:
+    """data.prompt_template with {prompt} replaced by the question, wrapped in the tokenizer's chat template
+    (as one user turn, generation prompt added) when data.use_chat_template is set."""
+    text = data.prompt_template.replace("{prompt}", example.question)
+    if not data.use_chat_template:
+        return text
+    if not getattr(tokenizer, "chat_template", None):
+        raise GrpoError(
+            f"data.use_chat_template=true but the tokenizer {tokenizer.name_or_path!r} has no chat template; "
+            "set data.use_chat_template=false"
+        )
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(example: Example, tokenizer, data: DataConfig) -> list[int]:
+    """Token ids of the formatted prompt. A chat template writes its own special tokens (BOS among them), so
+    the tokenizer adds none then; a plain template gets the tokenizer's usual ones (BOS for the tiny model)."""
+    text = format_prompt(example, tokenizer, data)
+    return tokenizer(text, add_special_tokens=not data.use_chat_template)["input_ids"]

@@ -1,0 +1,360 @@
+"""The learner: per-token log-probs of sampled completions, and the optimizer update of the GRPO loss.
+
+The trainer hands it one generation batch at a time, `learner.train_on(RolloutBatch.build(...))`, which is
+
+    batch.ref_logprobs = learner.reference_logprobs(batch)   # None when algorithm.kl_coef is 0
+    batch.old_logprobs = learner.old_logprobs(batch)         # None when algorithm.num_iterations is 1
+    for _ in range(config.algorithm.num_iterations):
+        metrics = learner.step(batch)
+
+Log-probs follow the sampler's convention (sampler/base.py): log_softmax(logits / T)[token], T the sampling
+temperature. Every forward pass runs on micro-batches of train.micro_batch_size completions.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import peft
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from grpo_cli.algo.loss import BatchTotals, loss_mask, merge_metrics, policy_loss
+from grpo_cli.config import Config, LoraConfig
+from grpo_cli.errors import GrpoError
+from grpo_cli.sampler.base import Completion
+
+# Any valid token id: padded positions are masked out of attention and of the loss.
+PAD_ID = 0
+# Tokens whose full-vocabulary fp32 log-softmax exists at once (a 152k vocabulary: 0.6 GB per 1024 tokens).
+LOGPROB_CHUNK_TOKENS = 1024
+
+
+@dataclass
+class RolloutBatch:
+    """B completions and their prompts, laid out so every completion starts at the same column P:
+
+        input_ids       [B, P + T]   pad pad p0 p1 p2 | c0 c1 pad     (prompt left-padded, completion right-padded)
+        attention_mask  [B, P + T]     0   0  1  1  1 |  1  1   0
+        completion_mask [B, T]                        |  1  1   0
+
+    advantages [B]; sampler_logprobs [B, T] (the sampling engine's); truncated [B] (stopped at the length
+    limit); old_logprobs and ref_logprobs [B, T], set by the trainer from the Learner.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    advantages: torch.Tensor
+    sampler_logprobs: torch.Tensor
+    truncated: torch.Tensor
+    old_logprobs: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls, prompt_ids: list[list[int]], groups: list[list[Completion]], advantages: torch.Tensor
+    ) -> "RolloutBatch":
+        """Group j of `groups` answers prompt j; advantages [B] are flat in the same (group-major) order."""
+        rows = [(prompt, completion) for prompt, group in zip(prompt_ids, groups, strict=True) for completion in group]
+        if any(not prompt for prompt, _ in rows):
+            raise ValueError("every prompt needs at least one token: it predicts the first completion token")
+        if len(rows) != len(advantages):
+            raise ValueError(f"{len(rows)} completions but {len(advantages)} advantages")
+        P = max(len(prompt) for prompt, _ in rows)
+        T = max(len(completion.token_ids) for _, completion in rows)
+        input_ids = torch.full((len(rows), P + T), PAD_ID, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), P + T), dtype=torch.long)
+        sampler_logprobs = torch.zeros((len(rows), T))
+        for i, (prompt, completion) in enumerate(rows):
+            n = len(completion.token_ids)
+            input_ids[i, P - len(prompt) : P + n] = torch.tensor(prompt + completion.token_ids)
+            attention_mask[i, P - len(prompt) : P + n] = 1
+            sampler_logprobs[i, :n] = torch.tensor(completion.logprobs)
+        return cls(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            completion_mask=attention_mask[:, P:].bool(),
+            advantages=advantages.float(),
+            sampler_logprobs=sampler_logprobs,
+            truncated=torch.tensor([completion.finish_reason == "length" for _, completion in rows]),
+        )
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        return self.input_ids[:, -self.completion_mask.shape[1] :]
+
+    def select(self, rows: torch.Tensor | slice) -> "RolloutBatch":
+        """The completions at `rows` (a bool mask, indices or a slice), e.g. those the zero-variance filter keeps."""
+        return self._map(lambda tensor: tensor[rows])
+
+    def to(self, device: torch.device) -> "RolloutBatch":
+        return self._map(lambda tensor: tensor.to(device))
+
+    def micro_batches(self, size: int) -> list["RolloutBatch"]:
+        """Consecutive chunks of `size` completions, each trimmed to its own longest prompt and completion."""
+        return [self.select(slice(start, start + size))._trimmed() for start in range(0, self.size, size)]
+
+    def _trimmed(self) -> "RolloutBatch":
+        P = self.input_ids.shape[1] - self.completion_mask.shape[1]
+        prompt_start = int(self.attention_mask[:, :P].any(dim=0).float().argmax())
+        completion_end = int(self.completion_mask.sum(dim=1).max())
+        columns = slice(prompt_start, P + completion_end)
+        trimmed = {"input_ids": self.input_ids[:, columns], "attention_mask": self.attention_mask[:, columns]}
+        for name in ("completion_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs"):
+            tensor = getattr(self, name)
+            trimmed[name] = None if tensor is None else tensor[:, :completion_end]
+        return dataclasses.replace(self, **trimmed)
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "RolloutBatch":
+        return RolloutBatch(
+            **{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        )
+
+
+def completion_logprobs(
+    model: torch.nn.Module, batch: RolloutBatch, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs [B, T] of the completion tokens of `batch` (one micro-batch) under `model`, and the policy's
+    entropy [B, T] at each completion position (detached)."""
+    T = batch.completion_mask.shape[1]
+    P = batch.input_ids.shape[1] - T
+    # Positions count from each prompt's first real token, as they did when the completion was sampled.
+    position_ids = (batch.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    # The logits at column j predict token j + 1: completion tokens P..P+T-1 come from columns P-1..P+T-2.
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=position_ids,
+        logits_to_keep=torch.arange(P - 1, P + T - 1, device=batch.input_ids.device),
+    ).logits
+    return token_logprobs(logits, batch.completion_ids, temperature)
+
+
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, chunk_tokens: int = LOGPROB_CHUNK_TOKENS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(logits / T)[token] = z[token] - logsumexp(z), z = logits / T in fp32, and the entropy
+    H = logsumexp(z) - sum_v softmax(z)_v z_v; logits [B, T, V], tokens [B, T].
+
+    Only `chunk_tokens` rows of fp32 z exist at a time. Each chunk's log-prob is recomputed in backward
+    (checkpoint) rather than kept, so autograd holds no fp32 copy of the logits either.
+    """
+    flat_logits, flat_tokens = logits.flatten(0, 1), tokens.flatten()
+    logps, entropies = [], []
+    for logits_chunk, tokens_chunk in zip(flat_logits.split(chunk_tokens), flat_tokens.split(chunk_tokens)):
+        if logits_chunk.requires_grad:
+            logps.append(checkpoint(_chunk_logprobs, logits_chunk, tokens_chunk, temperature, use_reentrant=False))
+        else:
+            logps.append(_chunk_logprobs(logits_chunk, tokens_chunk, temperature))
+        with torch.no_grad():
+            z = logits_chunk.float() / temperature
+            entropies.append(torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(dim=-1))
+    return torch.cat(logps).view_as(tokens), torch.cat(entropies).view_as(tokens)
+
+
+def _chunk_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    z = logits.float() / temperature
+    return z.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(z, dim=-1)
+
+
+def add_lora(model: torch.nn.Module, lora: LoraConfig) -> peft.PeftModel:
+    """`model` with LoRA adapters on `lora.target_modules` (matched by module name); its own weights frozen."""
+    weight_layers = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if not list(module.children()) and getattr(module, "weight", None) is not None and module.weight.dim() == 2
+        }
+    )
+    missing = [name for name in lora.target_modules if name not in weight_layers]
+    if missing:
+        raise GrpoError(
+            f"model.lora.target_modules={lora.target_modules}: {', '.join(missing)} matches no layer of "
+            f"{type(model).__name__}; its layers with weight matrices are {', '.join(weight_layers)}"
+        )
+    adapter = peft.LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return peft.get_peft_model(model, adapter)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """The learning rate at training step `step` (0-based) as a fraction of optimizer.lr:
+
+    (step + 1) / (warmup_steps + 1) during warmup, then 1 (constant) or a cosine from 1 at the end of
+    warmup to 0 at total_steps: (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2.
+    """
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Learner:
+    """Owns the policy, its reference and the optimizer; no sampling, verifying or I/O.
+
+    `learner.policy` is the model being trained: sample from it and checkpoint it. With model.lora.enabled
+    it is `model` wrapped with LoRA adapters (only they train) and the reference is the same model with the
+    adapter disabled. Otherwise every weight trains and the reference is a frozen copy of `model` as given,
+    made only when algorithm.kl_coef > 0.
+
+    total_steps (training steps, for the cosine schedule) and optimizer.warmup_steps count training steps;
+    the num_iterations updates of one training step share its learning rate.
+    """
+
+    def __init__(self, config: Config, model: torch.nn.Module, total_steps: int):
+        self.algorithm = config.algorithm
+        self.temperature = config.sampler.temperature or 1.0
+        self.micro_batch_size = config.train.micro_batch_size
+        self.max_grad_norm = config.optimizer.max_grad_norm
+        self.lora = config.model.lora.enabled
+        self.device = next(model.parameters()).device
+        self.reference = None
+        if not self.lora and self.algorithm.kl_coef > 0:
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.policy = add_lora(model, config.model.lora) if self.lora else model
+        self.trainable_parameters = [p for p in self.policy.parameters() if p.requires_grad]
+
+        opt = config.optimizer
+        self.optimizer = torch.optim.AdamW(
+            self.trainable_parameters, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay
+        )
+        mu = self.algorithm.num_iterations
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda update: lr_factor(update // mu, opt.warmup_steps, total_steps, opt.schedule)
+        )
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor | None:
+        """[B, T] completion log-probs under the reference policy; None when the KL coefficient is 0."""
+        if self.algorithm.kl_coef == 0:
+            return None
+        if self.lora:
+            with self.policy.disable_adapter():
+                return self._logprobs(self.policy, batch)
+        return self._logprobs(self.reference, batch)
+
+    @torch.no_grad()
+    def old_logprobs(self, batch: RolloutBatch) -> torch.Tensor | None:
+        """[B, T] log-probs under the current policy, before this batch's updates; None when
+        num_iterations is 1 (the loss then uses the policy's own, detached)."""
+        if self.algorithm.num_iterations == 1:
+            return None
+        return self._logprobs(self.policy, batch)
+
+    def train_on(self, batch: RolloutBatch) -> dict[str, float]:
+        """All num_iterations updates on one generation batch; the last update's metrics, with
+        "nonfinite" 1.0 when any update was skipped."""
+        batch = batch.to(self.device)
+        batch.ref_logprobs = self.reference_logprobs(batch)
+        batch.old_logprobs = self.old_logprobs(batch)
+        updates = [self.step(batch) for _ in range(self.algorithm.num_iterations)]
+        return updates[-1] | {"nonfinite": max(update["nonfinite"] for update in updates)}
+
+    def step(self, batch: RolloutBatch) -> dict[str, float]:
+        """One optimizer update on `batch`; returns its metrics.
+
+        A non-finite loss or gradient norm skips the update (weights and optimizer state untouched) and sets
+        metrics["nonfinite"] to 1.0, so the trainer can count and stop. The schedule moves on either way: the
+        learning rate stays a function of the training step.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics = self.backward(batch)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters, self.max_grad_norm).item()
+        finite = math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        if finite:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return metrics | {"grad_norm": grad_norm, "lr": lr, "nonfinite": float(not finite)}
+
+    def backward(self, batch: RolloutBatch) -> dict[str, float]:
+        """Accumulate the gradient of the batch loss over micro-batches; the loss and policy metrics.
+
+        Each micro-batch's loss is normalized by the whole batch's totals, so the accumulated loss and
+        gradient are those of the batch loss computed in one go, for every loss_agg.
+        """
+        self.policy.train()
+        batch = batch.to(self.device)
+        totals = BatchTotals.of(loss_mask(batch.completion_mask, batch.truncated, self.algorithm))
+        num_completion_tokens = max(int(batch.completion_mask.sum()), 1)
+        parts = []
+        for micro in batch.micro_batches(self.micro_batch_size):
+            with self._autocast():
+                logp, entropy = completion_logprobs(self.policy, micro, self.temperature)
+            loss, metrics = policy_loss(
+                logp,
+                micro.old_logprobs,
+                micro.ref_logprobs,
+                micro.advantages,
+                micro.completion_mask,
+                self.algorithm,
+                truncated=micro.truncated,
+                sampler_logp=micro.sampler_logprobs,
+                totals=totals,
+            )
+            loss.backward()
+            metrics["entropy/mean"] = entropy.masked_fill(~micro.completion_mask, 0.0).sum() / num_completion_tokens
+            parts.append(metrics)
+        advantages = batch.advantages
+        return merge_metrics(parts) | {
+            "advantage/mean": advantages.mean().item(),
+            "advantage/std": advantages.std().item() if batch.size > 1 else 0.0,
+        }
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights a checkpoint needs to restore the policy: the adapter only with LoRA, else all."""
+        if self.lora:
+            return peft.get_peft_model_state_dict(self.policy)
+        return self.policy.state_dict()
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self.lora:
+            result = peft.set_peft_model_state_dict(self.policy, state)
+            if result.unexpected_keys:
+                raise GrpoError(f"checkpoint adapter does not fit model.lora: unexpected {result.unexpected_keys[:3]}")
+        else:
+            self.policy.load_state_dict(state)
+
+    def state_dict(self) -> dict:
+        """Optimizer and schedule state, for resuming."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+        """[B, T] completion log-probs (0 at padding) in eval mode (no dropout), micro-batch by micro-batch."""
+        was_training = model.training
+        model.eval()
+        batch = batch.to(self.device)
+        T = batch.completion_mask.shape[1]
+        parts = []
+        for micro in batch.micro_batches(self.micro_batch_size):
+            with self._autocast():
+                logp, _ = completion_logprobs(model, micro, self.temperature)
+            logp = logp.masked_fill(~micro.completion_mask, 0.0)
+            parts.append(F.pad(logp, (0, T - logp.shape[1])))
+        model.train(was_training)
+        return torch.cat(parts)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")

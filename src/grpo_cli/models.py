@@ -1,0 +1,162 @@
+"""Models: load any causal LM directory, and build the tiny Llama that the CPU demo trains.
+
+`load_model` / `load_tokenizer` wrap `from_pretrained`: a local directory, or a hub id where a hub is
+reachable. dtype "auto" is bfloat16 on CUDA and float32 on CPU (CPU bf16 matmuls are slow and lossy here).
+
+`grpo init-model` builds a model that nothing has to download: a byte-level BPE tokenizer trained with
+`tokenizers` on the task's text, digits split one per token (so the model sees 47 as 4, 7, the way it has to
+add them), and a randomly initialised LlamaForCausalLM of shape model.tiny. Both are saved as a normal model
+directory (config.json, model.safetensors, generation_config.json, tokenizer.json) that transformers and vLLM
+load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from grpo_cli.config import Config, ModelConfig, TinyModelConfig
+from grpo_cli.errors import GrpoError
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+# "org/name": tried on the hub when no such local directory exists.
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def resolve_device(name: str) -> torch.device:
+    """model.device: "auto" is CUDA when present, else CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GrpoError("model.device=cuda but no CUDA device is visible; use model.device=auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """model.dtype: "auto" is bfloat16 on CUDA, float32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def _source(path: str) -> str:
+    """What to hand `from_pretrained`: an existing local directory, or a hub id; anything else is an error."""
+    if not path:
+        raise GrpoError("model.name_or_path is not set; point it at a model directory (grpo init-model builds a tiny one)")
+    local = Path(path).expanduser()
+    if local.exists():
+        return str(local)
+    if HUB_ID.fullmatch(path):
+        return path
+    raise GrpoError(f"model directory {path} does not exist; build it (grpo init-model, grpo sft) or fix model.name_or_path")
+
+
+def _load_error(path: str, exc: Exception) -> GrpoError:
+    first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return GrpoError(f"cannot load a model from {path}: {first_line}")
+
+
+def load_tokenizer(path: str):
+    source = _source(path)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(path, exc) from None
+
+
+def load_model(model_cfg: ModelConfig) -> PreTrainedModel:
+    """model.name_or_path on model.device in model.dtype, with gradient checkpointing when asked for."""
+    source = _source(model_cfg.name_or_path)
+    device = resolve_device(model_cfg.device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(model_cfg.dtype, device))
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(model_cfg.name_or_path, exc) from None
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model.to(device)
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `texts`, one token per digit, BOS prepended to every encoded text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodes, seen in training or not
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=max_length
+    )
+
+
+def build_tiny_model(tiny: TinyModelConfig, tokenizer, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised Llama of shape `tiny`, its vocabulary the tokenizer's."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
+        max_position_embeddings=tiny.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    return model
+
+
+def init_dir(config: Config) -> str:
+    """Where `grpo init-model` writes and `grpo sft` starts from: sft.init_from, else model.name_or_path."""
+    return config.sft.init_from or config.model.name_or_path
+
+
+def init_model_command(args: argparse.Namespace, config: Config) -> None:
+    """`grpo init-model`: tokenizer trained on the train split's questions and solutions, tiny Llama, saved."""
+    from grpo_cli.data.loaders import load_examples
+
+    out = init_dir(config)
+    if not out:
+        raise GrpoError("set sft.init_from=DIR (or model.name_or_path=DIR): where to write the tiny model")
+    texts = (f"{ex.question}\n{ex.solution}" for ex in load_examples(config, "train"))
+    tiny = config.model.tiny
+    tokenizer = build_tokenizer(texts, tiny.vocab_size, tiny.max_position_embeddings)
+    model = build_tiny_model(tiny, tokenizer, config.train.seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    num_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"wrote a tiny Llama to {out}: {num_params / 1e6:.2f}M parameters, {tiny.num_layers} layers, "
+        f"hidden {tiny.hidden_size}, head_dim {tiny.hidden_size // tiny.num_heads}, vocabulary {len(tokenizer)}"
+    )

@@ -1,0 +1,127 @@
+"""Run health checks: the ways GRPO runs go wrong, each turned into a warning with its fix.
+
+`RunMonitor.after_step(metrics)` and `RunMonitor.after_eval(results)` return warning lines; the trainer
+prints them and records them in metrics.jsonl, so a user reading either sees the same story.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+# A streak this long of mostly zero-variance groups means most prompts give no gradient.
+ZERO_VARIANCE_FRACTION = 0.5
+ZERO_VARIANCE_STREAK = 3
+# "Early on": the first steps, when a too-hard task or a too-cold sampler shows up.
+EARLY_STEPS = 5
+MIN_POSITIVE_GROUP_FRACTION = 0.3
+# KL to the reference: a jump by this factor over the recent median is a spike; below the floor for a
+# streak (after the first update) it has collapsed: the policy is not moving away from the reference.
+KL_SPIKE_FACTOR = 10.0
+KL_SPIKE_FLOOR = 0.01
+KL_COLLAPSE_FLOOR = 1e-9
+KL_HISTORY = 10
+TRUNCATION_RATE = 0.2
+# Eval: pass@G up by this much while pass@1 is up by less than the flat margin.
+PASS_AT_G_RISE = 0.05
+PASS_AT_1_FLAT = 0.01
+# Training reward up by this much while eval pass@1 went down: the policy may be exploiting the verifier.
+HACKING_REWARD_RISE = 0.1
+
+
+@dataclass
+class RunMonitor:
+    kl_coef: float
+    zero_variance_streak: int = 0
+    kl_collapse_streak: int = 0
+    kl_history: list[float] = field(default_factory=list)
+    early_positive: list[float] = field(default_factory=list)
+    first_reward: float | None = None
+    last_reward: float | None = None
+    evals: list[dict] = field(default_factory=list)
+
+    def after_step(self, step: int, metrics: dict) -> list[str]:
+        warnings = []
+        self.last_reward = metrics["reward/correct_mean"]
+        if self.first_reward is None:
+            self.first_reward = self.last_reward
+
+        if metrics["groups/zero_variance_frac"] >= ZERO_VARIANCE_FRACTION:
+            self.zero_variance_streak += 1
+            if self.zero_variance_streak == ZERO_VARIANCE_STREAK:
+                warnings.append(
+                    f"{metrics['groups/zero_variance_frac']:.0%} of groups had identical rewards for "
+                    f"{ZERO_VARIANCE_STREAK} steps: they give no gradient. Fix: raise sampler.temperature or "
+                    "algorithm.group_size, or use easier prompts (data.difficulty)."
+                )
+        else:
+            self.zero_variance_streak = 0
+
+        if step <= EARLY_STEPS:
+            self.early_positive.append(metrics["groups/any_positive_frac"])
+            if step == EARLY_STEPS and statistics.mean(self.early_positive) < MIN_POSITIVE_GROUP_FRACTION:
+                warnings.append(
+                    f"only {statistics.mean(self.early_positive):.0%} of groups had a positive reward in the first "
+                    f"{EARLY_STEPS} steps (< {MIN_POSITIVE_GROUP_FRACTION:.0%}): the task is too hard for this model. "
+                    "Fix: raise sampler.temperature or algorithm.group_size, or an easier curriculum (data.difficulty)."
+                )
+
+        if self.kl_coef > 0 and "kl/mean" in metrics:
+            warnings += self._check_kl(step, metrics["kl/mean"])
+
+        if metrics["completions/truncated_frac"] > TRUNCATION_RATE:
+            warnings.append(
+                f"{metrics['completions/truncated_frac']:.0%} of completions hit sampler.max_new_tokens="
+                f"{metrics['completions/max_new_tokens']} and were cut off (no final answer, reward 0). "
+                "Fix: raise sampler.max_new_tokens, or set algorithm.mask_truncated=true."
+            )
+        return warnings
+
+    def _check_kl(self, step: int, kl: float) -> list[str]:
+        warnings = []
+        if len(self.kl_history) >= 3:
+            median = statistics.median(self.kl_history[-KL_HISTORY:])
+            if kl > KL_SPIKE_FLOOR and kl > KL_SPIKE_FACTOR * median:
+                warnings.append(
+                    f"KL to the reference spiked to {kl:.4g} ({kl / max(median, 1e-12):.0f}x its recent median "
+                    f"{median:.3g}): the policy is moving fast. Fix: lower optimizer.lr or raise algorithm.kl_coef."
+                )
+        # The first update starts from the reference itself, where KL is exactly 0.
+        if step > 1 and kl < KL_COLLAPSE_FLOOR:
+            self.kl_collapse_streak += 1
+            if self.kl_collapse_streak == 3:
+                warnings.append(
+                    "KL to the reference has been 0 for 3 steps: the policy is not changing. Check optimizer.lr "
+                    "(too small?) and that updates reach the sampler."
+                )
+        else:
+            self.kl_collapse_streak = 0
+        self.kl_history.append(kl)
+        return warnings
+
+    def after_eval(self, results: dict, pass_at: list[int]) -> list[str]:
+        self.evals.append(results)
+        if len(self.evals) < 2:
+            return []
+        first, last = self.evals[0], self.evals[-1]
+        warnings = []
+        top = f"pass@{max(pass_at)}"
+        if max(pass_at) > 1 and top in last:
+            rise_g = last[top] - first[top]
+            rise_1 = last["pass@1"] - first["pass@1"]
+            if rise_g >= PASS_AT_G_RISE and rise_1 < PASS_AT_1_FLAT:
+                warnings.append(
+                    f"eval {top} rose {rise_g:+.1%} since the start while pass@1 moved {rise_1:+.1%}: the model "
+                    "samples the answer more often but does not prefer it. Judge the run by pass@1."
+                )
+        if (
+            self.first_reward is not None
+            and self.last_reward - self.first_reward >= HACKING_REWARD_RISE
+            and last["pass@1"] < first["pass@1"]
+        ):
+            warnings.append(
+                f"training reward rose {self.last_reward - self.first_reward:+.2f} while eval pass@1 fell "
+                f"{last['pass@1'] - first['pass@1']:+.1%}: the policy may be exploiting the verifier. "
+                "Read samples.jsonl for rewarded completions that are wrong."
+            )
+        return warnings

@@ -1,0 +1,338 @@
+"""`grpo plan`: the compute budget and a GPU memory estimate of a configuration, before spending GPU hours.
+
+Nothing loads or downloads: the model's shape comes from `model.name_or_path`/config.json when that is a
+local directory, else from `KNOWN_CONFIGS` (Llama, Mistral, Qwen2 and Qwen3 layouts).
+
+Compute (N train prompts, E epochs, P = train.prompts_per_step, G = algorithm.group_size):
+    steps            = ceil(N x E / P), at most train.max_steps
+    completions      = steps x P x G
+    generated tokens = completions x mean completion length     (default sampler.max_new_tokens / 2)
+    learner tokens   = completions x (mean prompt + mean completion length) x passes, where
+                       passes = num_iterations (policy forward + backward)
+                                + 1 reference forward if kl_coef > 0
+                                + 1 old-policy forward if num_iterations > 1
+
+Memory, in bytes (b bytes per weight of model.dtype; L layers, h hidden, q = heads x head_dim,
+kv = kv_heads x head_dim, I intermediate, V vocab; S = mean prompt + sampler.max_new_tokens, the padded
+length of a micro-batch; T = train.micro_batch_size x S tokens):
+    policy weights    params x b
+    reference         0 with LoRA (the base with the adapter disabled) or kl_coef = 0, else params x b
+    trainable         LoRA: rank x (in + out) per target module per layer, in float32; else params x b
+    gradients         trainable x the same bytes
+    optimizer state   AdamW's two moments: 2 x gradients
+    activations       a layer saves a = 4h + 2q + 2kv + 4I (+ rank per LoRA target) values per token:
+                        without gradient checkpointing  T x L x a x b
+                        with                            T x (L x h + a) x b   (layer inputs, one layer recomputed)
+    logits            T x V x 8 (float32 logits and their log-softmax)
+    vLLM              gpu_memory_utilization x GPU: its own copy of the weights, the rest KV cache at
+                      2 x L x kv x b per token (or the weights + sampler.kv_cache_gb when that is set)
+    hf generate       KV cache of sampler.batch_size sequences of S tokens
+Peak = resident (weights .. optimizer state) + activations + logits + sampler memory, or the larger of
+(resident + sampler) and (resident + activations + logits) when the two phases do not overlap (vLLM
+sleep mode, or generation with the policy's own weights through transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpo_cli.config import Config, DataConfig
+from grpo_cli.errors import ConfigError, GrpoError
+
+GiB = 1024**3
+DEFAULT_GPU_GIB = 80.0  # the reference recipe's H100 80GB
+DEFAULT_MEAN_PROMPT_TOKENS = 128
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+LORA_BYTES = 4  # peft keeps adapter weights in float32 even on a bfloat16 base
+
+# config.json excerpts of well-known models, keyed by the last part of their hub name.
+KNOWN_CONFIGS = {
+    "Qwen2.5-0.5B-Instruct": dict(model_type="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                                  num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,
+                                  tie_word_embeddings=True, torch_dtype="bfloat16"),
+    "Qwen2.5-1.5B-Instruct": dict(model_type="qwen2", hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
+                                  num_key_value_heads=2, intermediate_size=8960, vocab_size=151936,
+                                  tie_word_embeddings=True, torch_dtype="bfloat16"),
+    "Qwen2.5-7B-Instruct": dict(model_type="qwen2", hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
+                                num_key_value_heads=4, intermediate_size=18944, vocab_size=152064,
+                                tie_word_embeddings=False, torch_dtype="bfloat16"),
+    "Llama-3.1-8B-Instruct": dict(model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                                  num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
+                                  tie_word_embeddings=False, torch_dtype="bfloat16"),
+}
+LAYOUTS = ("llama", "mistral", "qwen2", "qwen3")
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    biased: frozenset[str]  # linear layers with a bias
+    qk_norm: bool  # Qwen3 normalises queries and keys per head
+    dtype: str
+
+    @classmethod
+    def from_config(cls, config: dict, source: str) -> "ModelShape":
+        model_type = config.get("model_type")
+        if model_type not in LAYOUTS:
+            raise GrpoError(f"{source}: model_type {model_type!r} has no memory formula; plan knows {', '.join(LAYOUTS)}")
+        if model_type == "qwen2":
+            biased = {"q_proj", "k_proj", "v_proj"}
+        else:
+            biased = set(ATTENTION) if config.get("attention_bias") else set()
+            biased |= set(MLP) if config.get("mlp_bias") else set()
+        heads = config["num_attention_heads"]
+        return cls(
+            hidden_size=config["hidden_size"],
+            num_layers=config["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=config.get("num_key_value_heads") or heads,
+            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+            intermediate_size=config["intermediate_size"],
+            vocab_size=config["vocab_size"],
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            biased=frozenset(biased),
+            qk_norm=model_type == "qwen3",
+            dtype=config.get("dtype") or config.get("torch_dtype") or "float32",
+        )
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each linear layer in one decoder layer."""
+        h, q, kv, i = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.intermediate_size
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def num_params(self) -> int:
+        per_layer = sum(n_in * n_out + (n_out if name in self.biased else 0) for name, (n_in, n_out) in self.linears().items())
+        per_layer += 2 * self.hidden_size + (2 * self.head_dim if self.qk_norm else 0)  # RMSNorm weights
+        embeddings = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+        return embeddings + self.num_layers * per_layer + self.hidden_size
+
+    def kv_bytes_per_token(self, dtype_bytes: int) -> int:
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype_bytes
+
+
+def model_shape(name_or_path: str) -> tuple[ModelShape, str]:
+    """The model's shape and where it came from (its config.json, or the built-in table)."""
+    config_file = Path(name_or_path) / "config.json"
+    if config_file.is_file():
+        return ModelShape.from_config(json.loads(config_file.read_text()), str(config_file)), str(config_file)
+    known = KNOWN_CONFIGS.get(name_or_path.rstrip("/").rsplit("/", 1)[-1])
+    if known is None:
+        raise GrpoError(
+            f"model.name_or_path={name_or_path}: no config.json there and not a built-in model "
+            f"({', '.join(KNOWN_CONFIGS)}); point it at a local model directory"
+        )
+    return ModelShape.from_config(known, "built-in"), "built-in config"
+
+
+def count_train_prompts(data: DataConfig) -> tuple[int, str]:
+    """The number of training prompts and where the number came from."""
+    if data.name == "harbor":
+        return data.num_train, "data.num_train"
+    path = Path(data.train_path)
+    if not path.is_file():
+        raise GrpoError(f"data.train_path={data.train_path!r}: no such file; plan counts its lines")
+    with path.open() as lines:
+        return sum(1 for line in lines if line.strip()), f"lines of {path}"
+
+
+@dataclass(frozen=True)
+class ComputeBudget:
+    steps: int
+    completions: int
+    generated_tokens: int
+    tokens_per_pass: int  # prompt + completion tokens of every completion
+    policy_passes: int
+    reference_passes: int
+    old_policy_passes: int
+
+    @property
+    def learner_tokens(self) -> int:
+        return self.tokens_per_pass * (self.policy_passes + self.reference_passes + self.old_policy_passes)
+
+
+def compute_budget(config: Config, train_prompts: int, mean_prompt: float, mean_completion: float) -> ComputeBudget:
+    train, algorithm = config.train, config.algorithm
+    steps = math.ceil(train_prompts * train.epochs / train.prompts_per_step)
+    if train.max_steps is not None:
+        steps = min(steps, train.max_steps)
+    completions = steps * train.prompts_per_step * algorithm.group_size
+    return ComputeBudget(
+        steps=steps,
+        completions=completions,
+        generated_tokens=round(completions * mean_completion),
+        tokens_per_pass=round(completions * (mean_prompt + mean_completion)),
+        policy_passes=algorithm.num_iterations,
+        reference_passes=int(algorithm.kl_coef > 0),
+        old_policy_passes=int(algorithm.num_iterations > 1),
+    )
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    components: dict[str, int]  # bytes per component, in the order printed
+    notes: dict[str, str]
+    kv_cache_tokens: int  # tokens the sampler's KV cache holds
+    phases_overlap: bool  # sampler memory stays allocated while the learner runs
+    peak: int
+    gpu: int
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= self.gpu and self.kv_cache_tokens > 0
+
+
+def lora_params(shape: ModelShape, rank: int, target_modules: list[str]) -> int:
+    linears = shape.linears()
+    for name in target_modules:
+        if name not in linears:
+            raise ConfigError(f"model.lora.target_modules: {name!r} is not a linear layer of this model; use some of {', '.join(linears)}")
+    return shape.num_layers * sum(rank * sum(linears[name]) for name in target_modules)
+
+
+def activation_bytes(config: Config, shape: ModelShape, tokens: float, dtype_bytes: int, checkpointing: bool) -> int:
+    """Activations saved for backward by `tokens` tokens (see the module docstring)."""
+    lora = config.model.lora
+    per_layer = (4 * shape.hidden_size + 2 * shape.num_heads * shape.head_dim + 2 * shape.num_kv_heads * shape.head_dim
+                 + 4 * shape.intermediate_size + (lora.rank * len(lora.target_modules) if lora.enabled else 0))
+    saved = shape.num_layers * shape.hidden_size + per_layer if checkpointing else shape.num_layers * per_layer
+    return round(tokens * saved * dtype_bytes)
+
+
+def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: int) -> MemoryEstimate:
+    model, lora, sampler = config.model, config.model.lora, config.sampler
+    b = DTYPE_BYTES[shape.dtype if model.dtype == "auto" else model.dtype]
+    weights = shape.num_params * b
+    components, notes = {"policy weights": weights}, {"policy weights": f"{_count(shape.num_params)} parameters x {b} bytes"}
+
+    if lora.enabled:
+        components["reference"], notes["reference"] = 0, "none: the base model with the adapter disabled"
+        trainable, trainable_bytes = lora_params(shape, lora.rank, lora.target_modules), LORA_BYTES
+        components["LoRA parameters"] = trainable * trainable_bytes
+        notes["LoRA parameters"] = f"{_count(trainable)} float32, rank {lora.rank} on {', '.join(lora.target_modules)}"
+    else:
+        needs_reference = config.algorithm.kl_coef > 0
+        components["reference"] = weights if needs_reference else 0
+        notes["reference"] = "a frozen copy of the policy" if needs_reference else "none: algorithm.kl_coef = 0"
+        trainable, trainable_bytes = shape.num_params, b
+    components["gradients"] = trainable * trainable_bytes
+    notes["gradients"] = f"{_count(trainable)} trainable parameters x {trainable_bytes} bytes"
+    components["optimizer state"] = 2 * trainable * trainable_bytes
+    notes["optimizer state"] = "AdamW: 2 moments per trainable parameter"
+    resident = sum(components.values())
+
+    padded = mean_prompt + sampler.max_new_tokens
+    tokens = config.train.micro_batch_size * padded
+    checkpointing = model.gradient_checkpointing
+    components["activations"] = activation_bytes(config, shape, tokens, b, checkpointing)
+    other = activation_bytes(config, shape, tokens, b, not checkpointing)
+    notes["activations"] = (f"micro-batch {config.train.micro_batch_size} x {padded:g} tokens, gradient checkpointing "
+                            f"{'on' if checkpointing else 'off'} ({'off' if checkpointing else 'on'}: {other / GiB:.1f} GiB)")
+    components["logits"] = round(tokens * shape.vocab_size * 8)
+    notes["logits"] = f"float32 logits and log-softmax, vocab {shape.vocab_size}"
+    learner = resident + components["activations"] + components["logits"]
+
+    kv_per_token = shape.kv_bytes_per_token(b)
+    if sampler.name == "vllm":
+        components["vLLM weights"], notes["vLLM weights"] = weights, "its own copy, synced after each step"
+        if sampler.kv_cache_gb is None:
+            sampling = round(sampler.gpu_memory_utilization * gpu)
+            kv_cache = max(sampling - weights, 0)
+            notes["vLLM KV cache"] = f"sampler.gpu_memory_utilization {sampler.gpu_memory_utilization} x GPU - vLLM weights"
+        else:
+            kv_cache = round(sampler.kv_cache_gb * GiB)
+            sampling = weights + kv_cache
+            notes["vLLM KV cache"] = f"sampler.kv_cache_gb {sampler.kv_cache_gb:g}"
+        components["vLLM KV cache"] = kv_cache
+        phases_overlap = not sampler.enable_sleep_mode
+    else:
+        sampling = kv_cache = round(sampler.batch_size * padded * kv_per_token)
+        components["generate KV cache"] = kv_cache
+        notes["generate KV cache"] = f"sampler.batch_size {sampler.batch_size} sequences x {padded:g} tokens"
+        phases_overlap = False
+    peak = learner + sampling if phases_overlap else max(resident + sampling, learner)
+    return MemoryEstimate(components, notes, kv_cache // kv_per_token, phases_overlap, peak, gpu)
+
+
+def gpu_memory(gib: float | None) -> tuple[int, str]:
+    """Total GPU memory in bytes and where the number came from."""
+    if gib is not None:
+        return round(gib * GiB), "--gpu-memory-gib"
+    import torch
+
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        return properties.total_memory, f"detected: {properties.name}"
+    return round(DEFAULT_GPU_GIB * GiB), "assumed: the reference H100; set --gpu-memory-gib"
+
+
+def _count(n: float) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:g}"
+
+
+def plan_command(args: argparse.Namespace, config: Config) -> None:
+    shape, shape_source = model_shape(config.model.name_or_path)
+    train_prompts, prompts_source = count_train_prompts(config.data)
+    gpu, gpu_source = gpu_memory(args.gpu_memory_gib)
+    if args.mean_completion_tokens is None:
+        mean_completion, completion_source = config.sampler.max_new_tokens / 2, "assumed: sampler.max_new_tokens / 2; set --mean-completion-tokens"
+    else:
+        mean_completion, completion_source = args.mean_completion_tokens, "--mean-completion-tokens"
+    if args.mean_prompt_tokens is None:
+        mean_prompt, prompt_source = DEFAULT_MEAN_PROMPT_TOKENS, "assumed; set --mean-prompt-tokens"
+    else:
+        mean_prompt, prompt_source = args.mean_prompt_tokens, "--mean-prompt-tokens"
+    budget = compute_budget(config, train_prompts, mean_prompt, mean_completion)
+    memory = estimate_memory(config, shape, mean_prompt, gpu)
+    train, algorithm = config.train, config.algorithm
+
+    print(f"plan for {config.recipe or 'the default config'}: {config.model.name_or_path} ({shape_source})")
+    print("\ncompute")
+    print(f"  train prompts      {train_prompts:,} ({prompts_source}) x {train.epochs:g} epochs")
+    capped = ", capped by train.max_steps" if train.max_steps is not None else ""
+    print(f"  steps              {budget.steps:,} of {train.prompts_per_step} prompts{capped}")
+    print(f"  completions        {budget.completions:,} (G = {algorithm.group_size})")
+    print(f"  mean prompt        {mean_prompt:g} tokens ({prompt_source})")
+    print(f"  mean completion    {mean_completion:g} tokens ({completion_source})")
+    print(f"  generated tokens   {budget.generated_tokens:,} ({_count(budget.generated_tokens)})")
+    passes = [f"{budget.policy_passes} policy forward+backward"]
+    if budget.reference_passes:
+        passes.append("1 reference forward")
+    if budget.old_policy_passes:
+        passes.append("1 old-policy forward")
+    print(f"  learner tokens     {budget.learner_tokens:,} ({_count(budget.learner_tokens)}): "
+          f"{budget.tokens_per_pass:,} prompt+completion tokens x ({' + '.join(passes)})")
+
+    print(f"\nmemory (GiB; GPU {gpu / GiB:.1f} GiB, {gpu_source})")
+    for name, size in memory.components.items():
+        print(f"  {name:<22}{size / GiB:>7.2f}  {memory.notes[name]}")
+    if config.sampler.name == "vllm":
+        sequences = memory.kv_cache_tokens / (mean_prompt + config.sampler.max_new_tokens)
+        print(f"  the KV cache holds {memory.kv_cache_tokens:,} tokens = {sequences:,.0f} full-length sequences; "
+              f"a step samples {train.prompts_per_step * algorithm.group_size:,}")
+    phases = "learner and sampler at once" if memory.phases_overlap else "the larger of sampling and learning"
+    print(f"  {'peak':<22}{memory.peak / GiB:>7.2f}  {phases}")
+    if memory.fits:
+        print(f"\nfits: {memory.peak / GiB:.1f} of {gpu / GiB:.1f} GiB, {(gpu - memory.peak) / GiB:.1f} GiB spare")
+    elif memory.kv_cache_tokens == 0:
+        print("\ndoes not fit: no room for a KV cache; raise sampler.gpu_memory_utilization")
+    else:
+        largest = max(memory.components, key=memory.components.get)
+        print(f"\ndoes not fit: {memory.peak / GiB:.1f} GiB > {gpu / GiB:.1f} GiB; the largest part is {largest}")

@@ -1,0 +1,159 @@
+"""`sampler=vllm`: a vLLM engine in the training process, its weights overwritten in place after every step.
+
+Generation: one request per prompt with SamplingParams(n=G), so the G completions share the prompt's KV
+blocks. Prompt i gets seed `seed + i * n`; vLLM gives its j-th completion seed + i * n + j, so no two
+completions of a call share a random stream.
+
+Log-probs follow sampler/base.py, logprob_t = log_softmax(z_t / T)[y_t]. vLLM's `logprobs_mode` decides
+what it returns:
+    raw_logprobs        log_softmax(z_t)[y_t]                the default; wrong whenever T != 1
+    processed_logprobs  log_softmax(mask(z_t / T))[y_t]      mask = the top-k/top-p truncation
+so the engine runs with processed_logprobs: with top_p = 1 and top_k = 0 (the GRPO setting) mask is the
+identity and the values are the convention's exactly; greedy (T = 0) returns log_softmax(z_t). With
+truncation on, they are renormalised over the kept tokens: higher than the learner's by -log(kept mass).
+
+Weight sync: `collective_rpc("reload_weights", weights_iterator=...)` hands the learner's tensors to vLLM's
+in-place reloader, which reruns each layer's weight processing (on CPU, linear weights are repacked into
+oneDNN/sgl kernels and the plain parameters dropped, so `model.load_weights` alone fails) and copies the
+result into the engine's existing storage. The engine core runs in this process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0, set here before the engine starts), so the tensors travel by reference:
+no disk, no pickling. With peft LoRA the engine gets W + (alpha/r) B A for every adapted layer, computed one
+layer at a time from the adapter as it is now: vLLM's own LoRA path would need the adapter on disk per step
+and samples slower (scripts/bench_sampler.py --lora measures both). The prefix cache is reset after a sync,
+since its blocks hold keys and values of the old weights.
+
+Sleep mode (sampler.enable_sleep_mode, GPU only: vLLM cannot sleep on CPU, so there it is ignored with a
+warning): after each generate the engine offloads its weights to host memory and frees its KV cache
+(vLLM sleep level 1), leaving the device to the learner; sync and the next generate wake what they need.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+
+import torch
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+from vllm.platforms import current_platform
+
+from grpo_cli.config import Config
+from grpo_cli.sampler.base import Completion
+from grpo_cli.sampler.hf import _eos_token_ids
+
+# Each reload warns that the rotary embedding "failed to load": it has no checkpoint weights, and vLLM keeps
+# its precomputed cos/sin cache, which is what we want.
+logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
+
+
+class VLLMSampler:
+    def __init__(self, config: Config, model, tokenizer):
+        self.config = config.sampler
+        self.tokenizer = tokenizer
+        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.sleep_mode = self.config.enable_sleep_mode and current_platform.is_sleep_mode_available()
+        if self.config.enable_sleep_mode and not self.sleep_mode:
+            warnings.warn(
+                "sampler.enable_sleep_mode=true is ignored: vLLM has no sleep mode on this device (CPU)", stacklevel=2
+            )
+        self.asleep = False
+        kv_cache_gb = self.config.kv_cache_gb
+        # The engine core must run in this process for weights to move by reference; vLLM reads this at start.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # vLLM's CPU worker swaps torch.set_num_threads for a no-op (and serving may drop torch to one thread):
+        # the learner shares this process and needs both back.
+        set_num_threads, num_threads = torch.set_num_threads, torch.get_num_threads()
+        self.llm = LLM(
+            model=config.model.name_or_path,
+            dtype=str(model.dtype).removeprefix("torch."),
+            seed=config.train.seed,
+            gpu_memory_utilization=self.config.gpu_memory_utilization,
+            kv_cache_memory_bytes=None if kv_cache_gb is None else int(kv_cache_gb * 2**30),
+            max_model_len=min(self.config.max_model_len, model.config.max_position_embeddings),
+            enable_sleep_mode=self.sleep_mode,
+            logprobs_mode="processed_logprobs",
+            # Prompts arrive as token ids and the learner's tokenizer decodes: vLLM needs no tokenizer, and
+            # must not take sampling defaults (repetition penalty, ...) from the model's generation_config.json.
+            skip_tokenizer_init=True,
+            generation_config="vllm",
+        )
+        torch.set_num_threads = set_num_threads
+        torch.set_num_threads(num_threads)
+        # The live model may already differ from its directory (resumed run, adapter loaded).
+        self.sync_weights(model)
+
+    def sampling_params(self, n: int, seed: int, temperature: float) -> SamplingParams:
+        return SamplingParams(
+            n=n,
+            seed=seed,
+            temperature=temperature,
+            top_p=self.config.top_p,
+            top_k=self.config.top_k,
+            max_tokens=self.config.max_new_tokens,
+            stop_token_ids=self.eos_token_ids,
+            logprobs=0,  # the sampled token's log-prob only
+            detokenize=False,
+        )
+
+    def generate(
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None
+    ) -> list[list[Completion]]:
+        temperature = self.config.temperature if temperature is None else temperature
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
+        params = [self.sampling_params(n, seed + i * n, temperature) for i in range(len(prompt_ids))]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+            self.asleep = True
+        samples = [sample for output in outputs for sample in output.outputs]
+        texts = self.tokenizer.batch_decode([sample.token_ids for sample in samples], skip_special_tokens=True)
+        completions = [
+            Completion(
+                token_ids=list(sample.token_ids),
+                logprobs=[step[token].logprob for step, token in zip(sample.logprobs, sample.token_ids)],
+                text=text,
+                # vLLM stops on a stop token with the token kept, as the HF sampler does; "length" covers
+                # max_tokens and max_model_len.
+                finish_reason="stop" if sample.finish_reason == "stop" else "length",
+            )
+            for sample, text in zip(samples, texts)
+        ]
+        return [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+
+    @torch.no_grad()
+    def sync_weights(self, model) -> None:
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])  # the KV cache stays freed until the next generate
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": checkpoint_weights(model), "is_checkpoint_format": True}
+        )
+        self.llm.reset_prefix_cache()
+
+
+def checkpoint_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
+    """`model`'s weights under the names of its checkpoint, as vLLM's loader expects them.
+
+    For a peft LoRA model, each adapted layer's base weight merged with its active adapters,
+        W' = W + sum_a (alpha_a / r_a) B_a A_a
+    under the base model's name (peft's `base_model.model.` prefix and `.base_layer` dropped); the adapter
+    matrices themselves are not sent. The merge happens one layer at a time as vLLM consumes the iterator, so
+    at most one merged matrix is alive at once.
+    """
+    if not isinstance(model, PeftModel):
+        yield from model.state_dict().items()
+        return
+    lora_layers = {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    for name, tensor in model.state_dict().items():
+        if ".lora_" in name:
+            continue
+        layer = lora_layers.get(name.removesuffix(".base_layer.weight"))
+        if layer is not None and not layer.merged:  # a merged layer's base weight already holds its adapter
+            tensor = tensor + sum(layer.get_delta_weight(adapter) for adapter in layer.active_adapters)
+        yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), tensor

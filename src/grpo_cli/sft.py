@@ -1,0 +1,150 @@
+"""`grpo sft`: supervised cold start on worked solutions, so GRPO's first groups already hold answers it can parse.
+
+Each train example becomes prompt ids (as the sampler will see them) followed by the solution's ids and EOS.
+The loss is the mean negative log-likelihood over solution tokens only; prompt and padding are masked:
+
+    L = -(1 / |S|) * sum_{t in S} log p(x_t | x_<t),   S = solution and EOS positions of the batch
+
+AdamW with linear warmup over sft.warmup_steps, then cosine decay to 0 at sft.steps. The model starts from
+sft.init_from (else model.name_or_path) and is saved to sft.output_dir (else <train.output_dir>/sft) with its
+tokenizer, then evaluated like `grpo eval` (eval.num_prompts prompts x eval.num_samples samples), the results
+printed and written to eval.json in the saved directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from grpo_cli.config import Config
+from grpo_cli.data import Example
+from grpo_cli.data.loaders import encode_prompt, load_examples
+from grpo_cli.errors import GrpoError
+from grpo_cli.models import init_dir, load_model, load_tokenizer
+
+IGNORE = -100  # label of positions without a loss (Hugging Face's convention)
+
+
+def tokenize(examples: list[Example], tokenizer, config: Config, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, solution ids + EOS) for each example that has a solution and fits in max_length tokens."""
+    pairs = []
+    for example in examples:
+        prompt = encode_prompt(example, tokenizer, config.data)
+        solution = tokenizer(example.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(prompt) + len(solution) <= max_length:
+            pairs.append((prompt, solution))
+    return pairs
+
+
+def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and labels (IGNORE on prompt and padding)."""
+    width = max(len(prompt) + len(solution) for prompt, solution in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(pairs), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for row, (prompt, solution) in enumerate(pairs):
+        ids = prompt + solution
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, len(prompt) : len(ids)] = torch.tensor(solution)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def batches(num_examples: int, batch_size: int, seed: int):
+    """Endless index batches: a fresh seeded permutation per epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(num_examples, generator=generator).tolist()
+        for start in range(0, num_examples - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warmup to 1 over warmup_steps, then cosine from 1 to 0 at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, config: Config, on_step=None) -> list[float]:
+    """sft.steps AdamW steps over `pairs`; returns the loss of each step. `on_step(step, loss)` runs after each."""
+    sft = config.sft
+    if len(pairs) < sft.batch_size:
+        raise GrpoError(f"sft.batch_size={sft.batch_size}: more than the {len(pairs)} usable train examples; lower it")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, sft.warmup_steps, sft.steps))
+    model.train()
+    losses = []
+    for step, indices in zip(range(1, sft.steps + 1), batches(len(pairs), sft.batch_size, config.train.seed)):
+        batch = {k: v.to(model.device) for k, v in collate([pairs[i] for i in indices], pad_id).items()}
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if on_step:
+            on_step(step, losses[-1])
+    return losses
+
+
+def sft_command(args: argparse.Namespace, config: Config) -> None:
+    from grpo_cli.evaluate import evaluate
+    from grpo_cli.sampler import build_sampler
+    from grpo_cli.verifier import build_verifier
+
+    source = init_dir(config)
+    output_dir = Path(config.sft.output_dir or Path(config.train.output_dir) / "sft")
+    train_examples = [ex for ex in load_examples(config, "train") if ex.solution]
+    if not train_examples:
+        raise GrpoError(
+            f"data={config.data.name}: no train example has a worked solution (field "
+            f"{config.data.solution_field!r}, data.solution_field); SFT trains on them"
+        )
+    eval_examples = load_examples(config, "eval")
+    torch.manual_seed(config.train.seed)
+    tokenizer = load_tokenizer(source)
+    model = load_model(replace(config.model, name_or_path=source))
+    pairs = tokenize(train_examples, tokenizer, config, model.config.max_position_embeddings)
+    sampler = build_sampler(config, model, tokenizer)
+    print(f"sft: {source} -> {output_dir}, {len(pairs)} examples, {config.sft.steps} steps of {config.sft.batch_size}")
+
+    with build_verifier(config.verifier) as verifier:
+        started = time.monotonic()
+
+        def run_eval() -> dict:
+            sampler.sync_weights(model)
+            return evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
+
+        def on_step(step: int, loss: float) -> None:
+            if step % config.sft.log_every == 0 or step == config.sft.steps:
+                lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps)
+                print(f"sft step {step}/{config.sft.steps}  loss {loss:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s")
+            if config.sft.eval_every and step % config.sft.eval_every == 0 and step < config.sft.steps:
+                print(f"sft step {step}  eval {_summary(run_eval())}")
+
+        losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
+        train_seconds = time.monotonic() - started
+        results = run_eval()
+
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    results |= {"model": str(output_dir), "sft_steps": config.sft.steps, "sft_final_loss": losses[-1], "sft_seconds": train_seconds}
+    (output_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"sft done in {train_seconds:.0f}s, saved {output_dir}: {_summary(results)}")
+
+
+def _summary(results: dict) -> str:
+    pass_at = "  ".join(f"{key} {value:.1%}" for key, value in results.items() if key.startswith("pass@"))
+    return (
+        f"{pass_at}  ({results['num_prompts']} prompts x {results['num_samples']} samples, temperature "
+        f"{results['temperature']:g}, parse failures {results['parse_failure_rate']:.1%})"
+    )

@@ -1,0 +1,349 @@
+"""The GRPO training loop (`grpo train`), written to read like the algorithm:
+
+    for each step:
+        prompts  <- the next train.prompts_per_step prompts (fractional epochs, reshuffled each epoch)
+        groups   <- G completions per prompt from the sampler              (time/sample_s)
+        rewards  <- the verifier's score of every completion                (time/verify_s)
+        A        <- (r - mean_group) / (std_group + eps)                    (algo/advantages.py)
+        repeat algorithm.num_iterations times: one clipped policy-gradient step with KL to the reference
+                                                                            (learner.py, algo/loss.py)
+        push the new weights to the sampler                                 (time/sync_s)
+        log metrics, health warnings; evaluate and checkpoint when due
+
+Everything a run writes lives in train.output_dir: config.yaml, run.json (verifier identity), metrics.jsonl,
+samples.jsonl, evals.jsonl, checkpoints/, summary.json and, with train.merge_with_reference, merged/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from grpo_cli import checkpoint
+from grpo_cli.algo.advantages import group_advantages
+from grpo_cli.algo.stats import group_stats
+from grpo_cli.config import Config
+from grpo_cli.data.loaders import format_prompt, load_examples
+from grpo_cli.errors import ConfigError, GrpoError
+from grpo_cli.evaluate import evaluate
+from grpo_cli.learner import Learner, RolloutBatch
+from grpo_cli.models import load_model, load_tokenizer
+from grpo_cli.monitor import RunMonitor
+from grpo_cli.sampler import build_sampler
+from grpo_cli.verifier import build_verifier
+
+
+@dataclass
+class PromptSchedule:
+    """Which prompts each step sees: a fresh seeded permutation per epoch, fractional epochs allowed.
+
+    The position is a function of the step alone, so a resumed run sees exactly the prompts it would have.
+    """
+
+    num_prompts: int
+    prompts_per_step: int
+    epochs: float
+    seed: int
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, math.floor(self.epochs * self.num_prompts / self.prompts_per_step))
+
+    def epoch_at(self, step: int) -> float:
+        return step * self.prompts_per_step / self.num_prompts
+
+    def indices(self, step: int) -> list[int]:
+        start = step * self.prompts_per_step
+        out = []
+        for position in range(start, start + self.prompts_per_step):
+            epoch, offset = divmod(position, self.num_prompts)
+            out.append(self._permutation(epoch)[offset])
+        return out
+
+    def _permutation(self, epoch: int) -> list[int]:
+        order = list(range(self.num_prompts))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+
+class RunLog:
+    """Append-only JSON lines, flushed per record, so a killed run keeps every finished step."""
+
+    def __init__(self, path: Path, truncate: bool):
+        self.path = path
+        if truncate and path.exists():
+            path.unlink()
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def drop_after(self, step: int) -> None:
+        """On resume: forget records of steps the restored checkpoint never saw."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+
+def train_command(args, config: Config) -> None:
+    train(config)
+
+
+def train(config: Config) -> dict:
+    run_dir = Path(config.train.output_dir)
+    checkpoints = run_dir / "checkpoints"
+    torch.manual_seed(config.train.seed)
+    random.seed(config.train.seed)
+
+    # Data and model load before anything is written, so a bad path fails without touching the run dir.
+    train_examples = load_examples(config, "train")
+    eval_examples = load_examples(config, "eval")
+    tokenizer = load_tokenizer(config.model.name_or_path)
+    model = load_model(config.model)
+    learner = Learner(config, model)
+    schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
+    total_steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)
+    learner.set_total_steps(total_steps)
+
+    with build_verifier(config.verifier) as verifier:
+        state = _start_or_resume(config, run_dir, checkpoints, learner, verifier)
+        sampler = build_sampler(config, learner.policy, tokenizer)
+        metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
+        samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
+        evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
+        for log in (metrics_log, samples_log, evals_log):
+            log.drop_after(state["step"])
+        monitor = RunMonitor(kl_coef=config.algorithm.kl_coef)
+        console = Console(total_steps, state["step"])
+
+        def run_eval(step: int) -> dict:
+            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
+            results["step"] = step
+            evals_log.write(results)
+            console.eval_line(step, results, config.eval.pass_at)
+            console.warn(monitor.after_eval(results, config.eval.pass_at), step)
+            return results
+
+        if state["before"] is None:
+            state["before"] = run_eval(0)
+        for step in range(state["step"] + 1, total_steps + 1):
+            examples = [train_examples[i] for i in schedule.indices(step - 1)]
+            metrics, groups = grpo_step(config, step, examples, tokenizer, sampler, verifier, learner)
+            metrics["epoch"] = schedule.epoch_at(step)
+            if metrics["nonfinite"]:
+                state["nonfinite_streak"] += 1
+                console.warn([f"loss or gradient was not finite: step {step} skipped"], step)
+                if state["nonfinite_streak"] >= config.train.max_nonfinite_steps:
+                    last = checkpoint.read_pointer(checkpoints, "last")
+                    raise GrpoError(
+                        f"loss was NaN/inf for {state['nonfinite_streak']} steps in a row (step {step}); "
+                        f"last good checkpoint: {last or 'none'}. Fix: lower optimizer.lr or optimizer.max_grad_norm"
+                    )
+            else:
+                state["nonfinite_streak"] = 0
+            warnings = monitor.after_step(step, metrics)
+            metrics["warnings"] = warnings
+            metrics_log.write(metrics)
+            for group in groups[: config.train.log_groups_per_step]:
+                samples_log.write({"step": step, **group})
+            console.step_line(step, metrics)
+            console.warn(warnings, step)
+
+            is_last = step == total_steps
+            if (config.train.eval_every and step % config.train.eval_every == 0) or is_last:
+                results = run_eval(step)
+                state["last_eval"] = results
+                if state["best"] is None or results["pass@1"] > state["best"]["pass@1"]:
+                    state["best"] = results
+            if step % config.train.save_every == 0 or is_last or state["last_eval"].get("step") == step:
+                state["step"] = step
+                _save(checkpoints, step, learner, tokenizer, state)
+
+    return _finish(config, run_dir, checkpoints, state, tokenizer)
+
+
+def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> tuple[dict, list[dict]]:
+    """One GRPO step on a batch of prompts; returns the step's metrics and its groups for samples.jsonl."""
+    G = config.algorithm.group_size
+    timings = {}
+
+    tic = time.perf_counter()
+    prompt_ids = [tokenizer(format_prompt(ex, tokenizer, config.data)).input_ids for ex in examples]
+    groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed * 100_003 + step)
+    timings["time/sample_s"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    completions = [c for group in groups for c in group]
+    answers = [ex.answer for ex in examples for _ in range(G)]
+    scores = verifier.score([c.text for c in completions], answers, step=step)
+    timings["time/verify_s"] = time.perf_counter() - tic
+
+    rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+    advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
+    stats = group_stats(rewards, G)
+
+    tic = time.perf_counter()
+    batch = RolloutBatch.build(prompt_ids, groups, advantages, pad_token_id=tokenizer.pad_token_id)
+    if config.algorithm.filter_zero_variance:
+        batch = batch.select(stats.keep_mask.repeat_interleave(G))
+    learn = learner.train_on(batch) if batch.size else {"nonfinite": False}
+    timings["time/learn_s"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    if batch.size and not learn["nonfinite"]:
+        sampler.sync_weights(learner.policy)
+    timings["time/sync_s"] = time.perf_counter() - tic
+
+    lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
+    generated_tokens = int(lengths.sum())
+    step_seconds = sum(timings.values())
+    metrics = {
+        "step": step,
+        "reward/mean": rewards.mean().item(),
+        "reward/std": rewards.std().item(),
+        "reward/correct_mean": sum(s.correct for s in scores) / len(scores),
+        "groups/any_positive_frac": stats.any_positive_frac,
+        "groups/zero_variance_frac": stats.zero_variance_frac,
+        "groups/kept_frac": batch.size / len(completions),
+        "completions/len_mean": lengths.mean().item(),
+        "completions/len_max": int(lengths.max()),
+        "completions/truncated_frac": sum(c.finish_reason == "length" for c in completions) / len(completions),
+        "completions/max_new_tokens": config.sampler.max_new_tokens,
+        "verifier/parse_failures": sum(s.reason == "no_answer" for s in scores),
+        "verifier/timeouts": sum(s.reason == "timeout" for s in scores),
+        "verifier/errors": sum(s.reason == "error" for s in scores),
+        **learn,
+        **timings,
+        "time/step_s": step_seconds,
+        "tokens_per_s": generated_tokens / step_seconds,
+    }
+    logged_groups = []
+    for g, (example, group) in enumerate(zip(examples, groups)):
+        members = range(g * G, (g + 1) * G)
+        logged_groups.append({
+            "prompt": example.question,
+            "answer": example.answer,
+            "completions": [c.text for c in group],
+            "rewards": [scores[i].reward for i in members],
+            "reasons": [scores[i].reason for i in members],
+            "advantages": [round(advantages[i].item(), 4) for i in members],
+        })
+    return metrics, logged_groups
+
+
+def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
+    identity = {"verifier_version": verifier.version, "verifier_config_hash": verifier.config_hash}
+    fresh = {"step": 0, "before": None, "best": None, "last_eval": {}, "nonfinite_streak": 0}
+    last = checkpoint.read_pointer(checkpoints, "last")
+    if not config.resume:
+        if last is not None:
+            raise ConfigError(
+                f"{run_dir} already holds a run (last checkpoint {last.name}); add resume=true to continue it, "
+                "or set train.output_dir to a new folder"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (run_dir / "run.json").write_text(json.dumps(identity, indent=2) + "\n")
+        return fresh
+    if last is None:
+        raise ConfigError(f"resume=true but {checkpoints} has no checkpoint yet; drop resume=true to start the run")
+    recorded = json.loads((run_dir / "run.json").read_text())
+    if recorded != identity:
+        raise ConfigError(
+            f"the verifier changed since this run started ({recorded['verifier_version']}/"
+            f"{recorded['verifier_config_hash']} -> {identity['verifier_version']}/{identity['verifier_config_hash']}): "
+            "rewards before and after would not be comparable. Restore the verifier settings, or start a new run "
+            "in another train.output_dir"
+        )
+    saved = checkpoint.load_trainer_state(last)
+    checkpoint.load_policy_weights(learner.policy, last)
+    learner.load_state_dict(saved["learner"])
+    checkpoint.set_rng_state(saved["rng"])
+    return saved["run"]
+
+
+def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict) -> None:
+    trainer_state = {"run": dict(state), "learner": learner.state_dict(), "rng": checkpoint.rng_state()}
+    path = checkpoint.save_checkpoint(checkpoints, step, learner.policy, tokenizer, trainer_state)
+    best = state["best"]
+    if best is not None and best["step"] == step:
+        checkpoint.write_pointer(checkpoints / "best", path.name)
+    keep = {path.name}
+    best_dir = checkpoint.read_pointer(checkpoints, "best")
+    if best_dir is not None:
+        keep.add(best_dir.name)
+    checkpoint.prune_checkpoints(checkpoints, keep)
+
+
+def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, tokenizer) -> dict:
+    before, after = state["before"], state["last_eval"]
+    summary = {f"{key}_before": before[key] for key in before if key.startswith("pass@")}
+    summary |= {f"{key}_after": after[key] for key in after if key.startswith("pass@")}
+    summary |= {"steps": state["step"], "num_eval_prompts": after["num_prompts"]}
+    best = checkpoint.read_pointer(checkpoints, "best")
+    if best is not None:
+        summary |= {"best_checkpoint": str(best), "best_step": state["best"]["step"], "pass@1_best": state["best"]["pass@1"]}
+    if config.train.merge_with_reference is not None and best is not None:
+        from grpo_cli.export import merge_models
+
+        merged = run_dir / "merged"
+        merge_models(best, Path(config.model.name_or_path), config.train.merge_with_reference, merged)
+        summary["merged_model"] = str(merged)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    Console.summary(summary, config.eval.pass_at)
+    return summary
+
+
+class Console:
+    """A rich progress bar with ETA, one compact line per step, warnings in yellow."""
+
+    def __init__(self, total_steps: int, start_step: int):
+        from rich.console import Console as RichConsole
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = RichConsole(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]grpo"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=self.console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step)
+        self.progress.start()
+
+    def step_line(self, step: int, m: dict) -> None:
+        kl = f" kl {m['kl/mean']:.4f}" if "kl/mean" in m else ""
+        self.progress.console.print(
+            f"step {step:>4}  reward {m['reward/mean']:.3f}  correct {m['reward/correct_mean']:.2f}  "
+            f"zero-var {m['groups/zero_variance_frac']:.2f}{kl}  len {m['completions/len_mean']:.0f}  "
+            f"trunc {m['completions/truncated_frac']:.2f}  {m['time/step_s']:.1f}s",
+            highlight=False,
+        )
+        self.progress.update(self.task, completed=step)
+
+    def eval_line(self, step: int, results: dict, pass_at: list[int]) -> None:
+        figures = "  ".join(f"pass@{k} {results[f'pass@{k}']:.3f}" for k in pass_at)
+        self.progress.console.print(f"[bold]eval[/] step {step:>4}  {figures}  (n={results['num_prompts']} prompts)")
+
+    def warn(self, warnings: list[str], step: int) -> None:
+        for line in warnings:
+            self.progress.console.print(f"[yellow]warning (step {step}): {line}[/]", highlight=False)
+
+    @staticmethod
+    def summary(summary: dict, pass_at: list[int]) -> None:
+        from rich.console import Console as RichConsole
+        from rich.table import Table
+
+        table = Table(title="GRPO: before and after")
+        table.add_column("metric")
+        table.add_column("before", justify="right")
+        table.add_column("after", justify="right")
+        for k in pass_at:
+            table.add_row(f"pass@{k}", f"{summary[f'pass@{k}_before']:.1%}", f"{summary[f'pass@{k}_after']:.1%}")
+        RichConsole().print(table)

@@ -1,0 +1,233 @@
+"""The learner on a tiny random Llama: batch layout, log-probs, gradient accumulation, updates, resume."""
+
+import copy
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from grpo_cli.algo.advantages import group_advantages
+from grpo_cli.config import AlgorithmConfig, Config
+from grpo_cli.learner import Learner, RolloutBatch, completion_logprobs, lr_factor, token_logprobs
+from grpo_cli.sampler.base import Completion
+
+VOCAB = 100
+TEMPERATURE = 0.8
+GROUP_SIZE = 4
+MAX_NEW_TOKENS = 6
+REWARDS = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config)
+
+
+def completion(token_ids: list[int]) -> Completion:
+    finish_reason = "length" if len(token_ids) == MAX_NEW_TOKENS else "stop"
+    return Completion(token_ids=token_ids, logprobs=[-4.0] * len(token_ids), text="", finish_reason=finish_reason)
+
+
+def make_groups(seed: int = 0) -> tuple[list[list[int]], list[list[Completion]]]:
+    """3 prompts of 5, 3 and 7 tokens, G = 4 completions each of 1 to 6 tokens (6: truncated)."""
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(1, VOCAB, (n,), generator=gen).tolist() for n in (5, 3, 7)]
+    groups = [
+        [completion(torch.randint(1, VOCAB, (int(torch.randint(1, MAX_NEW_TOKENS + 1, (1,), generator=gen)),), generator=gen).tolist()) for _ in range(GROUP_SIZE)]
+        for _ in prompts
+    ]
+    return prompts, groups
+
+
+def make_batch(algorithm: AlgorithmConfig) -> RolloutBatch:
+    prompts, groups = make_groups()
+    advantages = group_advantages(torch.tensor(REWARDS), GROUP_SIZE, algorithm.scale_rewards, algorithm.std_eps)
+    return RolloutBatch.build(prompts, groups, advantages)
+
+
+def make_config(micro_batch_size: int = 4, lr: float = 1e-3, **algorithm) -> Config:
+    config = Config()
+    config.algorithm = AlgorithmConfig(group_size=GROUP_SIZE, **algorithm)
+    config.train.micro_batch_size = micro_batch_size
+    config.sampler.temperature = TEMPERATURE
+    config.optimizer.lr = lr
+    return config
+
+
+def straightforward_logprobs(model, prompt: list[int], tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One unpadded sequence, the whole log_softmax: log-probs and entropies of the completion tokens."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
+    logprobs = torch.log_softmax(logits / TEMPERATURE, dim=-1)
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    return logprobs[torch.arange(len(tokens)), torch.tensor(tokens)], entropy
+
+
+def test_batch_layout_by_hand():
+    groups = [[completion([5, 6]), completion([7])], [completion([8]), completion([9, 10, 11])]]
+    batch = RolloutBatch.build([[1, 2], [3]], groups, torch.tensor([0.5, -0.5, 1.0, -1.0]))
+    assert batch.input_ids.tolist() == [[1, 2, 5, 6, 0], [1, 2, 7, 0, 0], [0, 3, 8, 0, 0], [0, 3, 9, 10, 11]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [0, 1, 1, 0, 0], [0, 1, 1, 1, 1]]
+    assert batch.completion_mask.tolist() == [[True, True, False], [True, False, False], [True, False, False], [True, True, True]]
+    assert batch.completion_ids.tolist() == [[5, 6, 0], [7, 0, 0], [8, 0, 0], [9, 10, 11]]
+    assert batch.sampler_logprobs.tolist() == [[-4, -4, 0], [-4, 0, 0], [-4, 0, 0], [-4, -4, -4]]
+    assert batch.advantages.tolist() == [0.5, -0.5, 1.0, -1.0]
+
+    first, second = batch.micro_batches(2)
+    assert first.input_ids.tolist() == [[1, 2, 5, 6], [1, 2, 7, 0]]  # completion columns trimmed to 2
+    assert second.input_ids.tolist() == [[3, 8, 0, 0], [3, 9, 10, 11]]  # the empty prompt column dropped
+    assert second.completion_mask.tolist() == [[True, False, False], [True, True, True]]
+    assert second.advantages.tolist() == [1.0, -1.0]
+
+    kept = batch.select(torch.tensor([False, True, True, False]))
+    assert kept.input_ids.tolist() == [[1, 2, 7, 0, 0], [0, 3, 8, 0, 0]]
+
+
+def test_truncated_flags_come_from_finish_reason():
+    batch = make_batch(AlgorithmConfig(group_size=GROUP_SIZE))
+    lengths = batch.completion_mask.sum(1)
+    assert batch.truncated.tolist() == (lengths == MAX_NEW_TOKENS).tolist()
+    assert 0 < int(batch.truncated.sum()) < batch.size
+
+
+def test_micro_batched_logprobs_equal_a_full_log_softmax():
+    model = tiny_llama()
+    learner = Learner(make_config(micro_batch_size=4, num_iterations=2), copy.deepcopy(model), total_steps=1)
+    batch = make_batch(learner.algorithm)
+    logp = learner.old_logprobs(batch)
+
+    prompts, groups = make_groups()
+    rows = [(prompt, c.token_ids) for prompt, group in zip(prompts, groups) for c in group]
+    for i, (prompt, tokens) in enumerate(rows):
+        expected, _ = straightforward_logprobs(model, prompt, tokens)
+        torch.testing.assert_close(logp[i, : len(tokens)], expected, atol=1e-6, rtol=0)
+        assert torch.all(logp[i, len(tokens) :] == 0)
+
+    _, entropy = completion_logprobs(model, batch.micro_batches(4)[1], TEMPERATURE)
+    for j, (prompt, tokens) in enumerate(rows[4:8]):
+        _, expected_entropy = straightforward_logprobs(model, prompt, tokens)
+        torch.testing.assert_close(entropy[j, : len(tokens)], expected_entropy, atol=1e-6, rtol=1e-6)
+
+
+def test_chunked_logprobs_and_gradients_equal_log_softmax():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=gen, requires_grad=True)
+    tokens = torch.randint(11, (3, 5), generator=gen)
+    weights = torch.randn(3, 5, generator=gen)
+
+    logp, entropy = token_logprobs(logits, tokens, temperature=0.7, chunk_tokens=4)  # 15 tokens: 4 chunks
+    (grad,) = torch.autograd.grad((logp * weights).sum(), logits)
+
+    full = torch.log_softmax(logits / 0.7, dim=-1)
+    expected = full.gather(-1, tokens[..., None])[..., 0]
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), logits)
+    torch.testing.assert_close(logp, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-6, rtol=0)
+    torch.testing.assert_close(entropy, -(full.exp() * full).sum(-1).detach(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("loss_agg", ["seq_mean", "token_mean", "seq_sum_norm"])
+def test_accumulated_micro_batches_equal_the_loss_in_one_go(loss_agg):
+    algorithm = dict(loss_agg=loss_agg, kl_coef=0.1, num_iterations=2, mask_truncated=True)
+    micro = Learner(make_config(micro_batch_size=4, **algorithm), tiny_llama(), total_steps=1)
+    whole = Learner(make_config(micro_batch_size=12, **algorithm), tiny_llama(), total_steps=1)
+    batch = make_batch(micro.algorithm)
+    batch.ref_logprobs = micro.reference_logprobs(batch)
+    # an older policy than the current one, so some ratios leave the clip range
+    batch.old_logprobs = micro.old_logprobs(batch) - 0.3 * torch.rand(batch.completion_mask.shape, generator=torch.Generator().manual_seed(0))
+
+    micro_metrics = micro.backward(batch)
+    whole_metrics = whole.backward(batch)
+    assert micro_metrics["clip/low_frac"] + micro_metrics["clip/high_frac"] > 0
+    for key, value in whole_metrics.items():
+        assert micro_metrics[key] == pytest.approx(value, abs=1e-6), key
+    for p_micro, p_whole in zip(micro.trainable_parameters, whole.trainable_parameters):
+        torch.testing.assert_close(p_micro.grad, p_whole.grad, atol=1e-6, rtol=0)
+
+
+def test_updates_on_a_fixed_batch_lower_the_loss_and_move_the_policy():
+    learner = Learner(make_config(lr=1e-3, num_iterations=4), tiny_llama(), total_steps=1)
+    start = [p.detach().clone() for p in learner.trainable_parameters]
+    batch = make_batch(learner.algorithm)
+    batch.old_logprobs = learner.old_logprobs(batch)
+
+    losses = [learner.step(batch)["loss"] for _ in range(4)]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert all(not torch.equal(p, p0) for p, p0 in zip(learner.trainable_parameters, start))
+
+    # completions with a positive advantage became more likely, those with a negative one less
+    new_logp = learner.old_logprobs(batch)
+    change = ((new_logp - batch.old_logprobs) * batch.completion_mask).sum(1)
+    assert torch.all(change[batch.advantages > 0] > 0) and torch.all(change[batch.advantages < 0] < 0)
+
+
+def test_non_finite_loss_skips_the_update():
+    learner = Learner(make_config(), tiny_llama(), total_steps=10)
+    start = [p.detach().clone() for p in learner.trainable_parameters]
+    batch = make_batch(learner.algorithm)
+    batch.advantages[2] = float("nan")
+
+    metrics = learner.step(batch)
+    assert metrics["nonfinite"] == 1.0 and math.isnan(metrics["loss"])
+    assert all(torch.equal(p, p0) for p, p0 in zip(learner.trainable_parameters, start))
+    assert learner.optimizer.state_dict()["state"] == {}
+
+    batch.advantages[2] = 0.0
+    assert learner.step(batch)["nonfinite"] == 0.0
+
+
+def test_lr_schedule_by_hand():
+    assert [lr_factor(s, 3, 11, "cosine") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(7, 3, 11, "cosine") == pytest.approx(0.5)  # halfway through the 8 decay steps
+    assert lr_factor(11, 3, 11, "cosine") == pytest.approx(0.0)
+    assert lr_factor(50, 3, 11, "constant") == 1.0
+
+
+def test_num_iterations_updates_share_a_training_steps_lr():
+    config = make_config(lr=1e-3, num_iterations=2)
+    config.optimizer.warmup_steps = 3
+    learner = Learner(config, tiny_llama(), total_steps=10)
+    batch = make_batch(learner.algorithm)
+    batch.old_logprobs = learner.old_logprobs(batch)
+    lrs = [learner.step(batch)["lr"] for _ in range(4)]
+    assert lrs == pytest.approx([0.25e-3, 0.25e-3, 0.5e-3, 0.5e-3])
+
+
+def test_resumed_learner_continues_identically():
+    config = make_config(lr=1e-3, kl_coef=0.05)
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 1
+    original = Learner(config, tiny_llama(), total_steps=5)
+    batch = make_batch(original.algorithm)
+    batch.ref_logprobs = original.reference_logprobs(batch)
+    for _ in range(2):
+        original.step(batch)
+
+    resumed = Learner(config, tiny_llama(seed=1), total_steps=5)
+    resumed.load_trainable_state_dict(original.trainable_state_dict())
+    resumed.load_state_dict(copy.deepcopy(original.state_dict()))  # as if read back from disk
+    assert resumed.step(batch) == original.step(batch)
+    for p_resumed, p_original in zip(resumed.trainable_parameters, original.trainable_parameters):
+        assert torch.equal(p_resumed, p_original)
+
+
+def test_reference_is_the_frozen_start_and_skipped_without_kl():
+    assert Learner(make_config(kl_coef=0.0), tiny_llama(), total_steps=1).reference_logprobs(make_batch(AlgorithmConfig(group_size=GROUP_SIZE))) is None
+    learner = Learner(make_config(lr=1e-2, kl_coef=0.1), tiny_llama(), total_steps=3)
+    batch = make_batch(learner.algorithm)
+    assert learner.old_logprobs(batch) is None
+    start = learner.reference_logprobs(batch)
+    batch.ref_logprobs = start
+    metrics = [learner.step(batch) for _ in range(3)]
+    torch.testing.assert_close(learner.reference_logprobs(batch), start, atol=0, rtol=0)
+    assert metrics[0]["kl/mean"] == pytest.approx(0.0, abs=1e-7) and metrics[-1]["kl/mean"] > 1e-4

