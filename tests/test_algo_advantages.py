@@ -24,7 +24,8 @@ def test_each_group_is_normalized_separately():
     rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 3.0, 1.0, 1.0, 1.0], dtype=torch.float64)
     advantages = group_advantages(rewards, 4, "group", EPS)
     # the second group is the first shifted and scaled by 2: (r - mean) / std is the same up to eps
-    torch.testing.assert_close(advantages[4:], torch.tensor([0.75, -0.25, -0.25, -0.25], dtype=torch.float64) / (0.5 + EPS / 2))
+    expected = torch.tensor([0.75, -0.25, -0.25, -0.25], dtype=torch.float64) / (0.5 + EPS / 2)
+    torch.testing.assert_close(advantages[4:], expected)
 
 
 def test_batch_scaling_uses_the_std_of_all_rewards():

@@ -92,11 +92,12 @@ def run_loss(inputs, config, **overrides):
 
 
 CLIPS = [(0.2, 0.2), (0.2, 0.28), (3e-4, 4e-4)]  # GRPO, DAPO clip-higher, GSPO
+LEVELS = ["token", "sequence"]
 
 
 @pytest.mark.parametrize(
     "loss_agg,estimator,clip,importance_level",
-    list(itertools.product(["seq_mean", "token_mean", "seq_sum_norm"], ["k1", "k2", "k3"], CLIPS, ["token", "sequence"])),
+    list(itertools.product(["seq_mean", "token_mean", "seq_sum_norm"], ["k1", "k2", "k3"], CLIPS, LEVELS)),
 )
 def test_loss_and_gradient_match_a_token_loop(loss_agg, estimator, clip, importance_level):
     config = AlgorithmConfig(
@@ -178,7 +179,8 @@ def test_on_policy_gradient_is_reinforce_with_group_baseline(loss_agg, kl_coef):
     mask = torch.arange(T)[None, :] < torch.tensor(LENGTHS)[:, None]
     tokens = torch.randint(V, (B, T), generator=gen)
     theta = torch.randn(B, T, V, generator=gen, dtype=torch.float64, requires_grad=True)
-    ref = torch.log_softmax(torch.randn(B, T, V, generator=gen, dtype=torch.float64), -1).gather(-1, tokens[..., None])[..., 0]
+    ref_logits = torch.randn(B, T, V, generator=gen, dtype=torch.float64)
+    ref = torch.log_softmax(ref_logits, -1).gather(-1, tokens[..., None])[..., 0]
     adv = torch.tensor(ADVANTAGES, dtype=torch.float64)
     config = AlgorithmConfig(loss_agg=loss_agg, kl_coef=kl_coef)
 

@@ -42,10 +42,8 @@ def make_groups(seed: int = 0) -> tuple[list[list[int]], list[list[Completion]]]
     """3 prompts of 5, 3 and 7 tokens, G = 4 completions each of 1 to 6 tokens (6: truncated)."""
     gen = torch.Generator().manual_seed(seed)
     prompts = [torch.randint(1, VOCAB, (n,), generator=gen).tolist() for n in (5, 3, 7)]
-    groups = [
-        [completion(torch.randint(1, VOCAB, (int(torch.randint(1, MAX_NEW_TOKENS + 1, (1,), generator=gen)),), generator=gen).tolist()) for _ in range(GROUP_SIZE)]
-        for _ in prompts
-    ]
+    lengths = torch.randint(1, MAX_NEW_TOKENS + 1, (len(prompts), GROUP_SIZE), generator=gen).tolist()
+    groups = [[completion(torch.randint(1, VOCAB, (n,), generator=gen).tolist()) for n in row] for row in lengths]
     return prompts, groups
 
 
@@ -78,7 +76,7 @@ def test_batch_layout_by_hand():
     batch = RolloutBatch.build([[1, 2], [3]], groups, torch.tensor([0.5, -0.5, 1.0, -1.0]))
     assert batch.input_ids.tolist() == [[1, 2, 5, 6, 0], [1, 2, 7, 0, 0], [0, 3, 8, 0, 0], [0, 3, 9, 10, 11]]
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [0, 1, 1, 0, 0], [0, 1, 1, 1, 1]]
-    assert batch.completion_mask.tolist() == [[True, True, False], [True, False, False], [True, False, False], [True, True, True]]
+    assert batch.completion_mask.int().tolist() == [[1, 1, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]]
     assert batch.completion_ids.tolist() == [[5, 6, 0], [7, 0, 0], [8, 0, 0], [9, 10, 11]]
     assert batch.sampler_logprobs.tolist() == [[-4, -4, 0], [-4, 0, 0], [-4, 0, 0], [-4, -4, -4]]
     assert batch.advantages.tolist() == [0.5, -0.5, 1.0, -1.0]
@@ -86,7 +84,7 @@ def test_batch_layout_by_hand():
     first, second = batch.micro_batches(2)
     assert first.input_ids.tolist() == [[1, 2, 5, 6], [1, 2, 7, 0]]  # completion columns trimmed to 2
     assert second.input_ids.tolist() == [[3, 8, 0, 0], [3, 9, 10, 11]]  # the empty prompt column dropped
-    assert second.completion_mask.tolist() == [[True, False, False], [True, True, True]]
+    assert second.completion_mask.int().tolist() == [[1, 0, 0], [1, 1, 1]]
     assert second.advantages.tolist() == [1.0, -1.0]
 
     kept = batch.select(torch.tensor([False, True, True, False]))
@@ -102,9 +100,9 @@ def test_truncated_flags_come_from_finish_reason():
 
 def test_micro_batched_logprobs_equal_a_full_log_softmax():
     model = tiny_llama()
-    learner = Learner(make_config(micro_batch_size=4, num_iterations=2), copy.deepcopy(model), total_steps=1)
+    learner = Learner(make_config(micro_batch_size=4), copy.deepcopy(model), total_steps=1)
     batch = make_batch(learner.algorithm)
-    logp = learner.old_logprobs(batch)
+    logp = learner.policy_logprobs(batch)
 
     prompts, groups = make_groups()
     rows = [(prompt, c.token_ids) for prompt, group in zip(prompts, groups) for c in group]
@@ -144,7 +142,8 @@ def test_accumulated_micro_batches_equal_the_loss_in_one_go(loss_agg):
     batch = make_batch(micro.algorithm)
     batch.ref_logprobs = micro.reference_logprobs(batch)
     # an older policy than the current one, so some ratios leave the clip range
-    batch.old_logprobs = micro.old_logprobs(batch) - 0.3 * torch.rand(batch.completion_mask.shape, generator=torch.Generator().manual_seed(0))
+    staleness = 0.3 * torch.rand(batch.completion_mask.shape, generator=torch.Generator().manual_seed(0))
+    batch.old_logprobs = micro.old_logprobs(batch) - staleness
 
     micro_metrics = micro.backward(batch)
     whole_metrics = whole.backward(batch)
@@ -166,7 +165,7 @@ def test_updates_on_a_fixed_batch_lower_the_loss_and_move_the_policy():
     assert all(not torch.equal(p, p0) for p, p0 in zip(learner.trainable_parameters, start))
 
     # completions with a positive advantage became more likely, those with a negative one less
-    new_logp = learner.old_logprobs(batch)
+    new_logp = learner.policy_logprobs(batch)
     change = ((new_logp - batch.old_logprobs) * batch.completion_mask).sum(1)
     assert torch.all(change[batch.advantages > 0] > 0) and torch.all(change[batch.advantages < 0] < 0)
 
@@ -180,7 +179,7 @@ def test_non_finite_loss_skips_the_update():
     metrics = learner.step(batch)
     assert metrics["nonfinite"] == 1.0 and math.isnan(metrics["loss"])
     assert all(torch.equal(p, p0) for p, p0 in zip(learner.trainable_parameters, start))
-    assert learner.optimizer.state_dict()["state"] == {}
+    assert learner.optimizer.state_dict()["state"] == {} and learner.scheduler.last_epoch == 0
 
     batch.advantages[2] = 0.0
     assert learner.step(batch)["nonfinite"] == 0.0
@@ -222,7 +221,8 @@ def test_resumed_learner_continues_identically():
 
 
 def test_reference_is_the_frozen_start_and_skipped_without_kl():
-    assert Learner(make_config(kl_coef=0.0), tiny_llama(), total_steps=1).reference_logprobs(make_batch(AlgorithmConfig(group_size=GROUP_SIZE))) is None
+    without_kl = Learner(make_config(kl_coef=0.0), tiny_llama(), total_steps=1)
+    assert without_kl.reference_logprobs(make_batch(without_kl.algorithm)) is None and without_kl.reference is None
     learner = Learner(make_config(lr=1e-2, kl_coef=0.1), tiny_llama(), total_steps=3)
     batch = make_batch(learner.algorithm)
     assert learner.old_logprobs(batch) is None
@@ -231,3 +231,23 @@ def test_reference_is_the_frozen_start_and_skipped_without_kl():
     metrics = [learner.step(batch) for _ in range(3)]
     torch.testing.assert_close(learner.reference_logprobs(batch), start, atol=0, rtol=0)
     assert metrics[0]["kl/mean"] == pytest.approx(0.0, abs=1e-7) and metrics[-1]["kl/mean"] > 1e-4
+
+
+def test_train_on_runs_num_iterations_updates_from_one_set_of_old_logprobs():
+    config = make_config(lr=1e-3, kl_coef=0.05, num_iterations=3)
+    by_hand, driven = Learner(config, tiny_llama(), total_steps=2), Learner(config, tiny_llama(), total_steps=2)
+    batch = make_batch(config.algorithm)
+
+    batch.ref_logprobs = by_hand.reference_logprobs(batch)
+    batch.old_logprobs = by_hand.old_logprobs(batch)
+    expected = [by_hand.step(batch) for _ in range(3)][-1]
+    metrics = driven.train_on(make_batch(config.algorithm))
+
+    assert metrics == expected
+    assert metrics["ratio/max"] > 1.0  # the last of the three updates saw the policy move away from old
+    assert set(metrics) == {
+        "loss", "kl/mean", "clip/low_frac", "clip/high_frac", "ratio/mean", "ratio/min", "ratio/max",
+        "entropy/mean", "advantage/mean", "advantage/std", "grad_norm", "lr", "nonfinite",
+    }
+    for p_driven, p_by_hand in zip(driven.trainable_parameters, by_hand.trainable_parameters):
+        assert torch.equal(p_driven, p_by_hand)

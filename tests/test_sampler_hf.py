@@ -137,3 +137,15 @@ def test_build_sampler_picks_hf(tokenizer):
     config = Config.from_dict({"sampler": {"name": "hf", "top_k": 7}})
     sampler = build_sampler(config, tiny_model(tokenizer), tokenizer)
     assert isinstance(sampler, HFSampler) and sampler.config.top_k == 7
+
+
+def test_samples_from_a_peft_lora_model(tokenizer, prompt_ids):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    policy = get_peft_model(tiny_model(tokenizer), lora)
+    policy.train()
+    groups = HFSampler(policy, tokenizer, SamplerConfig(temperature=0.9, max_new_tokens=6)).generate(prompt_ids, n=2, seed=0)
+    assert policy.training
+    assert max_logprob_error(policy, prompt_ids, groups, temperature=0.9) < 1e-5

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -26,6 +27,27 @@ def _pass_at(text: str) -> list[int]:
     if not ks:
         raise argparse.ArgumentTypeError("--pass-at needs at least one k, e.g. 1,12")
     return ks
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0")
+    return value
+
+
+class _InputAndOverrides(argparse.Action):
+    """`grpo verify INPUT.jsonl KEY=VALUE...`: the argument without `=` (or naming a file) is the input."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        inputs = [value for value in values if "=" not in value or os.path.isfile(value)]
+        if len(inputs) > 1:
+            parser.error(f"one INPUT.jsonl expected, got {' and '.join(inputs)}; overrides are KEY=VALUE")
+        namespace.input = inputs[0] if inputs else None
+        namespace.overrides = [value for value in values if value not in inputs]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,13 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pass-at", type=_pass_at, metavar="K1,K2", help="k values, e.g. 1,12 (sets eval.pass_at)")
     command("config", "print the resolved, validated config as YAML")
     command("recipes", "list the recipes with a one-line description", overrides=False)
-    verify = command("verify", "score completions against answers with the configured verifier")
-    verify.add_argument("--input", "-i", metavar="INPUT.jsonl", help="rows with completion and answer fields")
+    verify_help = "score completions against answers with the configured verifier"
+    verify = commands.add_parser("verify", help=verify_help, description=verify_help)
+    verify.add_argument(
+        "overrides", nargs="*", action=_InputAndOverrides, metavar="[INPUT.jsonl] KEY=VALUE",
+        help="a JSONL file of rows with completion and answer fields, then config overrides",
+    )
     verify.add_argument("--output", "-o", metavar="PATH", help="write one JSON line per row here (default stdout)")
     verify.add_argument("--answer", help="check one: the reference answer")
     verify.add_argument("--completion", help="check one: the model's completion")
-    verify.add_argument("--completion-field", default="completion")
-    verify.add_argument("--answer-field", default="answer")
+    verify.add_argument("--completion-field", default="completion", metavar="NAME", help="default: completion")
+    verify.add_argument("--answer-field", default="answer", metavar="NAME", help="default: answer")
     data = command("data", "write a dataset as JSONL (grpo data harbor --out DIR)", overrides=False)
     # A sub-command, not a positional: argparse cannot follow a positional with `overrides` after --out.
     harbor = data.add_subparsers(dest="dataset", metavar="DATASET", required=True).add_parser(
@@ -73,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--weight", type=float, required=True)
     merge.add_argument("--out", required=True, metavar="DIR")
     plan = command("plan", "print the compute budget and a memory estimate before spending GPU hours")
-    plan.add_argument("--gpu-memory-gib", type=float, metavar="GIB", help="GPU memory (default: the GPU here, else 80)")
-    plan.add_argument("--mean-prompt-tokens", type=float, metavar="N", help="default 128")
-    plan.add_argument("--mean-completion-tokens", type=float, metavar="N", help="default sampler.max_new_tokens / 2")
+    plan.add_argument("--gpu-memory-gib", type=_positive, metavar="GIB", help="GPU memory (default: the GPU here, else 80)")
+    plan.add_argument("--mean-prompt-tokens", type=_positive, metavar="N", help="mean prompt length (default 128)")
+    plan.add_argument("--mean-completion-tokens", type=_positive, metavar="N",
+                      help="mean completion length (default sampler.max_new_tokens / 2)")
     return parser
 
 
@@ -135,6 +162,8 @@ def run(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
+    # Our own progress bar and step lines say what is happening; per-file loading bars only bury them.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         run(sys.argv[1:] if argv is None else argv)
     except GrpoError as exc:

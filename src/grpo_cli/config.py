@@ -90,16 +90,20 @@ class SamplerConfig:
 
 @dataclass
 class RewardConfig:
+    """reward = correctness_weight * correct + format bonus + length penalty + custom (verifier/rewards.py)."""
+
     correctness_weight: float = 1.0
-    format_bonus: float = field(default=0.0, metadata=NON_NEGATIVE)
+    format_bonus: float = field(default=0.0, metadata=NON_NEGATIVE)  # added when the answer is well formed
     format_anneal_steps: int = field(default=0, metadata=check(lambda v: v >= 0, "must be >= 0 (0: no anneal)"))
-    length_penalty: float = field(default=0.0, metadata=NON_NEGATIVE)
-    custom: Optional[str] = None
+    length_penalty: float = field(default=0.0, metadata=NON_NEGATIVE)  # subtracted per 1,000 characters
+    custom: Optional[str] = None  # "package.module:function", called as fn(completion, answer) -> float
     custom_weight: float = 1.0
 
 
 @dataclass
 class SandboxConfig:
+    """Limits for each run of a candidate program (verifier.name=code)."""
+
     wall_time_s: float = field(default=5.0, metadata=POSITIVE)
     cpu_time_s: float = field(default=5.0, metadata=POSITIVE)
     memory_mb: int = field(default=512, metadata=POSITIVE)
@@ -110,8 +114,10 @@ class SandboxConfig:
 class VerifierConfig:
     name: Literal["math", "code"] = "math"
     extract: Literal["final_line", "boxed", "gsm8k", "answer_is", "last_number", "auto"] = "auto"
-    marker: str = "FINAL:"
+    marker: str = field(default="FINAL:", metadata=check(lambda v: bool(v.strip()), "must not be empty, e.g. FINAL:"))
+    # Wall clock per check; for code, per completion: all its tests together.
     timeout_s: float = field(default=1.0, metadata=POSITIVE)
+    # How close a decimal must be to a value without finite decimal expansion (1/3, pi); integers match exactly.
     rel_tol: float = field(default=1e-6, metadata=NON_NEGATIVE)
     num_workers: int = field(default=2, metadata=POSITIVE)
     rewards: RewardConfig = field(default_factory=RewardConfig)

@@ -35,7 +35,7 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     groups = sampler.generate(prompt_ids, n=n, seed=seed, temperature=temperature)
     completions = [completion for group in groups for completion in group]
     answers = [example.answer for example in examples for _ in range(n)]
-    scores = verifier.score([completion.text for completion in completions], answers)
+    scores = verifier.score([completion.text for completion in completions], answers, split="eval")
 
     num_correct = [sum(score.correct for score in scores[i * n : (i + 1) * n]) for i in range(len(examples))]
     results: dict = {f"pass@{k}": mean_pass_at_k(num_correct, n, k) for k in config.eval.pass_at}

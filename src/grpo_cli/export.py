@@ -29,7 +29,9 @@ def resolve_checkpoint(run_dir: str | Path, checkpoint: str) -> Path:
     if checkpoint in ("best", "last"):
         step_dir = read_pointer(checkpoints, checkpoint)
         if step_dir is None:
-            raise GrpoError(f"{checkpoints / checkpoint}: missing, the run has no '{checkpoint}' checkpoint; {_available(checkpoints)}")
+            raise GrpoError(
+                f"{checkpoints / checkpoint}: missing, the run has no '{checkpoint}' checkpoint; {_available(checkpoints)}"
+            )
     elif checkpoint.isdigit():
         step_dir = checkpoints / step_dir_name(int(checkpoint))
     else:
@@ -147,7 +149,8 @@ def _check_same_tensors(state_a: dict, state_b: dict, what: str) -> None:
         if name not in state_b:
             raise GrpoError(f"{what}: tensor {name} is only in A")
         if state_a[name].shape != state_b[name].shape:
-            raise GrpoError(f"{what}: tensor {name} has shape {list(state_a[name].shape)} in A and {list(state_b[name].shape)} in B")
+            shape_a, shape_b = list(state_a[name].shape), list(state_b[name].shape)
+            raise GrpoError(f"{what}: tensor {name} has shape {shape_a} in A and {shape_b} in B")
     for name in state_b:
         if name not in state_a:
             raise GrpoError(f"{what}: tensor {name} is only in B")

@@ -44,7 +44,7 @@ class RolloutBatch:
         completion_mask [B, T]                        |  1  1   0
 
     advantages [B]; sampler_logprobs [B, T] (the sampling engine's); truncated [B] (stopped at the length
-    limit); old_logprobs and ref_logprobs [B, T], set by the trainer from the Learner.
+    limit); old_logprobs and ref_logprobs [B, T], filled in by Learner.train_on.
     """
 
     input_ids: torch.Tensor
@@ -116,9 +116,8 @@ class RolloutBatch:
         return dataclasses.replace(self, **trimmed)
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "RolloutBatch":
-        return RolloutBatch(
-            **{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        )
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return RolloutBatch(**{name: None if t is None else fn(t) for name, t in tensors.items()})
 
 
 def completion_logprobs(
@@ -128,7 +127,8 @@ def completion_logprobs(
     entropy [B, T] at each completion position (detached)."""
     T = batch.completion_mask.shape[1]
     P = batch.input_ids.shape[1] - T
-    # Positions count from each prompt's first real token, as they did when the completion was sampled.
+    # Positions count from each prompt's first real token, as when the completion was sampled (rotary models
+    # would not notice a shift, models with absolute position embeddings would).
     position_ids = (batch.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     # The logits at column j predict token j + 1: completion tokens P..P+T-1 come from columns P-1..P+T-2.
     logits = model(
@@ -251,12 +251,16 @@ class Learner:
         return self._logprobs(self.reference, batch)
 
     @torch.no_grad()
+    def policy_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """[B, T] completion log-probs under the current policy (0 at padding)."""
+        return self._logprobs(self.policy, batch)
+
     def old_logprobs(self, batch: RolloutBatch) -> torch.Tensor | None:
-        """[B, T] log-probs under the current policy, before this batch's updates; None when
-        num_iterations is 1 (the loss then uses the policy's own, detached)."""
+        """The policy's log-probs before this batch's updates; None when num_iterations is 1 (the loss then
+        uses the policy's own, detached)."""
         if self.algorithm.num_iterations == 1:
             return None
-        return self._logprobs(self.policy, batch)
+        return self.policy_logprobs(batch)
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
         """All num_iterations updates on one generation batch; the last update's metrics, with
@@ -270,9 +274,8 @@ class Learner:
     def step(self, batch: RolloutBatch) -> dict[str, float]:
         """One optimizer update on `batch`; returns its metrics.
 
-        A non-finite loss or gradient norm skips the update (weights and optimizer state untouched) and sets
-        metrics["nonfinite"] to 1.0, so the trainer can count and stop. The schedule moves on either way: the
-        learning rate stays a function of the training step.
+        A non-finite loss or gradient norm skips the update, as if it never happened (weights, optimizer
+        and schedule untouched), and sets metrics["nonfinite"] to 1.0, so the trainer can count and stop.
         """
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.backward(batch)
@@ -281,7 +284,7 @@ class Learner:
         lr = self.scheduler.get_last_lr()[0]
         if finite:
             self.optimizer.step()
-        self.scheduler.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return metrics | {"grad_norm": grad_norm, "lr": lr, "nonfinite": float(not finite)}
 
@@ -329,7 +332,10 @@ class Learner:
         if self.lora:
             result = peft.set_peft_model_state_dict(self.policy, state)
             if result.unexpected_keys:
-                raise GrpoError(f"checkpoint adapter does not fit model.lora: unexpected {result.unexpected_keys[:3]}")
+                raise GrpoError(
+                    f"the checkpoint's adapter does not match model.lora (unexpected {result.unexpected_keys[:3]}): "
+                    "resume with the model.lora settings the run started with"
+                )
         else:
             self.policy.load_state_dict(state)
 

@@ -87,7 +87,9 @@ class ModelShape:
     def from_config(cls, config: dict, source: str) -> "ModelShape":
         model_type = config.get("model_type")
         if model_type not in LAYOUTS:
-            raise GrpoError(f"{source}: model_type {model_type!r} has no memory formula; plan knows {', '.join(LAYOUTS)}")
+            raise GrpoError(
+                f"{source}: model_type {model_type!r} has no memory formula; plan knows {', '.join(LAYOUTS)}"
+            )
         if model_type == "qwen2":
             biased = {"q_proj", "k_proj", "v_proj"}
         else:
@@ -110,13 +112,16 @@ class ModelShape:
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """(in, out) features of each linear layer in one decoder layer."""
-        h, q, kv, i = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.intermediate_size
+        h, i = self.hidden_size, self.intermediate_size
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
     @property
     def num_params(self) -> int:
-        per_layer = sum(n_in * n_out + (n_out if name in self.biased else 0) for name, (n_in, n_out) in self.linears().items())
+        per_layer = sum(
+            n_in * n_out + (n_out if name in self.biased else 0) for name, (n_in, n_out) in self.linears().items()
+        )
         per_layer += 2 * self.hidden_size + (2 * self.head_dim if self.qk_norm else 0)  # RMSNorm weights
         embeddings = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
         return embeddings + self.num_layers * per_layer + self.hidden_size
@@ -200,7 +205,9 @@ def lora_params(shape: ModelShape, rank: int, target_modules: list[str]) -> int:
     linears = shape.linears()
     for name in target_modules:
         if name not in linears:
-            raise ConfigError(f"model.lora.target_modules: {name!r} is not a linear layer of this model; use some of {', '.join(linears)}")
+            raise ConfigError(
+                f"model.lora.target_modules: {name!r} is not a linear layer of this model; use some of {', '.join(linears)}"
+            )
     return shape.num_layers * sum(rank * sum(linears[name]) for name in target_modules)
 
 
@@ -217,7 +224,8 @@ def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: 
     model, lora, sampler = config.model, config.model.lora, config.sampler
     b = DTYPE_BYTES[shape.dtype if model.dtype == "auto" else model.dtype]
     weights = shape.num_params * b
-    components, notes = {"policy weights": weights}, {"policy weights": f"{_count(shape.num_params)} parameters x {b} bytes"}
+    components = {"policy weights": weights}
+    notes = {"policy weights": f"{_count(shape.num_params)} parameters x {b} bytes"}
 
     if lora.enabled:
         components["reference"], notes["reference"] = 0, "none: the base model with the adapter disabled"
@@ -292,7 +300,8 @@ def plan_command(args: argparse.Namespace, config: Config) -> None:
     train_prompts, prompts_source = count_train_prompts(config.data)
     gpu, gpu_source = gpu_memory(args.gpu_memory_gib)
     if args.mean_completion_tokens is None:
-        mean_completion, completion_source = config.sampler.max_new_tokens / 2, "assumed: sampler.max_new_tokens / 2; set --mean-completion-tokens"
+        mean_completion = config.sampler.max_new_tokens / 2
+        completion_source = "assumed: sampler.max_new_tokens / 2; set --mean-completion-tokens"
     else:
         mean_completion, completion_source = args.mean_completion_tokens, "--mean-completion-tokens"
     if args.mean_prompt_tokens is None:

@@ -30,7 +30,7 @@ from grpo_cli import checkpoint
 from grpo_cli.algo.advantages import group_advantages
 from grpo_cli.algo.stats import group_stats
 from grpo_cli.config import Config
-from grpo_cli.data.loaders import format_prompt, load_examples
+from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
@@ -54,7 +54,7 @@ class PromptSchedule:
 
     @property
     def total_steps(self) -> int:
-        return max(1, math.floor(self.epochs * self.num_prompts / self.prompts_per_step))
+        return max(1, math.ceil(self.epochs * self.num_prompts / self.prompts_per_step))
 
     def epoch_at(self, step: int) -> float:
         return step * self.prompts_per_step / self.num_prompts
@@ -108,10 +108,9 @@ def train(config: Config) -> dict:
     eval_examples = load_examples(config, "eval")
     tokenizer = load_tokenizer(config.model.name_or_path)
     model = load_model(config.model)
-    learner = Learner(config, model)
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
     total_steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)
-    learner.set_total_steps(total_steps)
+    learner = Learner(config, model, total_steps)
 
     with build_verifier(config.verifier) as verifier:
         state = _start_or_resume(config, run_dir, checkpoints, learner, verifier)
@@ -138,24 +137,22 @@ def train(config: Config) -> dict:
             examples = [train_examples[i] for i in schedule.indices(step - 1)]
             metrics, groups = grpo_step(config, step, examples, tokenizer, sampler, verifier, learner)
             metrics["epoch"] = schedule.epoch_at(step)
-            if metrics["nonfinite"]:
-                state["nonfinite_streak"] += 1
-                console.warn([f"loss or gradient was not finite: step {step} skipped"], step)
-                if state["nonfinite_streak"] >= config.train.max_nonfinite_steps:
-                    last = checkpoint.read_pointer(checkpoints, "last")
-                    raise GrpoError(
-                        f"loss was NaN/inf for {state['nonfinite_streak']} steps in a row (step {step}); "
-                        f"last good checkpoint: {last or 'none'}. Fix: lower optimizer.lr or optimizer.max_grad_norm"
-                    )
-            else:
-                state["nonfinite_streak"] = 0
             warnings = monitor.after_step(step, metrics)
+            state["nonfinite_streak"] = state["nonfinite_streak"] + 1 if metrics["nonfinite"] else 0
+            if metrics["nonfinite"]:
+                warnings.append("loss or gradient was NaN/inf: the update was skipped")
             metrics["warnings"] = warnings
             metrics_log.write(metrics)
             for group in groups[: config.train.log_groups_per_step]:
                 samples_log.write({"step": step, **group})
             console.step_line(step, metrics)
             console.warn(warnings, step)
+            if state["nonfinite_streak"] >= config.train.max_nonfinite_steps:
+                last = checkpoint.read_pointer(checkpoints, "last")
+                raise GrpoError(
+                    f"loss was NaN/inf for {state['nonfinite_streak']} steps in a row (step {step}); "
+                    f"last good checkpoint: {last or 'none'}. Fix: lower optimizer.lr or optimizer.max_grad_norm"
+                )
 
             is_last = step == total_steps
             if (config.train.eval_every and step % config.train.eval_every == 0) or is_last:
@@ -176,7 +173,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     timings = {}
 
     tic = time.perf_counter()
-    prompt_ids = [tokenizer(format_prompt(ex, tokenizer, config.data)).input_ids for ex in examples]
+    prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in examples]
     groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed * 100_003 + step)
     timings["time/sample_s"] = time.perf_counter() - tic
 
@@ -191,10 +188,10 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     stats = group_stats(rewards, G)
 
     tic = time.perf_counter()
-    batch = RolloutBatch.build(prompt_ids, groups, advantages, pad_token_id=tokenizer.pad_token_id)
+    batch = RolloutBatch.build(prompt_ids, groups, advantages)
     if config.algorithm.filter_zero_variance:
         batch = batch.select(stats.keep_mask.repeat_interleave(G))
-    learn = learner.train_on(batch) if batch.size else {"nonfinite": False}
+    learn = learner.train_on(batch) if batch.size else {"nonfinite": 0.0}
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -309,7 +306,8 @@ class Console:
         from rich.console import Console as RichConsole
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.console = RichConsole(stderr=True)
+        # soft_wrap: a warning stays one line in logs and pipes, whatever the terminal width.
+        self.console = RichConsole(stderr=True, soft_wrap=True)
         self.progress = Progress(
             TextColumn("[bold]grpo"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=self.console,
             transient=True,

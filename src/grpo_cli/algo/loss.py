@@ -18,7 +18,7 @@ and the batch loss aggregates L_it over the tokens the loss sees (loss_agg):
 N counts completions with at least one loss token and T_max is the longest such completion. With
 mask_truncated, completions cut at the length limit get m_it = 0 everywhere (DAPO overlong filtering).
 
-On-policy (pi_old = pi, detached) rho = 1 and grad L_it = -A_i grad log pi(y_it) + beta grad KL_it: the
+On-policy (pi_old = pi detached, w = 1) rho = 1 and grad L_it = -A_i grad log pi(y_it) + beta grad KL_it: the
 group-baseline REINFORCE gradient. w_it corrects for the sampling engine's numerics differing from the
 learner's (Yao et al. 2025, truncated importance sampling); it is a constant, not differentiated.
 

@@ -39,7 +39,7 @@ class HFSampler:
         sequences = [ids for ids in prompt_ids for _ in range(n)]
         batch_size = self.config.batch_size
         was_training = self.model.training
-        self.model.eval()  # no dropout while sampling; the learner restores its own mode below
+        self.model.eval()  # no dropout while sampling; the caller's mode comes back in `finally`
         try:
             # A private RNG stream: the same seed gives the same completions, and training's RNG is untouched.
             with torch.random.fork_rng(devices=_cuda_devices(self.model)):

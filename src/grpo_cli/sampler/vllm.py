@@ -45,10 +45,6 @@ from grpo_cli.config import Config
 from grpo_cli.sampler.base import Completion
 from grpo_cli.sampler.hf import _eos_token_ids
 
-# Each reload warns that the rotary embedding "failed to load": it has no checkpoint weights, and vLLM keeps
-# its precomputed cos/sin cache, which is what we want.
-logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
-
 
 class VLLMSampler:
     def __init__(self, config: Config, model, tokenizer):
@@ -83,6 +79,9 @@ class VLLMSampler:
         )
         torch.set_num_threads = set_num_threads
         torch.set_num_threads(num_threads)
+        # Every reload warns that the rotary embedding "failed to load": it has no checkpoint weights and keeps
+        # its cos/sin cache, as it should. (Set after the engine starts: vLLM reconfigures its loggers then.)
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         # The live model may already differ from its directory (resumed run, adapter loaded).
         self.sync_weights(model)
 
@@ -106,13 +105,15 @@ class VLLMSampler:
         if self.asleep:
             self.llm.wake_up()
             self.asleep = False
+        # vLLM refuses n > 1 when greedy: one completion is asked for and repeated, the n are identical anyway.
+        copies = n if temperature == 0 else 1
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
-        params = [self.sampling_params(n, seed + i * n, temperature) for i in range(len(prompt_ids))]
+        params = [self.sampling_params(n // copies, seed + i * n, temperature) for i in range(len(prompt_ids))]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         if self.sleep_mode:
             self.llm.sleep(level=1)
             self.asleep = True
-        samples = [sample for output in outputs for sample in output.outputs]
+        samples = [sample for output in outputs for sample in output.outputs * copies]
         texts = self.tokenizer.batch_decode([sample.token_ids for sample in samples], skip_special_tokens=True)
         completions = [
             Completion(

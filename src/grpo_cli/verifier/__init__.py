@@ -1,0 +1,82 @@
+"""Verifiers: score completions against reference answers in a pool of worker processes.
+
+    with build_verifier(config.verifier) as verifier:
+        scores = verifier.score(completions, answers, step=step)
+
+verifier.name=math extracts and compares answers (extract.py, normalize.py, equivalence.py);
+verifier.name=code runs programs against tests in a sandbox (code_check.py, sandbox.py). Rewards are
+composed in rewards.py; the worker pool and its timeouts are in pool.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from importlib.metadata import version as package_version
+from typing import Literal
+
+from grpo_cli.config import VerifierConfig
+from grpo_cli.verifier.pool import WorkerPool
+from grpo_cli.verifier.rewards import Scorer, load_custom_reward
+from grpo_cli.verifier.sandbox import check_sandbox_available
+from grpo_cli.verifier.score import Score
+
+__all__ = ["Score", "Verifier", "build_verifier"]
+
+# Bump when a change to extraction, normalization, equivalence or rewards can change a score.
+RULES_VERSION = 1
+# Imported once by the forkserver that forks the workers, so a new worker starts without importing sympy.
+WORKER_MODULES = ["grpo_cli.verifier.rewards"]
+
+
+class Verifier:
+    """Owns the worker pool; use as a context manager so the workers are stopped."""
+
+    def __init__(self, cfg: VerifierConfig):
+        self.cfg = cfg
+        self.version = _version(cfg)
+        self.config_hash = config_hash(cfg)
+        self._pool = WorkerPool(Scorer(cfg), cfg.num_workers, cfg.timeout_s, soft_timeout=cfg.name == "math", preload=WORKER_MODULES)
+
+    def score(self, completions: list[str], answers: list[str], step: int = 0, split: Literal["train", "eval"] = "train") -> list[Score]:
+        """One Score per completion, checked in parallel; `step` drives the format-bonus anneal and
+        split="eval" adds a code answer's hidden tests."""
+        if len(completions) != len(answers):
+            raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
+        return self._pool.map([(completion, answer, step, split) for completion, answer in zip(completions, answers)])
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return self._pool.pids
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> "Verifier":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def build_verifier(cfg: VerifierConfig) -> Verifier:
+    """Check what can be checked in this process (the custom reward imports, the sandbox works), then start the workers."""
+    if cfg.rewards.custom:
+        load_custom_reward(cfg.rewards.custom)
+    if cfg.name == "code":
+        check_sandbox_available()
+    return Verifier(cfg)
+
+
+def config_hash(cfg: VerifierConfig) -> str:
+    """12 hex digits of SHA-256 over every setting that can change a score (num_workers cannot)."""
+    settings = dataclasses.asdict(cfg)
+    del settings["num_workers"]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _version(cfg: VerifierConfig) -> str:
+    if cfg.name == "code":
+        return f"code-v{RULES_VERSION}"
+    return f"math-v{RULES_VERSION} math-verify-{package_version('math-verify')} sympy-{package_version('sympy')}"

@@ -80,8 +80,7 @@ def _run_test(program: str, test: str | dict, sandbox: SandboxConfig, wall_time_
     else:
         result = run_python(program, test["stdin"], sandbox, wall_time_s)
         output_ok = _lines(result.stdout) == _lines(test["stdout"])
-    passed = result.stopped is None and result.exit_code == 0 and output_ok
-    return passed, result.stopped in ("wall_time", "cpu_time")
+    return not result.timed_out and result.exit_code == 0 and output_ok, result.timed_out
 
 
 def _lines(text: str) -> list[str]:

@@ -1,10 +1,13 @@
 """Does a predicted answer equal the reference? Exact, then numeric, then symbolic.
 
   1. exact: the cleaned texts are equal, ignoring case and spaces ("Tuesday", "12.5 kg").
-  2. numeric: numbers are exact rationals, equal when |pred - ref| <= rel_tol * max(|pred|, |ref|).
-     No absolute tolerance: 1/2004! is not 1/2006!, and 0 is only 0. Percent: "X%" reads as X/100 or
-     as X when only one side carries a percent sign (50% matches 0.5 and 50); 0.5 never matches 50.
-     Constant expressions (\\pi, \\sqrt{2}, 2^{10}) are evaluated to 30 digits under the same rule.
+  2. numeric: numbers are exact rationals. Two integers or terminating decimals must be equal
+     (1450000 is not 1450001, 0 is not 0.0000001). When either value has no finite decimal expansion
+     (1/3, \\pi, \\sqrt{2}, 1/2004!) the other is taken as an approximation of it: equal when
+     |pred - ref| <= rel_tol * max(|pred|, |ref|), so 0.3333333 matches 1/3 and 3.14 is not \\pi.
+     No absolute tolerance: 1/2004! is not 1/2006!. Constant expressions are evaluated to 30 digits.
+     Percent: "X%" reads as X/100 or as X when only one side carries a percent sign (50% matches 0.5
+     and 50); 0.5 never matches 50.
   3. symbolic: expressions with variables, sets, intervals and equations go to math-verify's verify
      (sympy simplification), which is only asked once the numeric rules above could not decide.
 Lists must have the same length (a one-element answer never matches a two-element one) and match as
@@ -13,6 +16,7 @@ multisets; bracketed items keep order and must use the same brackets: (0,9) is n
 
 from __future__ import annotations
 
+import logging
 import re
 from fractions import Fraction
 
@@ -21,7 +25,11 @@ from sympy import Basic, Expr, Rational
 
 from grpo_cli.verifier.normalize import Answer, Expression, Items, Number, Text, clean
 
+# math-verify warns on every call made without its own timeout; our worker pool enforces verifier.timeout_s.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
 DIGITS = 30  # evalf precision for constant expressions
+MAX_EXACT = 10**1000  # rational expressions up to this size are evaluated exactly (towers beyond it are not)
 
 
 def texts_match(pred: str, gold: str) -> bool:
@@ -37,24 +45,42 @@ def answers_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
         return isinstance(pred, Items) and isinstance(gold, Items) and _items_match(pred, gold, rel_tol)
     if isinstance(pred, Text) or isinstance(gold, Text):
         return pred == gold
-    if isinstance(pred, Number) and isinstance(gold, Number):
-        return any(_close(p, g, Fraction(rel_tol)) for p, g in _readings(pred, gold))
-    if isinstance(pred, Number) or isinstance(gold, Number):
-        return any(_expressions_match(_sympy(p), _sympy(g), rel_tol) for p, g in _readings(pred, gold))
-    return _expressions_match(pred.expr, gold.expr, rel_tol)
+    return any(_values_match(p, g, rel_tol) for p, g in _readings(pred, gold))
 
 
 def _readings(pred: Answer, gold: Answer) -> list[tuple]:
     """Pairs of values to compare; a percent sign on one side only allows X/100 and X for that side."""
-    def values(answer: Answer, other: Answer) -> list:
-        if isinstance(answer, Number):
-            alone = answer.percent and not (isinstance(other, Number) and other.percent)
-            return [answer.value / 100, answer.value] if alone else [answer.value]
-        return [answer.expr]
+    def values(answer: Number | Expression, other: Answer) -> list:
+        if isinstance(answer, Expression):
+            return [answer.expr]
+        alone = answer.percent and not (isinstance(other, Number) and other.percent)
+        return [answer.value / 100, answer.value] if alone else [answer.value]
     return [(p, g) for p in values(pred, gold) for g in values(gold, pred)]
 
 
-def _sympy(value) -> Basic:
+def _values_match(pred: Fraction | Basic, gold: Fraction | Basic, rel_tol: float) -> bool:
+    pred, gold = _as_fraction(pred), _as_fraction(gold)
+    if isinstance(pred, Fraction) and isinstance(gold, Fraction):
+        if _terminates(pred) and _terminates(gold):
+            return pred == gold
+        return _close(pred, gold, Fraction(rel_tol))
+    return _expressions_match(_as_sympy(pred), _as_sympy(gold), rel_tol)
+
+
+def _terminates(value: Fraction) -> bool:
+    """Whether the decimal expansion is finite: the denominator has no prime factor but 2 and 5."""
+    denominator = value.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    return denominator == 1
+
+
+def _as_fraction(value: Fraction | Basic) -> Fraction | Basic:
+    return Fraction(int(value.p), int(value.q)) if isinstance(value, Rational) else value
+
+
+def _as_sympy(value: Fraction | Basic) -> Basic:
     return Rational(value.numerator, value.denominator) if isinstance(value, Fraction) else value
 
 
@@ -63,12 +89,20 @@ def _close(a, b, rel_tol) -> bool:
 
 
 def _expressions_match(pred: Basic, gold: Basic, rel_tol: float) -> bool:
+    """At least one side is not a rational number: irrational constants, or symbolic answers."""
     if pred == gold:
         return True
     if isinstance(pred, Expr) and isinstance(gold, Expr) and pred.is_number and gold.is_number:
-        p, g = pred.evalf(DIGITS), gold.evalf(DIGITS)
+        try:
+            p, g = pred.evalf(DIGITS), gold.evalf(DIGITS)
+        except OverflowError:  # a power tower past what mpmath can hold: not a number anyone meant
+            return False
         if not (p.is_finite and g.is_finite):
             return False
+        if pred.is_rational and gold.is_rational and max(abs(p), abs(g)) < MAX_EXACT:
+            exact_pred, exact_gold = pred.doit(), gold.doit()  # 2^{20}, 1/2004!: rationals in disguise
+            if isinstance(exact_pred, Rational) and isinstance(exact_gold, Rational):
+                return _values_match(exact_pred, exact_gold, rel_tol)
         return bool(_close(p, g, rel_tol))
     return verify(gold, pred, timeout_seconds=None)
 

@@ -29,10 +29,9 @@ class Extraction:
 
 def extract_answer(text: str, mode: str, marker: str = "FINAL:") -> Extraction | None:
     """The answer text of `text` under `mode`, or None when there is none (a parse failure)."""
-    if mode == "final_line":
-        return _marker_line(text, marker)
-    if mode == "gsm8k":
-        return _marker_line(text, "####", anywhere_in_line=True)
+    if mode in ("final_line", "gsm8k"):
+        found = _marker_line(text, marker) if mode == "final_line" else _marker_line(text, "####", anywhere_in_line=True)
+        return found[1] if found else None
     if mode == "boxed":
         boxed = last_boxed(text)
         return Extraction(boxed, True) if boxed else None
@@ -47,17 +46,19 @@ def extract_answer(text: str, mode: str, marker: str = "FINAL:") -> Extraction |
     raise ValueError(f"unknown extraction mode {mode!r}")
 
 
-def _marker_line(text: str, marker: str, anywhere_in_line: bool = False) -> Extraction | None:
-    """The last line holding `marker` wins; well formed when it is the only one and the last line."""
-    lines = [line.strip() for line in text.strip().splitlines()]
+def _marker_line(text: str, marker: str, anywhere_in_line: bool = False) -> tuple[int, Extraction] | None:
+    """(line number, answer) of the last line holding `marker`, which wins over earlier ones; well
+    formed when it is the only such line and the last non-blank one."""
+    lines = [line.strip() for line in text.split("\n")]
     hits = [i for i, line in enumerate(lines) if (marker in line if anywhere_in_line else line.startswith(marker))]
     if not hits:
         return None
     last = lines[hits[-1]]
-    answer = last[last.rindex(marker) + len(marker):].strip()
+    answer = last[last.rindex(marker) + len(marker) :].strip()
     if not answer:
         return None
-    return Extraction(answer, well_formed=len(hits) == 1 and hits[-1] == len(lines) - 1)
+    last_nonblank = max(i for i, line in enumerate(lines) if line)
+    return hits[-1], Extraction(answer, well_formed=len(hits) == 1 and hits[-1] == last_nonblank)
 
 
 def last_boxed(text: str) -> str | None:
@@ -85,11 +86,15 @@ NUMBER = re.compile(
     r"(?:\d+\s\d+/\d+|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)"
     r"(?:\s?%)?"
 )
-ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*(?P<answer>[^\n]+)", re.IGNORECASE)
-ANSWER_COLON = re.compile(r"\b(?:final\s+)?answer\s*:\s*(?P<answer>[^\n]+)", re.IGNORECASE)
+ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*:?", re.IGNORECASE)
+ANSWER_COLON = re.compile(r"\b(?:final\s+)?answer\s*:", re.IGNORECASE)
 SENTENCE_END = re.compile(r"\.(?:\s|$)")
-# $$...$$, $...$, \(...\), \[...\]; content may not hold the delimiter, so no backtracking blow-up.
-LATEX_SPAN = re.compile(r"\$\$(?P<d>[^$]+)\$\$|\$(?P<i>[^$\n]+)\$|\\\((?P<p>.+?)\\\)|\\\[(?P<b>.+?)\\\]", re.DOTALL)
+# $$...$$, $...$, \(...\), \[...\]; a span cannot hold its own opening delimiter, which keeps the
+# scan linear on text such as 5,000 unclosed "\(".
+LATEX_SPAN = re.compile(
+    r"\$\$(?P<d>[^$]+)\$\$|\$(?P<i>[^$\n]+)\$"
+    r"|\\\((?P<p>(?:[^\\]|\\(?!\())+?)\\\)|\\\[(?P<b>(?:[^\\]|\\(?!\[))+?)\\\]"
+)
 LATEX_COMMAND = re.compile(r"\\[A-Za-z]+(?:\{[^{}]*\})?")
 WORD = re.compile(r"[A-Za-z]{2,}")
 
@@ -101,30 +106,36 @@ def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
     return match
 
 
-def _last_answer_phrase(text: str) -> tuple[int, str] | None:
-    """(position, answer) of the last "the answer is ...", cut at the end of its sentence."""
-    match = _last_match(ANSWER_IS, text)
+def _last_answer_phrase(text: str, phrase: re.Pattern = ANSWER_IS) -> tuple[int, str] | None:
+    """(position, answer) of the last `phrase`; the answer runs to the end of its sentence or line."""
+    match = _last_match(phrase, text)
     if not match:
         return None
-    answer = SENTENCE_END.split(match.group("answer"), maxsplit=1)[0].strip()
+    rest = text[match.end() :].split("\n", 1)[0]
+    answer = SENTENCE_END.split(rest, maxsplit=1)[0].strip()
     return (match.start(), answer) if answer else None
+
+
+def _line_start(text: str, line_number: int) -> int:
+    start = 0
+    for _ in range(line_number):
+        start = text.index("\n", start) + 1
+    return start
 
 
 def _auto(text: str, marker: str) -> Extraction | None:
     boxed = last_boxed(text)
     if boxed:
         return Extraction(boxed, True)
-    phrases = []
+    phrases = []  # (position, answer): the latest one wins
     for line_marker, anywhere in ((marker, False), ("####", True)):
         found = _marker_line(text, line_marker, anywhere)
         if found:
-            phrases.append((text.rfind(line_marker), found.answer))
-    for pattern in (ANSWER_IS, ANSWER_COLON):
-        match = _last_match(pattern, text)
-        if match:
-            answer = SENTENCE_END.split(match.group("answer"), maxsplit=1)[0].strip()
-            if answer:
-                phrases.append((match.start(), answer))
+            phrases.append((_line_start(text, found[0]), found[1].answer))
+    for phrase in (ANSWER_IS, ANSWER_COLON):
+        found = _last_answer_phrase(text, phrase)
+        if found:
+            phrases.append(found)
     if phrases:
         return Extraction(max(phrases)[1], True)
     spans = [span for span in LATEX_SPAN.finditer(text) if _looks_like_math(span.group(span.lastgroup))]

@@ -4,7 +4,7 @@ Expression (math-verify's LaTeX parser, on sympy) or, when nothing parses, Text.
 Both sides, the reference and the model's extracted answer, go through the same steps:
   1. clean: drop $...$, \\(...\\), \\boxed{}, \\text{}, **bold**, \\left/\\right, thin spaces, a final period;
      unicode minus -> "-", \\dfrac -> \\frac, "**" -> "^", and a^b^c means a^(b^c) as in mathematics.
-  2. number: sign, currency ($18.00, \\$18, EUR signs), thousands separators (2,125 and 1{,}000),
+  2. number: sign, currency ($18.00, \\$18, €, £, ¥), thousands separators (2,125 and 1{,}000),
      decimals, fractions (3/4, \\frac{3}{4}, \\frac34), mixed numbers (1 1/2, 1\\frac{1}{2}), scientific
      notation (1.5e3, 1.5\\times10^{3}), percent (25%, 25\\%, 25 percent), then any unit or trailing
      words ("12 boxes", "3.5 kg"). Units are dropped, never converted: 3.5 kg equals 3.5 g.
@@ -56,6 +56,8 @@ Answer = Union[Number, Items, Expression, Text]
 LATEX_NORMALIZATION = NormalizationConfig(
     basic_latex=True, units=True, malformed_operators=True, nits=True, boxed="all", equations=False
 )
+MAX_LATEX_CHARS = 1000  # longer answers are compared as text
+MAX_NESTING = 50  # and so are answers with brackets nested deeper
 MAX_EXPONENT = 1000  # 1e400 is a number; 1e99999999 is left to sympy, under the check's timeout
 
 
@@ -63,7 +65,10 @@ MAX_EXPONENT = 1000  # 1e400 is a number; 1e99999999 is left to sympy, under the
 def parse_answer(text: str) -> Answer | None:
     """The comparable value of an answer's text; None when nothing is left after cleaning."""
     cleaned = clean(text)
-    return _parse_clean(cleaned) if cleaned else None
+    if not cleaned:
+        return None
+    # Parsing recurses into brackets, and the LaTeX parser needs a minute for 5,000 nested braces.
+    return _text(cleaned) if _nesting(cleaned) > MAX_NESTING else _parse_clean(cleaned)
 
 
 def _parse_clean(text: str) -> Answer:
@@ -76,10 +81,16 @@ def _parse_clean(text: str) -> Answer:
     assignment = ASSIGNMENT.fullmatch(text)
     if assignment:
         return _parse_clean(assignment.group("rhs"))
+    if len(text) > MAX_LATEX_CHARS:  # the LaTeX parser needs seconds for 5,000 characters
+        return _text(text)
     try:
         return Expression(latex2sympy(text, is_real=not should_treat_as_complex(text), normalization_config=LATEX_NORMALIZATION))
     except Exception:  # the parser raises bare Exception on malformed LaTeX
-        return Text(re.sub(r"\s+", "", text).lower())
+        return _text(text)
+
+
+def _text(text: str) -> Text:
+    return Text(re.sub(r"\s+", "", text).lower())
 
 
 # ---- cleaning -------------------------------------------------------------------------------------
@@ -89,7 +100,7 @@ BOXED = re.compile(r"\\boxed\s*\{(.*)\}", re.DOTALL)
 TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 DROPPED = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle|\\[,;:! ]|\^\s*\{?\\circ\}?|°")
 POWER_CHAIN = re.compile(r"(?:\d+|[A-Za-z])(?:\^(?:\d+|[A-Za-z])){2,}")
-REPLACEMENTS = {"\u2212": "-", "\u00a0": " ", "\u202f": " ", "\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\%": "%", "\\$": "$", "\\{": "{", "\\}": "}", "{,}": ",", "**": "^"}
+REPLACEMENTS = {"\u2212": "-", "\u00a0": " ", "\u202f": " ", "\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\%": "%", "\\$": "$", "\\{": "{", "\\}": "}", "{,}": ","}
 
 
 def clean(text: str) -> str:
@@ -109,7 +120,7 @@ def clean(text: str) -> str:
         if boxed:
             text = boxed.group(1)
     text = TEXT_COMMAND.sub(r" \1 ", text)
-    text = DROPPED.sub("", text)
+    text = DROPPED.sub("", text).replace("**", "^")
     text = POWER_CHAIN.sub(_right_associative, text)
     return re.sub(r"\s+", " ", text).strip()
 
@@ -192,6 +203,14 @@ def _closes_at_end(text: str) -> bool:
         if depth == 0:
             return i == len(text) - 1
     return False
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    for char in text:
+        depth += (char in OPEN) - (char in CLOSE)
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _split_top_level(text: str) -> list[str]:

@@ -19,6 +19,8 @@ from typing import Callable
 
 from grpo_cli.config import RewardConfig, VerifierConfig
 from grpo_cli.errors import ConfigError
+from grpo_cli.verifier.code_check import check_code
+from grpo_cli.verifier.math_check import check_math
 from grpo_cli.verifier.score import Check, Score
 
 CustomReward = Callable[[str, str], float]
@@ -26,10 +28,11 @@ CustomReward = Callable[[str, str], float]
 
 def compose(check: Check, completion: str, answer: str, step: int, rewards: RewardConfig, custom: CustomReward | None) -> Score:
     anneal = max(0.0, 1.0 - step / rewards.format_anneal_steps) if rewards.format_anneal_steps else 1.0
+    length_penalty = rewards.length_penalty * len(completion) / 1000
     components = {
         "correctness": rewards.correctness_weight * check.correctness,
         "format": rewards.format_bonus * anneal * check.well_formed,
-        "length": -rewards.length_penalty * len(completion) / 1000,
+        "length": -length_penalty if length_penalty else 0.0,
         "custom": rewards.custom_weight * _call_custom(custom, completion, answer) if custom else 0.0,
     }
     return Score(
@@ -78,11 +81,7 @@ class Scorer:
         if self.cfg.rewards.custom and self._custom is None:
             self._custom = load_custom_reward(self.cfg.rewards.custom)
         if self.cfg.name == "code":
-            from grpo_cli.verifier.code_check import check_code
-
             check = check_code(completion, answer, split, self.cfg.sandbox, budget_s=self.cfg.timeout_s)
         else:
-            from grpo_cli.verifier.math_check import check_math
-
             check = check_math(completion, answer, self.cfg)
         return compose(check, completion, answer, step, self.cfg.rewards, self._custom)

@@ -2,12 +2,15 @@
 
 Each run gets:
   - a fresh temporary directory as cwd, HOME and TMPDIR, removed afterwards;
-  - new user, network and PID namespaces (`unshare`): no network interface but a downed loopback,
-    and every process it starts dies with the namespace, even one that called setsid();
-  - rlimits: CPU seconds, address space (memory_mb), processes (RLIMIT_NPROC, which Linux does not
-    apply to root, so the process count is also polled and the run stopped above max_processes),
-    file size (MAX_FILE_BYTES, so output cannot fill the disk), no core dumps;
+  - new network and PID namespaces (util-linux `unshare`): no network but a downed loopback, and every
+    process the program starts dies with the namespace when the program ends, even one that called
+    setsid() to leave the process group;
+  - rlimits: CPU seconds, address space (memory_mb), processes (max_processes), file size
+    (MAX_FILE_BYTES, so output cannot fill the disk), no core dumps;
   - a wall-clock limit, after which the namespace's init is killed and with it every process in it.
+Linux does not apply RLIMIT_NPROC to uid 0, so under root the program runs as `nobody` (through
+util-linux `setpriv`), keeping only the right to read files (the interpreter may live under /root);
+concurrent runs then share the nobody process count. Other users get a user namespace instead.
 
 This contains accidents and reward-hacking programs (loops, fork bombs, huge allocations, network
 calls); it is not a security boundary against a determined attacker: the program can read any file the
@@ -26,29 +29,30 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from grpo_cli.config import SandboxConfig
 from grpo_cli.errors import GrpoError
 
-UNSHARE = ["unshare", "--user", "--net", "--pid", "--fork", "--kill-child"]
+NOBODY = 65534
+AS_NOBODY = [
+    "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+    "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+    "--pdeathsig=keep",  # a change of uid clears the parent-death signal that --kill-child set
+]
+NAMESPACES = ["unshare", "--net", "--pid", "--fork", "--kill-child"]
 MAX_FILE_BYTES = 64 << 20
 MAX_OUTPUT_CHARS = 1 << 20
-POLL_S = 0.01  # how often the process count is checked while a program runs
 PR_SET_PDEATHSIG = 1
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec should not dlopen
-
-Stop = Literal["wall_time", "cpu_time", "processes"]
 
 
 @dataclass(frozen=True)
 class RunResult:
-    exit_code: int  # of the program (through unshare); meaningless when stopped is set
+    exit_code: int  # of the program; meaningless when timed_out
     stdout: str
-    stopped: Stop | None  # which limit ended the run, None when the program exited by itself
+    timed_out: bool  # stopped at the wall-clock limit (a CPU-limit kill is a non-zero exit)
 
 
 def run_python(source: str, stdin: str, limits: SandboxConfig, wall_time_s: float | None = None) -> RunResult:
@@ -58,10 +62,11 @@ def run_python(source: str, stdin: str, limits: SandboxConfig, wall_time_s: floa
         work = Path(workdir)
         (work / "main.py").write_text(source)
         (work / "stdin.txt").write_text(stdin)
-        cpu_before = _children_cpu_s()
+        if os.geteuid() == 0:
+            os.chown(work, NOBODY, NOBODY)
         with open(work / "stdin.txt", "rb") as stdin_file, open(work / "stdout.txt", "wb") as stdout_file:
             process = subprocess.Popen(
-                [*UNSHARE, sys.executable, "-I", "-B", "main.py"],
+                [*_isolation(), sys.executable, "-I", "-B", "main.py"],
                 cwd=work,
                 stdin=stdin_file,
                 stdout=stdout_file,
@@ -71,32 +76,40 @@ def run_python(source: str, stdin: str, limits: SandboxConfig, wall_time_s: floa
                 preexec_fn=functools.partial(_limit_resources, limits),
             )
             try:
-                stopped = _supervise(process, wall_time_s, limits.max_processes)
+                process.wait(timeout=wall_time_s)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
             finally:
                 if process.poll() is None:
                     _stop(process)
-        if stopped is None and _children_cpu_s() - cpu_before >= limits.cpu_time_s:
-            stopped = "cpu_time"
         with open(work / "stdout.txt", encoding="utf-8", errors="replace") as out:
             stdout = out.read(MAX_OUTPUT_CHARS)
-    return RunResult(process.returncode, stdout, stopped)
+    return RunResult(process.returncode, stdout, timed_out)
 
 
 @functools.cache
 def check_sandbox_available() -> None:
-    """Raise GrpoError unless `unshare` can create user, network and PID namespaces here."""
-    if shutil.which("unshare") is None:
-        raise GrpoError("verifier.name=code needs the `unshare` command (util-linux) to isolate candidate programs")
-    probe = subprocess.run([*UNSHARE, "true"], capture_output=True, text=True)
+    """Raise GrpoError unless this machine can isolate programs as run_python does."""
+    for tool in ("unshare", "setpriv") if os.geteuid() == 0 else ("unshare",):
+        if shutil.which(tool) is None:
+            raise GrpoError(f"verifier.name=code needs the `{tool}` command (util-linux) to isolate candidate programs")
+    probe = subprocess.run([*_isolation(), "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         raise GrpoError(
-            f"verifier.name=code: `{' '.join(UNSHARE)} true` failed ({probe.stderr.strip()}); the code sandbox needs "
-            "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or a container run with them allowed)"
+            f"verifier.name=code: `{' '.join(_isolation())} true` failed ({probe.stderr.strip()}); the code sandbox "
+            "needs network and PID namespaces (as root), or unprivileged user namespaces (as another user)"
         )
 
 
+def _isolation() -> list[str]:
+    if os.geteuid() == 0:
+        return [*NAMESPACES, *AS_NOBODY]
+    return [NAMESPACES[0], "--user", *NAMESPACES[1:]]
+
+
 def _environment(work: Path) -> dict[str, str]:
-    threads = "1"  # BLAS thread pools would count against max_processes' RLIMIT_NPROC (threads are tasks)
+    threads = "1"  # BLAS thread pools would count against max_processes (RLIMIT_NPROC counts threads)
     return {
         "PATH": "/usr/bin:/bin",
         "HOME": str(work),
@@ -112,49 +125,14 @@ def _limit_resources(limits: SandboxConfig) -> None:
     """Runs in the child between fork and exec; everything it starts inherits these."""
     cpu_s = math.ceil(limits.cpu_time_s)
     memory = limits.memory_mb << 20
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    # soft = hard: the program runs as its namespace's init, which ignores SIGXCPU; only SIGKILL stops it.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # If the process that supervises this run dies, take the run down with it.
     LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _supervise(process: subprocess.Popen, wall_time_s: float, max_processes: int) -> Stop | None:
-    deadline = time.monotonic() + wall_time_s
-    namespace = None
-    while True:
-        try:
-            process.wait(timeout=max(0.0, min(POLL_S, deadline - time.monotonic())))
-            return None
-        except subprocess.TimeoutExpired:
-            pass
-        if time.monotonic() >= deadline:
-            return "wall_time"
-        namespace = namespace or _pid_namespace(process.pid)
-        if namespace and _processes_in(namespace) > max_processes:
-            return "processes"
-
-
-def _pid_namespace(unshare_pid: int) -> str | None:
-    """The namespace the program runs in; None until unshare has created it."""
-    try:
-        namespace = os.readlink(f"/proc/{unshare_pid}/ns/pid_for_children")
-    except OSError:
-        return None
-    return None if namespace == os.readlink("/proc/self/ns/pid") else namespace
-
-
-def _processes_in(namespace: str) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                count += os.readlink(f"/proc/{entry.name}/ns/pid") == namespace
-            except OSError:  # exited meanwhile, or not ours to inspect
-                pass
-    return count
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -171,8 +149,3 @@ def _stop(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait()
-
-
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime

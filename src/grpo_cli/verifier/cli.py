@@ -1,0 +1,81 @@
+"""`grpo verify INPUT.jsonl [overrides]` and `grpo verify --answer 18 --completion "..."`.
+
+One JSON line per row (reward, correct, extracted, reason, components) goes to --output or stdout, in
+input order; a summary (accuracy, parse failures, timeouts, errors, checks/s) goes to stderr. Rows are
+scored as the trainer scores them (visible tests only, for code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from grpo_cli.config import Config
+from grpo_cli.errors import GrpoError
+from grpo_cli.verifier import Score, build_verifier
+
+
+def verify_command(args: argparse.Namespace, config: Config) -> None:
+    completions, answers = _rows(args)
+    with build_verifier(config.verifier) as verifier:
+        start = time.perf_counter()
+        scores = verifier.score(completions, answers)
+        elapsed = time.perf_counter() - start
+        identity = f"{verifier.version} config {verifier.config_hash}"
+    lines = "".join(json.dumps(dataclasses.asdict(score)) + "\n" for score in scores)
+    if args.output:
+        Path(args.output).write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    print(summary(scores, elapsed) + f"; verifier {identity}", file=sys.stderr)
+
+
+def summary(scores: list[Score], elapsed_s: float) -> str:
+    n = len(scores)
+    count = {reason: sum(s.reason == reason for s in scores) for reason in ("correct", "no_answer", "timeout", "error")}
+    mean_reward = sum(s.reward for s in scores) / n
+    return (
+        f"{n} rows: accuracy {count['correct'] / n:.1%} ({count['correct']}/{n}), "
+        f"parse failures {count['no_answer']}, timeouts {count['timeout']}, errors {count['error']}, "
+        f"mean reward {mean_reward:.4f}, {n / elapsed_s:.0f} checks/s"
+    )
+
+
+def _rows(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    single = args.answer is not None or args.completion is not None
+    if single and args.input:
+        raise GrpoError("give INPUT.jsonl or --answer/--completion, not both")
+    if single:
+        if args.answer is None or args.completion is None:
+            raise GrpoError("--answer and --completion go together: grpo verify --answer 18 --completion 'FINAL: 18'")
+        return [args.completion], [args.answer]
+    if not args.input:
+        raise GrpoError("nothing to verify: give INPUT.jsonl, or --answer A --completion C")
+    return _read_jsonl(Path(args.input), args.completion_field, args.answer_field)
+
+
+def _read_jsonl(path: Path, completion_field: str, answer_field: str) -> tuple[list[str], list[str]]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise GrpoError(f"{path}: cannot read ({exc.strerror})") from None
+    completions, answers = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GrpoError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        for field, flag in ((completion_field, "--completion-field"), (answer_field, "--answer-field")):
+            if not isinstance(row, dict) or field not in row:
+                raise GrpoError(f"{path}:{number}: no field {field!r}; name the field with {flag}")
+        completions.append(str(row[completion_field]))
+        answers.append(row[answer_field] if isinstance(row[answer_field], str) else json.dumps(row[answer_field]))
+    if not completions:
+        raise GrpoError(f"{path}: no rows")
+    return completions, answers

@@ -1,0 +1,21 @@
+"""Math answers: extract the completion's answer, parse both sides, compare (see equivalence.py)."""
+
+from __future__ import annotations
+
+from grpo_cli.config import VerifierConfig
+from grpo_cli.verifier.equivalence import answers_match, texts_match
+from grpo_cli.verifier.extract import extract_answer
+from grpo_cli.verifier.normalize import parse_answer
+from grpo_cli.verifier.score import Check
+
+
+def check_math(completion: str, answer: str, cfg: VerifierConfig) -> Check:
+    gold = parse_answer(answer)
+    if gold is None:
+        raise ValueError("the reference answer is empty")
+    extraction = extract_answer(completion, cfg.extract, cfg.marker)
+    predicted = parse_answer(extraction.answer) if extraction else None
+    if predicted is None:
+        return Check(0.0, "no_answer")
+    correct = texts_match(extraction.answer, answer) or answers_match(predicted, gold, cfg.rel_tol)
+    return Check(float(correct), "correct" if correct else "wrong", extraction.answer, extraction.well_formed)

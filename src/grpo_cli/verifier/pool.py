@@ -1,0 +1,164 @@
+"""Worker processes that score completions, each check bounded in wall-clock time.
+
+Two limits stop a slow check:
+  - soft, in the worker: SIGALRM after timeout_s raises CheckTimeout inside Python code (a slow sympy
+    simplification); the worker answers "timeout" and carries on;
+  - hard, in the parent: at HARD_LIMIT x timeout_s the worker is killed and replaced. This is the only
+    way out of C code that never returns to the interpreter: GMP's integer power when sympy runs on
+    gmpy2, a C loop in a user's reward function.
+A worker that dies for any other reason (a segfault, the OOM killer) is replaced the same way; its
+check scores 0 with reason "error". The code verifier runs without the soft limit: its sandbox bounds
+each program itself, and an exception inside subprocess handling could leave a program running.
+Workers come from a forkserver that has already imported the verifier, so a replacement is ready in
+milliseconds and inherits no threads or CUDA state of the trainer.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import signal
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Callable
+
+from grpo_cli.verifier.score import Score
+
+HARD_LIMIT = 1.5
+READY = "ready"
+
+
+class CheckTimeout(BaseException):
+    """Raised by SIGALRM; a BaseException so that `except Exception` in sympy or math-verify cannot swallow it."""
+
+
+def _raise_timeout(signum, frame):
+    raise CheckTimeout
+
+
+def _serve(conn: Connection, score_one: Callable[..., Score], timeout_s: float, soft_timeout: bool) -> None:
+    """Worker loop: receive a task tuple, answer a Score, until the parent sends None or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGALRM, _raise_timeout)
+    conn.send(READY)
+    while (task := conn.recv()) is not None:
+        try:
+            try:
+                if soft_timeout:
+                    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+                score = score_one(*task)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except CheckTimeout:
+            score = Score.failed("timeout")
+        except Exception:
+            score = Score.failed("error")
+        conn.send(score)
+
+
+class _Worker:
+    def __init__(self, context, score_one, timeout_s: float, soft_timeout: bool):
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child_conn, score_one, timeout_s, soft_timeout), daemon=True)
+        self.process.start()
+        child_conn.close()
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        try:
+            self.conn.recv()  # READY
+        except EOFError:
+            raise RuntimeError(
+                "a verifier worker exited while starting (see its error above); a script that builds a verifier "
+                "must do so under `if __name__ == '__main__':`, as workers re-import the main module"
+            ) from None
+        self.ready = True
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+class WorkerPool:
+    """`map(tasks)` runs score_one(*task) for every task on num_workers processes; results in task order."""
+
+    def __init__(self, score_one: Callable[..., Score], num_workers: int, timeout_s: float, soft_timeout: bool, preload: list[str]):
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(preload)
+        self.score_one, self.timeout_s, self.soft_timeout = score_one, timeout_s, soft_timeout
+        self.hard_limit_s = HARD_LIMIT * timeout_s
+        self.workers = [self._spawn() for _ in range(num_workers)]
+        for worker in self.workers:
+            worker.wait_ready()
+
+    @property
+    def pids(self) -> list[int]:
+        return [worker.process.pid for worker in self.workers]
+
+    def map(self, tasks: list[tuple]) -> list[Score]:
+        results: list[Score | None] = [None] * len(tasks)
+        queue = collections.deque(range(len(tasks)))
+        running: dict[_Worker, tuple[int, float]] = {}  # worker -> (task index, hard deadline)
+        while queue or running:
+            self._dispatch(tasks, queue, running)
+            self._collect(results, running)
+            self._kill_overdue(results, running)
+        return results
+
+    def _dispatch(self, tasks: list[tuple], queue: collections.deque, running: dict) -> None:
+        idle = [worker for worker in self.workers if worker.ready and worker not in running]
+        for worker in idle[: len(queue)]:
+            index = queue.popleft()
+            try:
+                worker.conn.send(tasks[index])
+            except OSError:  # the worker died while idle: not this task's fault, so it runs elsewhere
+                queue.appendleft(index)
+                self._replace(worker)
+                continue
+            running[worker] = (index, time.monotonic() + self.hard_limit_s)
+
+    def _collect(self, results: list, running: dict) -> None:
+        """Wait for the next answer (or a replacement worker's READY), at most until the first deadline."""
+        waiting = list(running) + [worker for worker in self.workers if not worker.ready]
+        deadline = min((deadline for _, deadline in running.values()), default=None)
+        for conn in wait([worker.conn for worker in waiting], None if deadline is None else max(0.0, deadline - time.monotonic())):
+            worker = next(worker for worker in waiting if worker.conn is conn)
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):  # it crashed: a segfault, the OOM killer, a kill from outside
+                if worker in running:
+                    results[running.pop(worker)[0]] = Score.failed("error")
+                self._replace(worker)
+                continue
+            if message == READY:
+                worker.ready = True
+            else:
+                results[running.pop(worker)[0]] = message
+
+    def _kill_overdue(self, results: list, running: dict) -> None:
+        now = time.monotonic()
+        for worker, (index, deadline) in list(running.items()):
+            if now >= deadline:
+                del running[worker]
+                results[index] = Score.failed("timeout")
+                self._replace(worker)
+
+    def _spawn(self) -> _Worker:
+        return _Worker(self.context, self.score_one, self.timeout_s, self.soft_timeout)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self.workers[self.workers.index(worker)] = self._spawn()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+        for worker in self.workers:
+            worker.process.join(timeout=1)
+            if worker.process.is_alive():
+                worker.kill()
+        self.workers = []

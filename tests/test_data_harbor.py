@@ -1,0 +1,118 @@
+"""Harbor problems: exact answers, consistent worked solutions, disjoint splits, byte-identical files."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from fractions import Fraction
+
+import pytest
+
+from conftest import GRPO
+from grpo_cli.config import DataConfig, VerifierConfig
+from grpo_cli.data.harbor import LEVELS, decimal, generate, mixed, number, terminates
+
+
+def test_number_formats():
+    assert decimal(Fraction(5, 2)) == "2.5"
+    assert decimal(Fraction(3, 125)) == "0.024"
+    assert decimal(Fraction(7)) == "7"
+    assert mixed(Fraction(9, 4)) == "2 1/4"
+    assert mixed(Fraction(3, 4)) == "3/4"
+    assert mixed(Fraction(6, 3)) == "2"
+    assert terminates(Fraction(7, 40)) and not terminates(Fraction(1, 3))
+    assert number(Fraction(73, 2)) == "36.5"
+    assert number(Fraction(70, 3)) == "23 1/3"
+
+
+def test_same_seed_same_problems_other_seed_other_problems():
+    data = DataConfig(num_train=300, num_eval=50)
+    assert generate(data) == generate(DataConfig(num_train=300, num_eval=50))
+    assert generate(data)[0] != generate(DataConfig(num_train=300, num_eval=50, seed=99))[0]
+
+
+def test_eval_split_never_in_train_and_independent_of_train_size():
+    train, evaluation = generate(DataConfig())  # harbor_math's sizes: 28,000 and 2,000
+    assert (len(train), len(evaluation)) == (28000, 2000)
+    eval_questions = {ex.question for ex in evaluation}
+    assert len(eval_questions) == 2000
+    assert not eval_questions & {ex.question for ex in train}
+    assert len({ex.question for ex in train}) == 28000
+    assert generate(DataConfig(num_train=10))[1] == evaluation
+
+
+def test_level_one_is_one_add_or_subtract_below_50():
+    train, _ = generate(DataConfig(num_train=500, num_eval=1, difficulty=[1]))
+    for ex in train:
+        assert all(int(n) < 50 for n in re.findall(r"\d+", ex.question)), ex.question
+        step, final = ex.solution.split("\n")
+        a, op, b, _, result = step.split()
+        assert int(result) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
+        assert final == f"FINAL: {ex.answer}" and ex.answer == result
+
+
+def test_every_arithmetic_step_is_right():
+    """Each `a op b = c` on a solution line (units stripped) holds exactly, at every level."""
+    train, _ = generate(DataConfig(num_train=3000, num_eval=1))
+    step = re.compile(r"(\d+(?:\.\d+)?) ([-+*/]) (\d+(?:/\d+)?) = (\d+(?:\.\d+)?)")
+    checked = 0
+    for ex in train:
+        for line in ex.solution.splitlines():
+            for a, op, b, c in step.findall(re.sub(r" (kg|g|cm|m|minutes|hours)\b", "", line)):
+                x, y = Fraction(a), Fraction(b)
+                assert {"+": x + y, "-": x - y, "*": x * y, "/": x / y}[op] == Fraction(c), (line, ex.question)
+                checked += 1
+    assert checked > 3000
+
+
+def test_levels_mix_as_asked():
+    names = {family.__name__ for family in LEVELS[3]}
+    assert len(names) == 6
+    train, _ = generate(DataConfig(num_train=600, num_eval=1, difficulty=[3]))
+    assert any("%" in ex.answer for ex in train) and any(" " in ex.answer and "/" in ex.answer for ex in train)
+    assert any("median" in ex.question for ex in train) and any("mean" in ex.question for ex in train)
+
+
+def test_every_worked_solution_scores_one():
+    from grpo_cli.verifier import build_verifier
+
+    train, evaluation = generate(DataConfig(num_train=2000, num_eval=500))
+    examples = train + evaluation
+    with build_verifier(VerifierConfig(extract="final_line")) as verifier:
+        right = verifier.score([ex.solution for ex in examples], [ex.answer for ex in examples])
+        wrong = verifier.score([ex.solution for ex in examples[:300]], [f"{ex.answer}1" for ex in examples[:300]])
+    assert [ex.id for ex, s in zip(examples, right) if s.reward != 1] == []
+    assert sum(s.reward for s in wrong) == 0
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("harbor")
+    args = ["data.num_train=400", "data.num_eval=100"]
+    for name in ("first", "second"):
+        subprocess.run([GRPO, "data", "harbor", "--out", str(out / name), *args], check=True, capture_output=True)
+    subprocess.run([GRPO, "data", "harbor", "--out", str(out / "seed7"), *args, "data.seed=7"], check=True, capture_output=True)
+    return out
+
+
+def test_grpo_data_harbor_writes_byte_identical_files(written):
+    for split, rows in (("train.jsonl", 400), ("eval.jsonl", 100)):
+        first = (written / "first" / split).read_bytes()
+        assert first == (written / "second" / split).read_bytes()
+        assert first != (written / "seed7" / split).read_bytes()
+        assert len(first.splitlines()) == rows
+    row = json.loads((written / "first" / "eval.jsonl").read_text().splitlines()[0])
+    assert list(row) == ["id", "question", "answer", "solution"]
+    assert row["id"] == "harbor-eval-00000" and row["solution"].endswith(f"FINAL: {row['answer']}")
+
+
+def test_written_solutions_pass_grpo_verify(written, tmp_path):
+    rows = [json.loads(line) for line in (written / "first" / "train.jsonl").read_text().splitlines()]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"completion": r["solution"], "answer": r["answer"]}) + "\n" for r in rows))
+    subprocess.run(
+        [GRPO, "verify", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"), "verifier.extract=final_line"],
+        check=True, capture_output=True,
+    )
+    rewards = [json.loads(line)["reward"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rewards == [1.0] * 400

@@ -1,0 +1,75 @@
+"""LoRA training: only the adapter moves, the reference is the adapter-disabled base, checkpoints hold the adapter."""
+
+import copy
+
+import pytest
+import torch
+
+from grpo_cli.config import LoraConfig
+from grpo_cli.errors import GrpoError
+from grpo_cli.learner import Learner, completion_logprobs
+from test_learner import TEMPERATURE, make_batch, make_config, tiny_llama
+
+
+def lora_config(**algorithm):
+    config = make_config(lr=1e-2, **algorithm)
+    config.model.lora = LoraConfig(enabled=True, rank=4, alpha=8.0, target_modules=["q_proj", "v_proj"])
+    return config
+
+
+def starting_logprobs(model, batch):
+    with torch.no_grad():
+        parts = [completion_logprobs(model, micro, TEMPERATURE)[0] for micro in batch.micro_batches(batch.size)]
+    return parts[0].masked_fill(~batch.completion_mask, 0.0)
+
+
+def test_lora_trains_only_the_adapter_against_the_base_as_reference():
+    model = tiny_llama()
+    starting_model = copy.deepcopy(model)
+    base_weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    base_parameters = dict(model.named_parameters())  # peft wraps the same tensors in place
+
+    learner = Learner(lora_config(kl_coef=0.1), model, total_steps=3)
+    adapter_start = {name: p.detach().clone() for name, p in learner.policy.named_parameters() if p.requires_grad}
+    assert adapter_start and all("lora_" in name for name in adapter_start)
+    batch = make_batch(learner.algorithm)
+    expected_reference = starting_logprobs(starting_model, batch)
+
+    for _ in range(3):
+        batch.ref_logprobs = learner.reference_logprobs(batch)
+        torch.testing.assert_close(batch.ref_logprobs, expected_reference, atol=1e-6, rtol=0)
+        assert learner.step(batch)["nonfinite"] == 0.0
+    torch.testing.assert_close(learner.reference_logprobs(batch), expected_reference, atol=1e-6, rtol=0)
+
+    for name, p in base_parameters.items():
+        assert torch.equal(p, base_weights[name]), name
+    for name, p in learner.policy.named_parameters():
+        if name in adapter_start:
+            assert not torch.equal(p, adapter_start[name]), name
+    policy_logp = learner.policy_logprobs(batch)
+    assert (policy_logp - expected_reference).abs().max() > 1e-3  # the adapter changed the policy
+
+
+def test_lora_checkpoint_holds_only_the_adapter_and_restores_the_policy():
+    learner = Learner(lora_config(), tiny_llama(), total_steps=2)
+    batch = make_batch(learner.algorithm)
+    for _ in range(2):
+        learner.step(batch)
+
+    state = learner.trainable_state_dict()
+    assert state and all("lora_A" in key or "lora_B" in key for key in state)
+    adapter_size = sum(t.numel() for t in state.values())
+    full_size = sum(t.numel() for t in tiny_llama().state_dict().values())
+    assert adapter_size < 0.05 * full_size
+
+    restored = Learner(lora_config(), tiny_llama(), total_steps=2)
+    restored.load_trainable_state_dict({key: t.clone() for key, t in state.items()})
+    torch.testing.assert_close(restored.policy_logprobs(batch), learner.policy_logprobs(batch), atol=0, rtol=0)
+
+
+def test_unknown_lora_target_is_a_clear_error():
+    config = lora_config()
+    config.model.lora.target_modules = ["q_proj", "c_attn"]
+    expected = r"c_attn matches no layer of LlamaForCausalLM; its layers with weight matrices are .*q_proj"
+    with pytest.raises(GrpoError, match=expected):
+        Learner(config, tiny_llama(), total_steps=1)

@@ -1,0 +1,196 @@
+"""The code sandbox and the code verifier: real subprocesses in real namespaces, hostile programs included."""
+
+import glob
+import json
+import os
+import tempfile
+import time
+
+import pytest
+
+from grpo_cli.config import SandboxConfig, VerifierConfig
+from grpo_cli.verifier import build_verifier
+from grpo_cli.verifier.code_check import extract_program, load_tests
+from grpo_cli.verifier.sandbox import run_python
+
+LIMITS = SandboxConfig(wall_time_s=2.0, cpu_time_s=1.0, memory_mb=256, max_processes=16)
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """Sandbox directories are created here, so a test can see that none is left."""
+    root = tmp_path / "scratch"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def processes_working_in(root: str) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry.name}/cwd").startswith(str(root)):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def run_and_check_cleanup(scratch, source: str, stdin: str = ""):
+    start = time.perf_counter()
+    result = run_python(source, stdin, LIMITS)
+    elapsed = time.perf_counter() - start
+    assert list(scratch.iterdir()) == []
+    assert processes_working_in(scratch) == []
+    return result, elapsed
+
+
+def test_a_program_reads_stdin_and_writes_stdout_in_a_fresh_directory(scratch):
+    source = "import os\nprint(sum(map(int, input().split())))\nprint(sorted(os.listdir('.')))"
+    result, _ = run_and_check_cleanup(scratch, source, "2 3\n")
+    assert (result.exit_code, result.timed_out) == (0, False)
+    assert result.stdout == "5\n['main.py', 'stdin.txt', 'stdout.txt']\n"
+
+
+def test_an_infinite_loop_is_stopped_by_its_cpu_or_wall_limit(scratch):
+    result, elapsed = run_and_check_cleanup(scratch, "while True:\n    pass")
+    assert result.exit_code != 0 or result.timed_out
+    assert elapsed < LIMITS.wall_time_s + 1.0
+
+
+def test_a_sleeping_program_is_stopped_at_the_wall_limit(scratch):
+    result, elapsed = run_and_check_cleanup(scratch, "import time\ntime.sleep(600)")
+    assert result.timed_out
+    assert LIMITS.wall_time_s <= elapsed < LIMITS.wall_time_s + 1.0
+
+
+def test_a_fork_bomb_hits_the_process_limit_and_every_process_dies(scratch):
+    result, elapsed = run_and_check_cleanup(scratch, "import os\nwhile True:\n    os.fork()")
+    assert result.exit_code != 0  # fork() fails with EAGAIN at max_processes
+    assert elapsed < LIMITS.wall_time_s + 1.0
+
+
+def test_the_process_limit_counts_every_process_of_the_run(scratch):
+    source = (
+        "import os, time\nstarted = 0\nfor _ in range(40):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    started += 1\nprint(started)"
+    )
+    result, _ = run_and_check_cleanup(scratch, source)
+    assert 0 < int(result.stdout) < LIMITS.max_processes  # the program itself is one of them
+
+
+def test_a_daemon_that_left_the_process_group_dies_with_the_run(scratch):
+    source = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\nprint('parent done')"
+    result, elapsed = run_and_check_cleanup(scratch, source)
+    assert (result.exit_code, result.stdout) == (0, "parent done\n")
+    assert elapsed < 1.0
+
+
+def test_a_10_gb_allocation_fails(scratch):
+    result, elapsed = run_and_check_cleanup(scratch, "block = bytearray(10 * 1024**3)\nprint('allocated')")
+    assert result.exit_code != 0 and "allocated" not in result.stdout
+    assert elapsed < LIMITS.wall_time_s
+
+
+def test_there_is_no_network(scratch):
+    source = "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=5)\nprint('connected')"
+    result, elapsed = run_and_check_cleanup(scratch, source)
+    assert result.exit_code != 0 and "connected" not in result.stdout
+    assert elapsed < 2.0  # refused at once (no route), not after the 5 s connect timeout
+
+
+def test_program_is_the_last_fenced_block():
+    completion = "Plan:\n```python\nx = 1\n```\nFinal version:\n```py\ndef add(a, b):\n    return a + b\n```\nDone."
+    assert extract_program(completion) == "def add(a, b):\n    return a + b\n"
+    assert extract_program("def add(a, b): return a + b") is None
+    assert extract_program("```python\nunterminated") is None
+
+
+def test_hidden_tests_only_run_for_evaluation():
+    answer = json.dumps({"tests": ["assert f(1) == 1"], "hidden_tests": ["assert f(2) == 2"]})
+    assert load_tests(answer, "train") == ["assert f(1) == 1"]
+    assert load_tests(answer, "eval") == ["assert f(1) == 1", "assert f(2) == 2"]
+    with pytest.raises(ValueError, match='"tests" list'):
+        load_tests('["assert True"]', "train")
+    with pytest.raises(ValueError, match="a test must be"):
+        load_tests(json.dumps({"tests": [{"input": "1"}]}), "train")
+
+
+ADD_TESTS = json.dumps({
+    "tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0", "assert add(0.5, 0.25) == 0.75"],
+    "hidden_tests": ["assert add('a', 'b') == 'ab'", "assert add(10**20, 1) == 10**20 + 1"],
+})
+ECHO_TESTS = json.dumps({"tests": [{"stdin": "2 3\n", "stdout": "5\n"}, {"stdin": "10 -4\n", "stdout": "6"}]})
+
+
+def fenced(code: str) -> str:
+    return f"Here is my solution.\n```python\n{code}\n```\n"
+
+
+@pytest.fixture(scope="module")
+def code_verifier():
+    config = VerifierConfig(name="code", timeout_s=10.0, num_workers=2, sandbox=LIMITS)
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "grpo-sandbox-*")))
+    with build_verifier(config) as verifier:
+        yield verifier
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "grpo-sandbox-*"))) == before
+    assert processes_working_in(tempfile.gettempdir() + "/grpo-sandbox-") == []
+
+
+def test_code_reward_is_the_fraction_of_tests_passed(code_verifier):
+    completions = [
+        fenced("def add(a, b):\n    return a + b"),
+        fenced("def add(a, b):\n    return int(a) + int(b)"),  # fails 0.5 + 0.25
+        fenced("def add(a, b):\n    return a - b"),
+        "I would add them.",
+    ]
+    scores = code_verifier.score(completions, [ADD_TESTS] * 4)
+    assert [s.reward for s in scores] == pytest.approx([1.0, 2 / 3, 0.0, 0.0])
+    assert [s.reason for s in scores] == ["correct", "wrong", "wrong", "no_answer"]
+    assert scores[0].extracted == "def add(a, b):\n    return a + b\n"
+
+
+def test_hidden_tests_count_only_when_scoring_for_evaluation(code_verifier):
+    only_numbers = fenced("def add(a, b):\n    return int(a + b) if isinstance(a, int) else a + b if isinstance(a, float) else 0")
+    [train] = code_verifier.score([only_numbers], [ADD_TESTS], split="train")
+    [evaluation] = code_verifier.score([only_numbers], [ADD_TESTS], split="eval")
+    assert (train.reward, evaluation.reward) == pytest.approx((1.0, 4 / 5))
+
+
+def test_stdin_stdout_tests(code_verifier):
+    program = fenced("a, b = map(int, input().split())\nprint(a + b)")
+    wrong = fenced("a, b = map(int, input().split())\nprint(a * b)")
+    scores = code_verifier.score([program, wrong], [ECHO_TESTS] * 2)
+    assert [s.reward for s in scores] == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "cheat",
+    ["import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit"],
+)
+def test_leaving_before_the_tests_is_no_pass(code_verifier, cheat):
+    [score] = code_verifier.score([fenced(f"def add(a, b):\n    return 0\n{cheat}")], [ADD_TESTS])
+    assert score.reward == 0.0
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "def add(a, b):\n    while True:\n        pass",
+        "import os\nwhile True:\n    os.fork()",
+        "block = bytearray(10 * 1024**3)",
+        "import urllib.request\nurllib.request.urlopen('http://example.com', timeout=5)\ndef add(a, b):\n    return a + b",
+    ],
+    ids=["infinite loop", "fork bomb", "10 GB", "network"],
+)
+def test_hostile_programs_score_zero_within_the_limits(code_verifier, program):
+    start = time.perf_counter()
+    [score] = code_verifier.score([fenced(program)], [json.dumps({"tests": ["assert add(2, 3) == 5"]})])
+    assert score.reward == 0.0
+    assert time.perf_counter() - start < LIMITS.wall_time_s + 1.0
+
+
+def test_a_malformed_code_answer_is_an_error(code_verifier):
+    [score] = code_verifier.score([fenced("x = 1")], ["not json"])
+    assert (score.reward, score.reason) == (0.0, "error")

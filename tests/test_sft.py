@@ -1,0 +1,90 @@
+"""SFT: masking by hand, the LR schedule, real loss reduction on a tiny Llama, the command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+
+import pytest
+import torch
+
+from conftest import GRPO
+from grpo_cli.compose import compose
+from grpo_cli.config import TinyModelConfig
+from grpo_cli.data.loaders import load_examples
+from grpo_cli.models import build_tiny_model, build_tokenizer
+from grpo_cli.sft import IGNORE, collate, lr_factor, tokenize, train
+
+
+def test_collate_masks_prompt_and_padding():
+    batch = collate([([1, 10, 11], [20, 2]), ([1, 12], [21, 22, 23, 2])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 10, 11, 20, 2, 0], [1, 12, 21, 22, 23, 2]]
+    assert batch["labels"].tolist() == [[IGNORE, IGNORE, IGNORE, 20, 2, IGNORE], [IGNORE, IGNORE, 21, 22, 23, 2]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    assert [lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(8, 4, 12) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+    assert lr_factor(12, 4, 12) == pytest.approx(0.0)
+
+
+def test_loss_ignores_prompt_tokens():
+    """The HF loss with our labels equals the mean NLL over the solution positions, computed by hand."""
+    tokenizer = build_tokenizer(["Bay A has 12 crates.\n12 + 3 = 15\nFINAL: 15"] * 5, vocab_size=300, max_length=64)
+    model = build_tiny_model(TinyModelConfig(hidden_size=64, num_heads=1, num_layers=1, intermediate_size=64), tokenizer, seed=0)
+    batch = collate([([1, 40, 41, 42], [50, 51, 2]), ([1, 43], [52, 2])], pad_id=0)
+    logprobs = torch.log_softmax(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, -1)
+    # Position t predicts token t + 1: solution tokens sit at 4, 5, 6 in row 0 and 2, 3 in row 1.
+    picked = [logprobs[0, 3, 50], logprobs[0, 4, 51], logprobs[0, 5, 2], logprobs[1, 1, 52], logprobs[1, 2, 2]]
+    expected = -torch.stack(picked).mean()
+    assert model(**batch).loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_a_few_steps_reduce_the_loss():
+    config = compose(["recipe=demo", "data.num_train=64", "data.num_eval=1", "sft.steps=40", "sft.batch_size=16",
+                      "sft.lr=3e-3", "sft.warmup_steps=4"])
+    examples = load_examples(config, "train")
+    tokenizer = build_tokenizer((f"{ex.question}\n{ex.solution}" for ex in examples), vocab_size=400, max_length=128)
+    model = build_tiny_model(TinyModelConfig(hidden_size=64, num_heads=1, num_layers=2, intermediate_size=128), tokenizer, seed=0)
+    before = list(model.parameters())[0].detach().clone()
+    losses = train(model, tokenize(examples, tokenizer, config, 128), tokenizer.pad_token_id, config)
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    assert not torch.equal(before, list(model.parameters())[0])
+
+
+def test_sft_command_saves_a_model_and_reports_pass_at_k(tmp_path):
+    common = ["recipe=demo", f"sft.init_from={tmp_path / 'init'}", "data.num_train=200", "data.num_eval=8"]
+    subprocess.run([GRPO, "init-model", *common, "model.tiny.num_layers=1"], check=True, capture_output=True)
+    result = subprocess.run(
+        [GRPO, "sft", *common, f"sft.output_dir={tmp_path / 'sft'}", "sft.steps=6", "sft.batch_size=8", "sft.log_every=3",
+         "eval.num_prompts=8", "eval.pass_at=[1,2]"],
+        check=True, capture_output=True, text=True,
+    )
+    lines = result.stdout.splitlines()
+    assert [line.split("  ")[0] for line in lines if line.startswith("sft step")] == ["sft step 3/6", "sft step 6/6"]
+    assert lines[-1].startswith(f"sft done in ") and "pass@1" in lines[-1] and "(8 prompts x 2 samples" in lines[-1]
+    results = json.loads((tmp_path / "sft" / "eval.json").read_text())
+    assert results["num_prompts"] == 8 and results["num_samples"] == 2 and results["sft_steps"] == 6
+    assert 0 <= results["pass@1"] <= results["pass@2"] <= 1
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "sft").config.num_hidden_layers == 1
+
+
+@pytest.mark.slow
+def test_demo_sft_calibration(tmp_path):
+    """Acceptance: init-model then SFT on the demo recipe within 10 minutes, pass@1 between 10% and 70%."""
+    paths = [f"sft.init_from={tmp_path / 'init'}", f"sft.output_dir={tmp_path / 'sft'}"]
+    started = time.monotonic()
+    subprocess.run([GRPO, "init-model", "recipe=demo", *paths], check=True)
+    subprocess.run([GRPO, "sft", "recipe=demo", *paths], check=True)
+    seconds = time.monotonic() - started
+    results = json.loads((tmp_path / "sft" / "eval.json").read_text())
+    print(f"init-model + sft: {seconds:.0f}s, pass@1 {results['pass@1']:.3f}, pass@12 {results['pass@12']:.3f}")
+    assert results["num_prompts"] >= 200 and results["temperature"] == 1.0
+    assert 0.10 <= results["pass@1"] <= 0.70
+    assert seconds <= 600

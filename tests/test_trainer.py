@@ -1,0 +1,123 @@
+"""The GRPO loop end to end on a tiny model: metrics, samples, checkpoints, resume rules, NaN handling."""
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO
+from grpo_cli import checkpoint
+from grpo_cli.cli import main
+from grpo_cli.compose import compose
+from grpo_cli.errors import ConfigError, GrpoError
+from grpo_cli.trainer import PromptSchedule, train
+
+# Small and fast; the length penalty makes rewards differ within groups even for an untrained model, so
+# advantages and gradients are non-zero from the first step.
+TINY_RUN = [
+    "recipe=demo",
+    "data.num_train=400",
+    "data.num_eval=40",
+    "sampler.max_new_tokens=24",
+    "train.prompts_per_step=4",
+    "algorithm.group_size=4",
+    "train.micro_batch_size=8",
+    "verifier.rewards.length_penalty=5.0",
+    "eval.pass_at=[1,2]",
+    "eval.num_prompts=4",
+    "optimizer.lr=1e-3",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "init"
+    main(["init-model", *TINY_RUN, f"sft.init_from={path}", "model.tiny.num_layers=2"])
+    return path
+
+
+def run_config(tiny_model, out, *overrides):
+    return compose([*TINY_RUN, f"model.name_or_path={tiny_model}", f"train.output_dir={out}", *overrides])
+
+
+def documented_metric_keys() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("`metrics.jsonl` keys:")[1].split("\n\n")[0]
+    keys = []
+    for name in re.findall(r"`([^`]+)`", section):
+        if "|" in name:  # `ratio/mean|min|max`
+            stem, parts = name.split("/")
+            keys += [f"{stem}/{part}" for part in parts.split("|")]
+        else:
+            keys.append(name)
+    return keys
+
+
+def test_training_steps_write_every_documented_metric_and_change_the_weights(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    summary = train(run_config(tiny_model, out, "train.max_steps=2", "algorithm.kl_coef=0.04"))
+
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    keys = documented_metric_keys()
+    assert len(keys) > 30
+    for m in metrics:
+        missing = [k for k in keys if k not in m]
+        assert not missing, missing
+    assert metrics[0]["groups/zero_variance_frac"] < 1.0
+    assert metrics[0]["grad_norm"] > 0
+    # Step 1 starts at the reference; after one update the policy has moved away from it.
+    assert metrics[0]["kl/mean"] == pytest.approx(0.0, abs=1e-7)
+    assert metrics[1]["kl/mean"] > 0
+
+    groups = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(groups) == 2 * 2  # train.log_groups_per_step groups per step
+    assert all(len(g["completions"]) == len(g["rewards"]) == len(g["advantages"]) == 4 for g in groups)
+
+    last = checkpoint.read_pointer(out / "checkpoints", "last")
+    assert last.name == "step_000002"
+    trained, initial = load_file(last / "model.safetensors"), load_file(tiny_model / "model.safetensors")
+    assert any(not torch.equal(trained[name], initial[name]) for name in initial)
+
+    assert set(summary) >= {"pass@1_before", "pass@1_after", "pass@2_before", "pass@2_after"}
+    assert json.loads((out / "summary.json").read_text()) == summary
+    evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2]
+
+
+def test_an_existing_run_is_never_overwritten_and_resume_checks_the_verifier(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    train(run_config(tiny_model, out, "train.max_steps=1"))
+    with pytest.raises(ConfigError, match="already holds a run.*resume=true"):
+        train(run_config(tiny_model, out, "train.max_steps=2"))
+    with pytest.raises(ConfigError, match="the verifier changed since this run started"):
+        train(run_config(tiny_model, out, "train.max_steps=2", "resume=true", "verifier.timeout_s=0.5"))
+    summary = train(run_config(tiny_model, out, "train.max_steps=2", "resume=true"))
+    assert summary["steps"] == 2
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+
+
+def test_non_finite_losses_stop_the_run_with_the_last_checkpoint_intact(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    # An absurd learning rate blows the weights up after the first update; every later loss is NaN.
+    config = run_config(tiny_model, out, "train.max_steps=8", "train.save_every=1", "optimizer.lr=1e30",
+                        "optimizer.max_grad_norm=1e30", "train.max_nonfinite_steps=2")
+    with pytest.raises(GrpoError, match=r"NaN/inf for 2 steps in a row.*last good checkpoint: .*step_00000"):
+        train(config)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["nonfinite"] for m in metrics][-2:] == [1.0, 1.0]
+    last = checkpoint.read_pointer(out / "checkpoints", "last")
+    assert checkpoint.load_trainer_state(last)["run"]["step"] == int(last.name.split("_")[1])
+
+
+def test_prompt_schedule_covers_fractional_epochs_and_reshuffles():
+    schedule = PromptSchedule(num_prompts=10, prompts_per_step=4, epochs=1.5, seed=0)
+    assert schedule.total_steps == 4  # ceil(15 / 4)
+    seen = [i for step in range(schedule.total_steps) for i in schedule.indices(step)]
+    assert sorted(seen[:10]) == list(range(10))  # the first epoch sees each prompt once
+    assert seen[10:16] != seen[:6]  # the second epoch is another permutation
+    assert schedule.indices(3) == PromptSchedule(10, 4, 1.5, 0).indices(3)  # a function of the step alone
+    assert schedule.epoch_at(2) == 0.8
