@@ -33,7 +33,7 @@ from grpo_cli.compose import compose
 from grpo_cli.config import Config
 from grpo_cli.learner import add_lora
 from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
-from grpo_cli.sampler.vllm import VLLMSampler
+from grpo_cli.sampler.vllm import VLLMSampler, torch_threads
 
 WORDS = "ship crate harbor pallet weighs remain how many then more total each".split()
 
@@ -81,7 +81,9 @@ def bench_overhead(sampler: VLLMSampler, prompt_ids: list[list[int]], n: int, ro
         return sum(len(c.token_ids) for group in groups for c in group)
 
     def bare() -> int:
-        outputs = engine_generate(prompts, bare_params, use_tqdm=False)
+        # With the torch threads vLLM chose for serving, as in a process where only vLLM runs.
+        with torch_threads(sampler.engine_threads):
+            outputs = engine_generate(prompts, bare_params, use_tqdm=False)
         return sum(len(sample.token_ids) for output in outputs for sample in output.outputs)
 
     ours(), bare()  # warm-up
@@ -128,8 +130,7 @@ def bench_lora(config: Config, model, tokenizer, prompt_ids: list[list[int]], n:
             tokens_per_second(lambda: sum(len(c.token_ids) for g in sampler.generate(prompt_ids, n, seed=0) for c in g))
         )
     params = [sampler.sampling_params(n, seed=i * n, temperature=config.sampler.temperature) for i in range(len(prompt_ids))]
-    sampler.llm.llm_engine.engine_core.shutdown()
-    del sampler
+    sampler.close()
 
     lora = config.model.lora
     llm = LLM(
@@ -169,9 +170,9 @@ def bench_lora(config: Config, model, tokenizer, prompt_ids: list[list[int]], n:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--random-tiny", action="store_true", help="bench a random model.tiny built in a temp dir")
-    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--n", type=int, default=8, help="completions per prompt (the group size)")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--lora", action="store_true", help="compare merged-weight sync with vLLM's LoRA adapters")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.name_or_path=DIR")
     args = parser.parse_args()

@@ -15,3 +15,30 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+# Small and fast; the length penalty makes rewards differ within groups even for an untrained model, so
+# advantages and gradients are non-zero from the first step.
+TINY_RUN = [
+    "recipe=demo",
+    "data.num_train=400",
+    "data.num_eval=40",
+    "sampler.max_new_tokens=24",
+    "train.prompts_per_step=4",
+    "algorithm.group_size=4",
+    "train.micro_batch_size=8",
+    "verifier.rewards.length_penalty=5.0",
+    "eval.pass_at=[1,2]",
+    "eval.num_prompts=4",
+    "optimizer.lr=1e-3",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained 2-layer Llama (head_dim 64, so vLLM can serve it) with its locally trained tokenizer."""
+    from grpo_cli.cli import main
+
+    path = tmp_path_factory.mktemp("tiny") / "init"
+    main(["init-model", *TINY_RUN, f"sft.init_from={path}", "model.tiny.num_layers=2"])
+    return path

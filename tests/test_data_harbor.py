@@ -52,18 +52,33 @@ def test_level_one_is_one_add_or_subtract_below_50():
         assert final == f"FINAL: {ex.answer}" and ex.answer == result
 
 
+UNIT = re.compile(r" ?\b(kg|g|cm|m|minutes|hours)\b|%")
+
+
+def exact_value(side: str) -> Fraction | None:
+    """The exact value of an arithmetic expression such as "3 1/2 + 20 * 3/4", None for words."""
+    expr = UNIT.sub("", side).strip()
+    if not expr or re.search(r"[^\d.+\-*/() ]", expr):
+        return None
+    expr = re.sub(r"(\d+) (\d+)/(\d+)", r"(\1 + \2/\3)", expr)  # a mixed number
+    return eval(re.sub(r"\d+(\.\d+)?", lambda m: f"F('{m[0]}')", expr), {"F": Fraction})
+
+
 def test_every_arithmetic_step_is_right():
-    """Each `a op b = c` on a solution line (units stripped) holds exactly, at every level."""
+    """On every solution line, neighbouring sides of `=` in the same unit have the same exact value."""
     train, _ = generate(DataConfig(num_train=3000, num_eval=1))
-    step = re.compile(r"(\d+(?:\.\d+)?) ([-+*/]) (\d+(?:/\d+)?) = (\d+(?:\.\d+)?)")
     checked = 0
     for ex in train:
-        for line in ex.solution.splitlines():
-            for a, op, b, c in step.findall(re.sub(r" (kg|g|cm|m|minutes|hours)\b", "", line)):
-                x, y = Fraction(a), Fraction(b)
-                assert {"+": x + y, "-": x - y, "*": x * y, "/": x / y}[op] == Fraction(c), (line, ex.question)
-                checked += 1
-    assert checked > 3000
+        for line in ex.solution.splitlines()[:-1]:
+            sides = line.split("=")
+            for left, right in zip(sides, sides[1:]):
+                if UNIT.findall(left) != UNIT.findall(right):
+                    continue  # a unit conversion such as "17 m = 1700 cm"
+                a, b = exact_value(left), exact_value(right)
+                if a is not None and b is not None:
+                    assert a == b, (line, ex.question)
+                    checked += 1
+    assert checked > 3500
 
 
 def test_levels_mix_as_asked():
@@ -81,7 +96,8 @@ def test_every_worked_solution_scores_one():
     examples = train + evaluation
     with build_verifier(VerifierConfig(extract="final_line")) as verifier:
         right = verifier.score([ex.solution for ex in examples], [ex.answer for ex in examples])
-        wrong = verifier.score([ex.solution for ex in examples[:300]], [f"{ex.answer}1" for ex in examples[:300]])
+        off_by_one = [re.sub(r"\d+", lambda m: str(int(m[0]) + 1), ex.answer, count=1) for ex in examples[:300]]
+        wrong = verifier.score([ex.solution for ex in examples[:300]], off_by_one)
     assert [ex.id for ex, s in zip(examples, right) if s.reward != 1] == []
     assert sum(s.reward for s in wrong) == 0
 
@@ -111,7 +127,7 @@ def test_written_solutions_pass_grpo_verify(written, tmp_path):
     rows = [json.loads(line) for line in (written / "first" / "train.jsonl").read_text().splitlines()]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"completion": r["solution"], "answer": r["answer"]}) + "\n" for r in rows))
     subprocess.run(
-        [GRPO, "verify", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"), "verifier.extract=final_line"],
+        [GRPO, "verify", str(tmp_path / "in.jsonl"), "verifier.extract=final_line", "--output", str(tmp_path / "out.jsonl")],
         check=True, capture_output=True,
     )
     rewards = [json.loads(line)["reward"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]

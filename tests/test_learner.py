@@ -240,14 +240,16 @@ def test_train_on_runs_num_iterations_updates_from_one_set_of_old_logprobs():
 
     batch.ref_logprobs = by_hand.reference_logprobs(batch)
     batch.old_logprobs = by_hand.old_logprobs(batch)
-    expected = [by_hand.step(batch) for _ in range(3)][-1]
+    updates = [by_hand.step(batch) for _ in range(3)]
     metrics = driven.train_on(make_batch(config.algorithm))
 
-    assert metrics == expected
+    mismatch_keys = ("logprob_mismatch/mean", "logprob_mismatch/max")
+    assert metrics == updates[-1] | {key: updates[0][key] for key in mismatch_keys}
+    assert updates[-1]["logprob_mismatch/mean"] > updates[0]["logprob_mismatch/mean"]  # the policy moved since sampling
     assert metrics["ratio/max"] > 1.0  # the last of the three updates saw the policy move away from old
     assert set(metrics) == {
         "loss", "kl/mean", "clip/low_frac", "clip/high_frac", "ratio/mean", "ratio/min", "ratio/max",
-        "entropy/mean", "advantage/mean", "advantage/std", "grad_norm", "lr", "nonfinite",
+        "entropy/mean", "advantage/mean", "advantage/std", "grad_norm", "lr", "nonfinite", *mismatch_keys,
     }
     for p_driven, p_by_hand in zip(driven.trainable_parameters, by_hand.trainable_parameters):
         assert torch.equal(p_driven, p_by_hand)

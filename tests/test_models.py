@@ -31,7 +31,7 @@ def test_init_model_dir_loads_with_auto_classes(tiny_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     config = json.loads((tiny_dir / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
-    assert (config["hidden_size"], config["num_hidden_layers"], config["head_dim"]) == (256, 4, 64)
+    assert (config["hidden_size"], config["num_hidden_layers"], config["head_dim"]) == (128, 4, 64)  # recipes/demo.yaml
     assert config["vocab_size"] == len(tokenizer) <= 512
     assert json.loads((tiny_dir / "generation_config.json").read_text())["eos_token_id"] == tokenizer.eos_token_id
     assert (tokenizer.pad_token, tokenizer.bos_token, tokenizer.eos_token) == ("<pad>", "<s>", "</s>")

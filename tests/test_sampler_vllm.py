@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 from vllm import SamplingParams
 from vllm.inputs import TokensPrompt
 
 from grpo_cli.compose import compose
 from grpo_cli.config import LoraConfig, TinyModelConfig
 from grpo_cli.learner import RolloutBatch, add_lora, completion_logprobs
-from grpo_cli.models import build_tiny_model, build_tokenizer
+from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
 
 pytestmark = pytest.mark.vllm
@@ -42,7 +41,6 @@ def config(model_dir):
             f"model.name_or_path={model_dir}",
             "model.dtype=float32",
             "sampler.kv_cache_gb=1",
-            "sampler.gpu_memory_utilization=0.3",
             "sampler.max_model_len=256",
             "sampler.max_new_tokens=16",
         ]
@@ -51,14 +49,14 @@ def config(model_dir):
 
 @pytest.fixture(scope="module")
 def tokenizer(model_dir):
-    from grpo_cli.models import load_tokenizer
-
     return load_tokenizer(model_dir)
 
 
 @pytest.fixture(scope="module")
 def sampler(config, tokenizer):
-    return build_sampler(config, fresh_model(config), tokenizer)
+    sampler = build_sampler(config, fresh_model(config), tokenizer)
+    yield sampler
+    sampler.close()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +65,7 @@ def prompt_ids(tokenizer) -> list[list[int]]:
 
 
 def fresh_model(config):
-    return AutoModelForCausalLM.from_pretrained(config.model.name_or_path, dtype=torch.float32)
+    return load_model(config.model)
 
 
 def learner_logprobs(model, prompt: list[int], completion: list[int], temperature: float = 1.0) -> torch.Tensor:

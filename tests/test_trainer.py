@@ -7,35 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import REPO, TINY_RUN
 from grpo_cli import checkpoint
-from grpo_cli.cli import main
 from grpo_cli.compose import compose
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.trainer import PromptSchedule, train
 
-# Small and fast; the length penalty makes rewards differ within groups even for an untrained model, so
-# advantages and gradients are non-zero from the first step.
-TINY_RUN = [
-    "recipe=demo",
-    "data.num_train=400",
-    "data.num_eval=40",
-    "sampler.max_new_tokens=24",
-    "train.prompts_per_step=4",
-    "algorithm.group_size=4",
-    "train.micro_batch_size=8",
-    "verifier.rewards.length_penalty=5.0",
-    "eval.pass_at=[1,2]",
-    "eval.num_prompts=4",
-    "optimizer.lr=1e-3",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "init"
-    main(["init-model", *TINY_RUN, f"sft.init_from={path}", "model.tiny.num_layers=2"])
-    return path
 
 
 def run_config(tiny_model, out, *overrides):

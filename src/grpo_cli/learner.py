@@ -264,12 +264,14 @@ class Learner:
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
         """All num_iterations updates on one generation batch; the last update's metrics, with
-        "nonfinite" 1.0 when any update was skipped."""
+        "nonfinite" 1.0 when any update was skipped and the first update's sampler/learner log-prob mismatch."""
         batch = batch.to(self.device)
         batch.ref_logprobs = self.reference_logprobs(batch)
         batch.old_logprobs = self.old_logprobs(batch)
         updates = [self.step(batch) for _ in range(self.algorithm.num_iterations)]
-        return updates[-1] | {"nonfinite": max(update["nonfinite"] for update in updates)}
+        # Before the first update the policy is the one that sampled: only then is the mismatch meaningful.
+        first = {key: updates[0][key] for key in ("logprob_mismatch/mean", "logprob_mismatch/max")}
+        return updates[-1] | first | {"nonfinite": max(update["nonfinite"] for update in updates)}
 
     def step(self, batch: RolloutBatch) -> dict[str, float]:
         """One optimizer update on `batch`; returns its metrics.
@@ -315,6 +317,10 @@ class Learner:
             )
             loss.backward()
             metrics["entropy/mean"] = entropy.masked_fill(~micro.completion_mask, 0.0).sum() / num_completion_tokens
+            # The engine's log-probs against ours for the same tokens: weight sync or numerics gone wrong.
+            mismatch = (logp.detach() - micro.sampler_logprobs).abs().masked_fill(~micro.completion_mask, 0.0)
+            metrics["logprob_mismatch/mean"] = mismatch.sum() / num_completion_tokens
+            metrics["logprob_mismatch/max"] = mismatch.max()
             parts.append(metrics)
         advantages = batch.advantages
         return merge_metrics(parts) | {

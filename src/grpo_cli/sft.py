@@ -115,28 +115,27 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
     model = load_model(replace(config.model, name_or_path=source))
     pairs = tokenize(train_examples, tokenizer, config, model.config.max_position_embeddings)
     sampler = build_sampler(config, model, tokenizer)
-    print(f"sft: {source} -> {output_dir}, {len(pairs)} examples, {config.sft.steps} steps of {config.sft.batch_size}")
+    print(f"sft: {source} -> {output_dir}, {len(pairs)} examples, {config.sft.steps} steps of {config.sft.batch_size}", flush=True)
 
-    with build_verifier(config.verifier) as verifier:
-        started = time.monotonic()
-
-        def run_eval() -> dict:
-            sampler.sync_weights(model)
+    def run_eval() -> dict:
+        # Verifier workers are started per eval: idle, they would still cost their start-up during training.
+        sampler.sync_weights(model)
+        with build_verifier(config.verifier) as verifier:
             return evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
 
-        def on_step(step: int, loss: float) -> None:
-            if step % config.sft.log_every == 0 or step == config.sft.steps:
-                lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps)
-                print(f"sft step {step}/{config.sft.steps}  loss {loss:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s")
-            if config.sft.eval_every and step % config.sft.eval_every == 0 and step < config.sft.steps:
-                print(f"sft step {step}  eval {_summary(run_eval())}")
+    def on_step(step: int, loss: float) -> None:
+        if step % config.sft.log_every == 0 or step == config.sft.steps:
+            lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps)
+            print(f"sft step {step}/{config.sft.steps}  loss {loss:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s", flush=True)
+        if config.sft.eval_every and step % config.sft.eval_every == 0 and step < config.sft.steps:
+            print(f"sft step {step}  eval {_summary(run_eval())}", flush=True)
 
-        losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
-        train_seconds = time.monotonic() - started
-        results = run_eval()
-
+    started = time.monotonic()
+    losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
+    train_seconds = time.monotonic() - started
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    results = run_eval()
     results |= {"model": str(output_dir), "sft_steps": config.sft.steps, "sft_final_loss": losses[-1], "sft_seconds": train_seconds}
     (output_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"sft done in {train_seconds:.0f}s, saved {output_dir}: {_summary(results)}")

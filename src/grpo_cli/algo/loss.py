@@ -155,7 +155,7 @@ def merge_metrics(parts: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         values = torch.stack([part[key] for part in parts])
         if key == "ratio/min":
             merged[key] = values.min().item()
-        elif key == "ratio/max":
+        elif key in ("ratio/max", "logprob_mismatch/max"):
             merged[key] = values.max().item()
         else:
             merged[key] = values.sum().item()

@@ -22,6 +22,10 @@ layer at a time from the adapter as it is now: vLLM's own LoRA path would need t
 and samples slower (scripts/bench_sampler.py --lora measures both). The prefix cache is reset after a sync,
 since its blocks hold keys and values of the old weights.
 
+The engine shares the process with the learner: generate runs it with the torch thread count vLLM picks for
+serving (1 unless OMP_NUM_THREADS is set), everything else keeps the learner's. One device only
+(sampler.tensor_parallel_size = 1): a tensor-parallel engine would run its workers in other processes.
+
 Sleep mode (sampler.enable_sleep_mode, GPU only: vLLM cannot sleep on CPU, so there it is ignored with a
 warning): after each generate the engine offloads its weights to host memory and frees its KV cache
 (vLLM sleep level 1), leaving the device to the learner; sync and the next generate wake what they need.
@@ -33,6 +37,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from peft import PeftModel
@@ -60,9 +65,7 @@ class VLLMSampler:
         kv_cache_gb = self.config.kv_cache_gb
         # The engine core must run in this process for weights to move by reference; vLLM reads this at start.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        # vLLM's CPU worker swaps torch.set_num_threads for a no-op (and serving may drop torch to one thread):
-        # the learner shares this process and needs both back.
-        set_num_threads, num_threads = torch.set_num_threads, torch.get_num_threads()
+        set_num_threads, learner_threads = torch.set_num_threads, torch.get_num_threads()
         self.llm = LLM(
             model=config.model.name_or_path,
             dtype=str(model.dtype).removeprefix("torch."),
@@ -72,13 +75,16 @@ class VLLMSampler:
             max_model_len=min(self.config.max_model_len, model.config.max_position_embeddings),
             enable_sleep_mode=self.sleep_mode,
             logprobs_mode="processed_logprobs",
-            # Prompts arrive as token ids and the learner's tokenizer decodes: vLLM needs no tokenizer, and
-            # must not take sampling defaults (repetition penalty, ...) from the model's generation_config.json.
-            skip_tokenizer_init=True,
+            # Sampling defaults (repetition penalty, ...) must not come from the model's generation_config.json.
             generation_config="vllm",
         )
+        # vLLM sets torch to its serving thread count (1 unless OMP_NUM_THREADS is set: OpenMP workers spinning
+        # between small decode ops cost more than they give; 25x slower here on 2 busy cores) and, on CPU, swaps
+        # torch.set_num_threads for a no-op. The learner shares this process: it gets its threads back, and
+        # the engine gets its own count around each generate.
+        self.engine_threads = torch.get_num_threads()
         torch.set_num_threads = set_num_threads
-        torch.set_num_threads(num_threads)
+        torch.set_num_threads(learner_threads)
         # Every reload warns that the rotary embedding "failed to load": it has no checkpoint weights and keeps
         # its cos/sin cache, as it should. (Set after the engine starts: vLLM reconfigures its loggers then.)
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
@@ -109,7 +115,8 @@ class VLLMSampler:
         copies = n if temperature == 0 else 1
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
         params = [self.sampling_params(n // copies, seed + i * n, temperature) for i in range(len(prompt_ids))]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        with torch_threads(self.engine_threads):
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
         if self.sleep_mode:
             self.llm.sleep(level=1)
             self.asleep = True
@@ -136,6 +143,20 @@ class VLLMSampler:
             "reload_weights", kwargs={"weights_iterator": checkpoint_weights(model), "is_checkpoint_format": True}
         )
         self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        """Stop the engine, freeing its weights and KV cache."""
+        self.llm.llm_engine.engine_core.shutdown()
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def checkpoint_weights(model) -> Iterator[tuple[str, torch.Tensor]]:

@@ -1,0 +1,43 @@
+"""The shipped recipes themselves train on CPU, with a tiny model standing in for the real one.
+
+Only sizes change (steps, eval prompts, lengths); every other value, vLLM sampling included, is the recipe's.
+"""
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import GRPO, REPO
+
+pytestmark = pytest.mark.vllm
+
+SMALL = ["train.max_steps=2", "eval.num_prompts=4", "sampler.max_new_tokens=32", "sampler.kv_cache_gb=1"]
+
+
+def grpo_train(*args):
+    result = subprocess.run([GRPO, "train", *args], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_gsm8k_recipe_trains_on_the_shared_data(tiny_model, tmp_path):
+    grpo_train("recipe=gsm8k", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
+               "train.prompts_per_step=4", "train.micro_batch_size=8")
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    config = (tmp_path / "config.yaml").read_text()
+    assert "train_path: ../shared/data/gsm8k/train.jsonl" in config
+    assert "name: vllm" in config
+
+
+def test_harbor_math_recipe_trains_with_lora_and_merges(tiny_model, tmp_path):
+    grpo_train("recipe=harbor_math", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
+               "train.prompts_per_step=2", "train.micro_batch_size=8", "data.num_train=200", "data.num_eval=20")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 2
+    best = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "best").read_text().strip()
+    assert (best / "adapter_config.json").exists()  # LoRA: checkpoints hold the adapter only
+    assert not (best / "model.safetensors").exists()
+    assert (tmp_path / "merged" / "config.json").exists()
+    assert summary["merged_model"] == str(tmp_path / "merged")
