@@ -144,7 +144,12 @@ def _print_recipes(args: argparse.Namespace) -> None:
 
 def run(argv: list[str]) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come before or after flags (`grpo eval --pass-at 1,12 recipe=demo` and the reverse).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in item or item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     if args.command is None:
         parser.print_help()
         raise SystemExit(2)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from grpo_cli.errors import GrpoError
+
 
 @dataclass
 class Completion:
@@ -27,3 +29,17 @@ class Sampler(Protocol):
 
     def sync_weights(self, model) -> None:
         """Make the next generate() sample from `model`'s current weights."""
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's EOS plus any the model's generation config adds (chat models end turns on their own token)."""
+    configured = model.generation_config.eos_token_id
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids += [token for token in configured if token not in ids]
+    if not ids:
+        raise GrpoError(
+            f"{tokenizer.name_or_path}: the tokenizer has no eos_token and generation_config.json names no "
+            "eos_token_id; set one so completions can stop"
+        )
+    return ids

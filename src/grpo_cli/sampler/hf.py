@@ -15,8 +15,7 @@ import torch
 from transformers import GenerationConfig
 
 from grpo_cli.config import SamplerConfig
-from grpo_cli.errors import GrpoError
-from grpo_cli.sampler.base import Completion
+from grpo_cli.sampler.base import Completion, eos_token_ids
 
 
 class HFSampler:
@@ -24,7 +23,7 @@ class HFSampler:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.eos_token_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
 
@@ -103,20 +102,6 @@ class HFSampler:
             return_dict_in_generate=True,
             output_logits=True,
         )
-
-
-def _eos_token_ids(model, tokenizer) -> list[int]:
-    """The tokenizer's EOS plus any the model's generation config adds (chat models end turns on their own token)."""
-    configured = model.generation_config.eos_token_id
-    configured = [configured] if isinstance(configured, int) else list(configured or [])
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    ids += [token for token in configured if token not in ids]
-    if not ids:
-        raise GrpoError(
-            f"{tokenizer.name_or_path}: the tokenizer has no eos_token and generation_config.json names no "
-            "eos_token_id; set one so completions can stop"
-        )
-    return ids
 
 
 def _cuda_devices(model) -> list[int]:

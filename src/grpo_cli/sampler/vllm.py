@@ -47,15 +47,14 @@ from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
 
 from grpo_cli.config import Config
-from grpo_cli.sampler.base import Completion
-from grpo_cli.sampler.hf import _eos_token_ids
+from grpo_cli.sampler.base import Completion, eos_token_ids
 
 
 class VLLMSampler:
     def __init__(self, config: Config, model, tokenizer):
         self.config = config.sampler
         self.tokenizer = tokenizer
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.eos_token_ids = eos_token_ids(model, tokenizer)
         self.sleep_mode = self.config.enable_sleep_mode and current_platform.is_sleep_mode_available()
         if self.config.enable_sleep_mode and not self.sleep_mode:
             warnings.warn(
