@@ -125,8 +125,15 @@ def test_encode_prompt_adds_bos_once(tokenizer):
     assert chat[0] == tokenizer.bos_token_id and chat.count(tokenizer.bos_token_id) == 1
 
 
+def test_tiny_tokenizer_chat_template_gives_the_plain_prompt_ids(tokenizer):
+    tiny = build_tokenizer(["Bay A has 12 crates.\n12 + 3 = 15\nFINAL: 15"] * 10, vocab_size=300, max_length=64)
+    example = Example("1", "Bay A has 12 crates.", "12")
+    assert encode_prompt(example, tiny, DataConfig(use_chat_template=True)) == encode_prompt(example, tiny, DataConfig())
+
+
 def test_chat_template_missing_is_an_error(tokenizer):
     tokenizer = build_tokenizer(["Bay A has 12 crates."], vocab_size=300, max_length=64)
+    tokenizer.chat_template = None
     with pytest.raises(GrpoError, match="has no chat template; set data.use_chat_template=false"):
         format_prompt(Example("1", "Q", "1"), tokenizer, DataConfig(use_chat_template=True))
 

@@ -90,6 +90,11 @@ def load_model(model_cfg: ModelConfig) -> PreTrainedModel:
     return model.to(device)
 
 
+# The tiny model stands in for an instruct model, so recipes with data.use_chat_template=true run on it:
+# BOS (a chat template writes its own special tokens, see encode_prompt), then each message on its own line.
+PLAIN_CHAT_TEMPLATE = "{{ bos_token }}{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
+
+
 def build_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on `texts`, one token per digit, BOS prepended to every encoded text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -110,7 +115,8 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> P
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=max_length
+        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=max_length,
+        chat_template=PLAIN_CHAT_TEMPLATE,
     )
 
 
