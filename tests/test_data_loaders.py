@@ -125,10 +125,11 @@ def test_encode_prompt_adds_bos_once(tokenizer):
     assert chat[0] == tokenizer.bos_token_id and chat.count(tokenizer.bos_token_id) == 1
 
 
-def test_tiny_tokenizer_chat_template_gives_the_plain_prompt_ids(tokenizer):
+def test_tiny_tokenizer_chat_template_is_bos_then_the_message():
     tiny = build_tokenizer(["Bay A has 12 crates.\n12 + 3 = 15\nFINAL: 15"] * 10, vocab_size=300, max_length=64)
-    example = Example("1", "Bay A has 12 crates.", "12")
-    assert encode_prompt(example, tiny, DataConfig(use_chat_template=True)) == encode_prompt(example, tiny, DataConfig())
+    ids = encode_prompt(Example("1", "Bay A has 12 crates.", "12"), tiny, DataConfig(use_chat_template=True))
+    assert ids[0] == tiny.bos_token_id and ids.count(tiny.bos_token_id) == 1
+    assert tiny.decode(ids, skip_special_tokens=True) == "Bay A has 12 crates.\n\n"
 
 
 def test_chat_template_missing_is_an_error(tokenizer):

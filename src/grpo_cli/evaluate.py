@@ -55,19 +55,18 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
 def load_policy(config: Config):
     """(model, tokenizer) from model.name_or_path: a model directory, or a LoRA adapter directory
     (a run checkpoint with adapter_config.json) applied to the base model it names."""
+    from grpo_cli.export import adapter_base, is_adapter
     from grpo_cli.models import load_model, load_tokenizer
 
-    path = Path(config.model.name_or_path)
-    tokenizer = load_tokenizer(config.model.name_or_path)
-    adapter_config = path / "adapter_config.json"
-    if not adapter_config.is_file():
+    path = config.model.name_or_path
+    tokenizer = load_tokenizer(path)
+    if not is_adapter(path):
         return load_model(config.model), tokenizer
 
     from peft import PeftModel
 
-    base_path = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-    base = load_model(dataclasses.replace(config.model, name_or_path=base_path))
-    return PeftModel.from_pretrained(base, str(path)), tokenizer
+    base = load_model(dataclasses.replace(config.model, name_or_path=adapter_base(path)))
+    return PeftModel.from_pretrained(base, path), tokenizer
 
 
 def eval_command(args: argparse.Namespace, config: Config) -> None:

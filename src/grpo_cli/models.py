@@ -58,7 +58,8 @@ def _source(path: str) -> str:
         raise GrpoError("model.name_or_path is not set; point it at a model directory (grpo init-model builds a tiny one)")
     local = Path(path).expanduser()
     if local.exists():
-        return str(local)
+        # Absolute, because LoRA checkpoints record it as their base: export must find it from anywhere.
+        return str(local.resolve())
     if HUB_ID.fullmatch(path):
         return path
     raise GrpoError(f"model directory {path} does not exist; build it (grpo init-model, grpo sft) or fix model.name_or_path")
