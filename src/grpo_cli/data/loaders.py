@@ -12,6 +12,7 @@ file, the line and the field.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -37,11 +38,8 @@ def load_examples(config: Config, split: Split) -> list[Example]:
     return read_jsonl(Path(path), data, key)
 
 
-def read_jsonl(path: Path, data: DataConfig, key: str) -> list[Example]:
-    """Rows of `path` as Examples; `key` names the config key that points here, for the error messages."""
-    if not path.is_file():
-        raise GrpoError(f"{key}={path}: no such file (relative paths start at {Path.cwd()})")
-    examples = []
+def jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """("file:line", row) for each non-blank line of `path`; a line that is not a UTF-8 JSON object is an error."""
     with path.open("rb") as f:
         for line_number, raw in enumerate(f, start=1):
             where = f"{path}:{line_number}"
@@ -56,8 +54,17 @@ def read_jsonl(path: Path, data: DataConfig, key: str) -> list[Example]:
             except json.JSONDecodeError as exc:
                 raise GrpoError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             if not isinstance(row, dict):
-                raise GrpoError(f"{where}: expected a JSON object with a {data.prompt_field!r} field")
-            examples.append(_example(row, data, where, f"{path.stem}-{line_number}"))
+                raise GrpoError(f"{where}: expected a JSON object per line")
+            yield where, row
+
+
+def read_jsonl(path: Path, data: DataConfig, key: str) -> list[Example]:
+    """Rows of `path` as Examples; `key` names the config key that points here, for the error messages."""
+    if not path.is_file():
+        raise GrpoError(f"{key}={path}: no such file (relative paths start at {Path.cwd()})")
+    examples = [
+        _example(row, data, where, f"{path.stem}-{where.rpartition(':')[2]}") for where, row in jsonl_rows(path)
+    ]
     if not examples:
         raise GrpoError(f"{key}={path}: the file has no rows")
     return examples

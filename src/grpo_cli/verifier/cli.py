@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from grpo_cli.config import Config
+from grpo_cli.data.loaders import jsonl_rows
 from grpo_cli.errors import GrpoError
 from grpo_cli.verifier import Score, build_verifier
 
@@ -59,21 +60,13 @@ def _rows(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def _read_jsonl(path: Path, completion_field: str, answer_field: str) -> tuple[list[str], list[str]]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise GrpoError(f"{path}: cannot read ({exc.strerror})") from None
+    if not path.is_file():
+        raise GrpoError(f"{path}: cannot read (No such file or directory)")
     completions, answers = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GrpoError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    for where, row in jsonl_rows(path):
         for field, flag in ((completion_field, "--completion-field"), (answer_field, "--answer-field")):
-            if not isinstance(row, dict) or field not in row:
-                raise GrpoError(f"{path}:{number}: no field {field!r}; name the field with {flag}")
+            if field not in row:
+                raise GrpoError(f"{where}: no field {field!r}; name the field with {flag}")
         completions.append(str(row[completion_field]))
         answers.append(row[answer_field] if isinstance(row[answer_field], str) else json.dumps(row[answer_field]))
     if not completions:
