@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     harbor.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. recipe=demo")
     harbor.add_argument("--out", required=True, metavar="DIR")
-    command("init-model", "build a tiny Llama and a locally trained tokenizer at model.name_or_path")
+    command("init-model", "build a tiny Llama and a locally trained tokenizer at sft.init_from (else model.name_or_path)")
     command("sft", "supervised cold start on worked solutions")
     export = command("export", "write a plain model directory (LoRA merged) from a run", overrides=False)
     export.add_argument("run_dir", metavar="RUN_DIR")
