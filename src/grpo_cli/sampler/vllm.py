@@ -76,6 +76,9 @@ class VLLMSampler:
             logprobs_mode="processed_logprobs",
             # Sampling defaults (repetition penalty, ...) must not come from the model's generation_config.json.
             generation_config="vllm",
+            # A prompt split across scheduler steps makes vLLM rewind the request's seeded generator, which
+            # CPU generators cannot do ("CPU Generator does not use offset"): keep every prefill whole.
+            enable_chunked_prefill=False,
         )
         # vLLM sets torch to its serving thread count (1 unless OMP_NUM_THREADS is set: OpenMP workers spinning
         # between small decode ops cost more than they give; 25x slower here on 2 busy cores) and, on CPU, swaps
