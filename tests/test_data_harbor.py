@@ -11,7 +11,8 @@ import pytest
 
 from conftest import GRPO
 from grpo_cli.config import DataConfig, VerifierConfig
-from grpo_cli.data.harbor import LEVELS, decimal, generate, mixed, number, terminates
+from grpo_cli.data.harbor import LEVELS, decimal, generate, mixed, number
+from grpo_cli.verifier.equivalence import terminates
 
 
 def test_number_formats():

@@ -164,6 +164,7 @@ def train(config: Config) -> dict:
                 state["step"] = step
                 _save(checkpoints, step, learner, tokenizer, state)
 
+        console.progress.stop()
     return _finish(config, run_dir, checkpoints, state, tokenizer)
 
 

@@ -25,6 +25,7 @@ from typing import Callable, NamedTuple
 from grpo_cli.config import Config, DataConfig
 from grpo_cli.data import Example
 from grpo_cli.errors import GrpoError
+from grpo_cli.verifier.equivalence import terminates
 
 
 class Problem(NamedTuple):
@@ -49,15 +50,6 @@ def decimal(x: Fraction) -> str:
         places += 1
     digits = str(x.numerator * 10**places // x.denominator).rjust(places + 1, "0")
     return f"{digits[:-places]}.{digits[-places:]}" if places else digits
-
-
-def terminates(x: Fraction) -> bool:
-    """Whether x has a finite decimal expansion (its denominator has no prime factor but 2 and 5)."""
-    d = x.denominator
-    for p in (2, 5):
-        while d % p == 0:
-            d //= p
-    return d == 1
 
 
 def improper(x: Fraction) -> str:

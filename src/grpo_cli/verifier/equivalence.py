@@ -61,13 +61,13 @@ def _readings(pred: Answer, gold: Answer) -> list[tuple]:
 def _values_match(pred: Fraction | Basic, gold: Fraction | Basic, rel_tol: float) -> bool:
     pred, gold = _as_fraction(pred), _as_fraction(gold)
     if isinstance(pred, Fraction) and isinstance(gold, Fraction):
-        if _terminates(pred) and _terminates(gold):
+        if terminates(pred) and terminates(gold):
             return pred == gold
         return _close(pred, gold, Fraction(rel_tol))
     return _expressions_match(_as_sympy(pred), _as_sympy(gold), rel_tol)
 
 
-def _terminates(value: Fraction) -> bool:
+def terminates(value: Fraction) -> bool:
     """Whether the decimal expansion is finite: the denominator has no prime factor but 2 and 5."""
     denominator = value.denominator
     for prime in (2, 5):
