@@ -11,7 +11,7 @@ import pytest
 
 from conftest import GRPO
 from grpo_cli.config import DataConfig, VerifierConfig
-from grpo_cli.data.harbor import LEVELS, decimal, generate, mixed, number
+from grpo_cli.data.harbor import LEVELS, column_working, decimal, generate, mixed, number
 from grpo_cli.verifier.equivalence import terminates
 
 
@@ -43,14 +43,35 @@ def test_eval_split_never_in_train_and_independent_of_train_size():
     assert generate(DataConfig(num_train=10))[1] == evaluation
 
 
-def test_level_one_is_one_add_or_subtract_below_50():
+def test_column_working_by_hand():
+    assert column_working(48, "+", 49) == ["units: 8 + 9 = 17, carry 1", "tens: 4 + 4 + 1 = 9"]
+    assert column_working(31, "+", 7) == ["units: 1 + 7 = 8", "tens: 3 + 0 = 3"]
+    assert column_working(34, "-", 28) == ["units: 14 - 8 = 6, borrow 1", "tens: 3 - 2 - 1 = 0"]
+    assert column_working(47, "-", 23) == ["units: 7 - 3 = 4", "tens: 4 - 2 = 2"]
+
+
+COLUMN = re.compile(r"units: (\d+) ([+-]) (\d) = (\d+)(, carry 1|, borrow 1)?\ntens: (\d) [+-] (\d)( [+-] 1)? = (\d)")
+
+
+def test_level_one_is_one_add_or_subtract_below_50_in_either_style():
     train, _ = generate(DataConfig(num_train=500, num_eval=1, difficulty=[1]))
+    styles = {"one line": 0, "column": 0}
     for ex in train:
-        assert all(int(n) < 50 for n in re.findall(r"\d+", ex.question)), ex.question
-        step, final = ex.solution.split("\n")
-        a, op, b, _, result = step.split()
-        assert int(result) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
-        assert final == f"FINAL: {ex.answer}" and ex.answer == result
+        numbers = [int(n) for n in re.findall(r"\d+", ex.question)]
+        assert all(n < 50 for n in numbers), ex.question
+        *working, final = ex.solution.split("\n")
+        assert final == f"FINAL: {ex.answer}"
+        if len(working) == 1:
+            styles["one line"] += 1
+            a, op, b, _, result = working[0].split()
+            assert int(result) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
+            assert ex.answer == result
+        else:
+            styles["column"] += 1
+            units, op, _, units_result, _, _, _, _, tens_result = COLUMN.fullmatch("\n".join(working)).groups()
+            assert int(ex.answer) == 10 * int(tens_result) + int(units_result) % 10
+            assert working == column_working(numbers[0], op, numbers[1]), ex.question
+    assert 200 < styles["column"] < 300, styles  # picked by a fair coin
 
 
 UNIT = re.compile(r" ?\b(kg|g|cm|m|minutes|hours)\b|%")
@@ -71,7 +92,7 @@ def test_every_arithmetic_step_is_right():
     checked = 0
     for ex in train:
         for line in ex.solution.splitlines()[:-1]:
-            sides = line.split("=")
+            sides = re.sub(r"^(units|tens): |, (carry|borrow) 1$", "", line).split("=")
             for left, right in zip(sides, sides[1:]):
                 if UNIT.findall(left) != UNIT.findall(right):
                     continue  # a unit conversion such as "17 m = 1700 cm"

@@ -1,7 +1,8 @@
 """Harbor: seeded warehouse word problems with exact answers and worked solutions.
 
 Levels (data.difficulty picks which to mix; a curriculum starts at [1]):
-  1  one addition or subtraction, numbers below 50 (the CPU demo's task)
+  1  one addition or subtraction, numbers below 50 (the CPU demo's task); the solution is the one-line sum
+     or, for half the problems, the column working with the carry or borrow
   2  two steps: pallets x items, stock in and out, equal shares, kg/g and m/cm conversions, minutes to hours
   3  fractions and mixed numbers, percentages, means and medians
 
@@ -71,14 +72,35 @@ def number(x: Fraction) -> str:
     return decimal(x) if terminates(x) else mixed(x)
 
 
-# Level 1: one step, numbers below 50.
+# Level 1: one step, numbers below 50. Like hand-written data, the solutions come in two styles, picked at
+# random: the one-line sum, or the column working (units, then tens, with the carry or borrow).
+
+
+def column_working(a: int, op: str, b: int) -> list[str]:
+    """48 + 49 -> ['units: 8 + 9 = 17, carry 1', 'tens: 4 + 4 + 1 = 9']; for answers below 100."""
+    (a_tens, a_units), (b_tens, b_units) = divmod(a, 10), divmod(b, 10)
+    if op == "+":
+        carry = int(a_units + b_units >= 10)
+        units = f"units: {a_units} + {b_units} = {a_units + b_units}" + (", carry 1" if carry else "")
+        tens = f"tens: {a_tens} + {b_tens}" + (" + 1" if carry else "") + f" = {a_tens + b_tens + carry}"
+    else:
+        borrow = int(a_units < b_units)
+        units = f"units: {a_units + 10 * borrow} - {b_units} = {a_units + 10 * borrow - b_units}" + (", borrow 1" if borrow else "")
+        tens = f"tens: {a_tens} - {b_tens}" + (" - 1" if borrow else "") + f" = {a_tens - b_tens - borrow}"
+    return [units, tens]
+
+
+def one_step(rng: random.Random, question: str, a: int, op: str, b: int) -> Problem:
+    answer = a + b if op == "+" else a - b
+    steps = column_working(a, op, b) if rng.random() < 0.5 else [f"{a} {op} {b} = {answer}"]
+    return Problem(question, steps, str(answer))
 
 
 def restock(rng: random.Random) -> Problem:
     items, place = rng.choice(ITEMS), rng.choice(PLACES)
     a, b = rng.randint(1, 49), rng.randint(1, 49)
     question = f"{place.capitalize()} has {a} {items}. A truck delivers {b} more {items}. How many {items} are there now?"
-    return Problem(question, [f"{a} + {b} = {a + b}"], str(a + b))
+    return one_step(rng, question, a, "+", b)
 
 
 def ship_out(rng: random.Random) -> Problem:
@@ -86,7 +108,7 @@ def ship_out(rng: random.Random) -> Problem:
     a = rng.randint(2, 49)
     b = rng.randint(1, a)
     question = f"{place.capitalize()} has {a} {items}. {b} {items} are shipped out. How many {items} are left?"
-    return Problem(question, [f"{a} - {b} = {a - b}"], str(a - b))
+    return one_step(rng, question, a, "-", b)
 
 
 def combine(rng: random.Random) -> Problem:
@@ -94,7 +116,7 @@ def combine(rng: random.Random) -> Problem:
     first, second = rng.sample(PLACES, 2)
     a, b = rng.randint(1, 49), rng.randint(1, 49)
     question = f"There are {a} {items} in {first} and {b} {items} in {second}. How many {items} are there in all?"
-    return Problem(question, [f"{a} + {b} = {a + b}"], str(a + b))
+    return one_step(rng, question, a, "+", b)
 
 
 def compare(rng: random.Random) -> Problem:
@@ -106,7 +128,7 @@ def compare(rng: random.Random) -> Problem:
         f"{first.capitalize()} has {a} {items} and {second} has {b} {items}. "
         f"How many more {items} does {first} have?"
     )
-    return Problem(question, [f"{a} - {b} = {a - b}"], str(a - b))
+    return one_step(rng, question, a, "-", b)
 
 
 # Level 2: two steps, multiplication and division, unit conversions.
