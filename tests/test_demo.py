@@ -1,0 +1,32 @@
+"""The CPU demo learns: `make demo`'s three commands, run into a temporary directory (about 15 minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import GRPO
+
+
+@pytest.mark.slow
+def test_demo_grpo_raises_pass_at_1_by_ten_points(tmp_path):
+    paths = [
+        f"sft.init_from={tmp_path / 'init'}",
+        f"sft.output_dir={tmp_path / 'sft'}",
+        f"model.name_or_path={tmp_path / 'sft'}",
+        f"train.output_dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.monotonic()
+    for command in ("init-model", "sft", "train"):
+        subprocess.run([GRPO, command, "recipe=demo", *paths], check=True, env=env)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    evals = [json.loads(line) for line in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
+    print(f"demo: {time.monotonic() - started:.0f}s, {summary}")
+    assert evals[0]["num_prompts"] >= 200 and evals[0]["step"] == 0
+    assert (evals[0]["num_samples"], evals[0]["temperature"]) == (evals[-1]["num_samples"], evals[-1]["temperature"])
+    assert summary["pass@1_after"] - summary["pass@1_before"] >= 0.10
