@@ -61,11 +61,10 @@ class PromptSchedule:
 
     def indices(self, step: int) -> list[int]:
         start = step * self.prompts_per_step
-        out = []
-        for position in range(start, start + self.prompts_per_step):
-            epoch, offset = divmod(position, self.num_prompts)
-            out.append(self._permutation(epoch)[offset])
-        return out
+        positions = [divmod(position, self.num_prompts) for position in range(start, start + self.prompts_per_step)]
+        # Shuffle each epoch the step draws from once, not once per prompt (a step can cross an epoch boundary).
+        permutations = {epoch: self._permutation(epoch) for epoch in {epoch for epoch, _ in positions}}
+        return [permutations[epoch][offset] for epoch, offset in positions]
 
     def _permutation(self, epoch: int) -> list[int]:
         order = list(range(self.num_prompts))
