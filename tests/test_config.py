@@ -1,6 +1,7 @@
 """Configuration: composition, overrides and the one-line errors users see (exit status 2)."""
 
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -101,3 +102,54 @@ def test_user_recipe_folders_by_flag_and_environment(tmp_path):
     listed = grpo("recipes", env=env)
     assert "mine" in listed.stdout and "my recipe" in listed.stdout
     assert yaml.safe_load(grpo("config", "recipe=mine", env=env).stdout)["train"]["output_dir"] == "runs/mine"
+
+
+def test_every_key_has_help_text_and_a_default_that_validates():
+    from grpo_cli.config import Config, key_reference
+
+    rows = key_reference()
+    assert len(rows) > 90
+    for row in rows:
+        assert len(row.help.split()) >= 3, f"{row.key}: help text missing or too short"
+    Config.from_dict({})  # the dataclass defaults alone form a valid config
+
+
+def test_option_files_hold_only_what_they_change():
+    """Defaults live in config.py alone: an option file repeating a default would be a second source."""
+    import dataclasses
+
+    from grpo_cli.compose import resource_dir
+    from grpo_cli.config import Config
+
+    defaults = Config().to_dict()
+    for option in resource_dir("conf").glob("*/*.yaml"):
+        section = defaults[option.parent.name]
+        for key, value in (yaml.safe_load(option.read_text()) or {}).items():
+            assert key == "defaults" or section[key] != value, f"{option}: {key}: {value!r} repeats the default"
+    assert dataclasses.is_dataclass(Config)
+
+
+def test_explain_prints_type_default_allowed_and_help():
+    result = grpo("config", "--explain", "algorithm.group_size")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "algorithm.group_size (int, default 8)",
+        "    G, completions per prompt",
+        "    allowed: G must be >= 2: advantages compare completions within a group",
+    ]
+    section = grpo("config", "--explain", "sampler").stdout
+    assert "sampler.top_p (float, default 1.0)" in section and "sampler.kv_cache_gb (float or null, default null)" in section
+    assert "allowed: hf, vllm" in section
+
+
+def test_explain_of_an_unknown_key_suggests_the_closest():
+    result = grpo("config", "--explain", "sampler.tok")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown key sampler.tok; did you mean sampler.top_k?"
+
+
+def test_readme_config_reference_matches_the_code():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "config_reference.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

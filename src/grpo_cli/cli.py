@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("train", "train with GRPO: sample G per prompt, verify, update, repeat")
     ev = command("eval", "sample n completions per eval prompt and report unbiased pass@k")
     ev.add_argument("--pass-at", type=_pass_at, metavar="K1,K2", help="k values, e.g. 1,12 (sets eval.pass_at)")
-    command("config", "print the resolved, validated config as YAML")
+    config = command("config", "print the resolved, validated config as YAML")
+    config.add_argument(
+        "--explain", metavar="KEY",
+        help="describe KEY (type, default, allowed values, meaning), or every key under a section such as sampler",
+    )
     command("recipes", "list the recipes with a one-line description", overrides=False)
     verify_help = "score completions against answers with the configured verifier"
     verify = commands.add_parser("verify", help=verify_help, description=verify_help)
@@ -132,7 +136,21 @@ def _config(args: argparse.Namespace):
 def _print_config(args: argparse.Namespace) -> None:
     import yaml
 
+    if args.explain is not None:
+        return _explain(args.explain)
     print(yaml.safe_dump(_config(args).to_dict(), sort_keys=False, width=1000), end="")
+
+
+def _explain(prefix: str) -> None:
+    import json
+
+    from grpo_cli.config import key_reference
+
+    for row in key_reference(prefix):
+        print(f"{row.key} ({row.type}, default {json.dumps(row.default)})")
+        print(f"    {row.help}")
+        if row.allowed:
+            print(f"    allowed: {row.allowed}")
 
 
 def _print_recipes(args: argparse.Namespace) -> None:

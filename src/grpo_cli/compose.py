@@ -1,7 +1,8 @@
 """Compose a Config from conf/ groups, a recipe and command-line overrides, with Hydra.
 
-`conf/config.yaml` picks one option from each group (model, sampler, verifier, optimizer, data,
-algorithm, train, eval). A recipe is a `# @package _global_` YAML file that overrides group choices and
+Every key's default comes from the dataclasses in config.py, registered with Hydra's ConfigStore as
+`grpo_defaults`; `conf/config.yaml` starts from it and picks one option from each group (model, sampler,
+verifier, optimizer, data, algorithm), each holding only what it changes. A recipe is a `# @package _global_` YAML file that overrides group choices and
 values; `recipe=NAME` selects it. Recipes are looked up in the folders of `--recipes-dir` and of the
 environment variable GRPO_RECIPES_PATH (os.pathsep-separated), then in the built-in `recipes/`.
 """
@@ -58,6 +59,7 @@ def compose(overrides: list[str], recipes_dirs: list[str] | None = None) -> Conf
 def compose_dict(overrides: list[str], recipes_dirs: list[str] | None = None) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
     from hydra.errors import HydraException, OverrideParseException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -70,6 +72,7 @@ def compose_dict(overrides: list[str], recipes_dirs: list[str] | None = None) ->
     if recipe is not None and recipe not in recipes:
         raise ConfigError(f"recipe={recipe}: no such recipe; available: {', '.join(sorted(recipes)) or 'none'}")
 
+    ConfigStore.instance().store(name="grpo_defaults", node=Config().to_dict())
     with tempfile.TemporaryDirectory(prefix="grpo-recipes-") as search_root:
         # Hydra finds group options in <search path>/<group>/; expose every recipe folder as one `recipe` group.
         group = Path(search_root) / "recipe"

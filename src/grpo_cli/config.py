@@ -36,23 +36,31 @@ FRACTION = check(lambda v: 0 <= v <= 1, "must be in [0, 1]")
 
 @dataclass
 class LoraConfig:
-    enabled: bool = False
-    rank: int = field(default=16, metadata=POSITIVE)
-    alpha: float = field(default=32.0, metadata=POSITIVE)
-    dropout: float = field(default=0.0, metadata=check(lambda v: 0 <= v < 1, "must be in [0, 1)"))
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """LoRA adapters (peft): only they train; the reference policy is the model with the adapter disabled."""
+
+    enabled: bool = field(default=False, metadata={"help": "train LoRA adapters instead of every weight"})
+    rank: int = field(default=16, metadata={"help": "adapter rank r", **POSITIVE})
+    alpha: float = field(default=32.0, metadata={"help": "adapter scaling alpha (the update is scaled by alpha / rank)", **POSITIVE})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input", **check(lambda v: 0 <= v < 1, "must be in [0, 1)")})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "names of the weight layers that get adapters (matched by module name)"},
+    )
 
 
 @dataclass
 class TinyModelConfig:
     """Shape of the tiny Llama that `grpo init-model` builds (head_dim = hidden/heads >= 64 for vLLM CPU)."""
 
-    hidden_size: int = field(default=256, metadata=POSITIVE)
-    num_layers: int = field(default=4, metadata=POSITIVE)
-    num_heads: int = field(default=4, metadata=POSITIVE)
-    intermediate_size: int = field(default=768, metadata=POSITIVE)
-    vocab_size: int = field(default=512, metadata=check(lambda v: v >= 300, "must be >= 300 (256 bytes, specials, merges)"))
-    max_position_embeddings: int = field(default=512, metadata=POSITIVE)
+    hidden_size: int = field(default=256, metadata={"help": "hidden width of the tiny Llama", **POSITIVE})
+    num_layers: int = field(default=4, metadata={"help": "decoder layers of the tiny Llama", **POSITIVE})
+    num_heads: int = field(default=4, metadata={"help": "attention heads; hidden_size / num_heads must be >= 64", **POSITIVE})
+    intermediate_size: int = field(default=768, metadata={"help": "MLP width of the tiny Llama", **POSITIVE})
+    vocab_size: int = field(
+        default=512,
+        metadata={"help": "size of the locally trained BPE vocabulary", **check(lambda v: v >= 300, "must be >= 300 (256 bytes, specials, merges)")},
+    )
+    max_position_embeddings: int = field(default=512, metadata={"help": "context length of the tiny Llama (prompt + completion)", **POSITIVE})
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 64:
@@ -64,164 +72,197 @@ class TinyModelConfig:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = ""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    gradient_checkpointing: bool = False
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    name_or_path: str = field(default="", metadata={"help": "the starting model: a model directory, a LoRA checkpoint directory, or a hub id"})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": "weight dtype; auto is bfloat16 on CUDA, float32 on CPU"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where the learner runs; auto is CUDA when present"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA adapters"})
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig, metadata={"help": "shape of the model `grpo init-model` builds"})
 
 
 @dataclass
 class SamplerConfig:
-    name: Literal["hf", "vllm"] = "hf"
-    temperature: float = field(default=1.0, metadata=NON_NEGATIVE)
-    top_p: float = field(default=1.0, metadata=check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
-    top_k: int = field(default=0, metadata=check(lambda v: v >= 0, "must be >= 0 (0 turns it off)"))
-    max_new_tokens: int = field(default=256, metadata=POSITIVE)
-    batch_size: int = field(default=64, metadata=POSITIVE)
-    gpu_memory_utilization: float = field(default=0.5, metadata=check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
+    name: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "generation engine: transformers generate (hf) or a colocated vLLM engine"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature; log-probs are log_softmax(logits / T)", **NON_NEGATIVE})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling: keep the smallest token set with this probability", **check(lambda v: 0 < v <= 1, "must be in (0, 1]")})
+    top_k: int = field(default=0, metadata={"help": "keep the k most likely tokens (0: all)", **check(lambda v: v >= 0, "must be >= 0 (0 turns it off)")})
+    max_new_tokens: int = field(default=256, metadata={"help": "generation budget per completion, in tokens", **POSITIVE})
+    batch_size: int = field(default=64, metadata={"help": "hf: prompts per generate call", **POSITIVE})
+    gpu_memory_utilization: float = field(
+        default=0.5, metadata={"help": "vllm: fraction of device memory the engine may take", **check(lambda v: 0 < v <= 1, "must be in (0, 1]")}
+    )
     # The vLLM engine shares the training process (weights are synced in place), so it runs on one device.
-    tensor_parallel_size: int = field(default=1, metadata=check(lambda v: v == 1, "must be 1: the colocated vLLM engine runs in the training process"))
-    max_model_len: int = field(default=2048, metadata=POSITIVE)
-    enable_sleep_mode: bool = False
-    kv_cache_gb: Optional[float] = field(default=None, metadata=POSITIVE_OR_NONE)  # null: sized by gpu_memory_utilization
+    tensor_parallel_size: int = field(
+        default=1,
+        metadata={"help": "vllm: tensor-parallel degree", **check(lambda v: v == 1, "must be 1: the colocated vLLM engine runs in the training process")},
+    )
+    max_model_len: int = field(default=2048, metadata={"help": "vllm: longest prompt + completion the engine holds", **POSITIVE})
+    enable_sleep_mode: bool = field(default=False, metadata={"help": "vllm, GPU only: free the engine's memory while the learner trains"})
+    kv_cache_gb: Optional[float] = field(
+        default=None, metadata={"help": "vllm: GiB for the KV cache; null sizes it from gpu_memory_utilization", **POSITIVE_OR_NONE}
+    )
 
 
 @dataclass
 class RewardConfig:
     """reward = correctness_weight * correct + format bonus + length penalty + custom (verifier/rewards.py)."""
 
-    correctness_weight: float = 1.0
-    format_bonus: float = field(default=0.0, metadata=NON_NEGATIVE)  # added when the answer is well formed
-    format_anneal_steps: int = field(default=0, metadata=check(lambda v: v >= 0, "must be >= 0 (0: no anneal)"))
-    length_penalty: float = field(default=0.0, metadata=NON_NEGATIVE)  # subtracted per 1,000 characters
-    custom: Optional[str] = None  # "package.module:function", called as fn(completion, answer) -> float
-    custom_weight: float = 1.0
+    correctness_weight: float = field(default=1.0, metadata={"help": "weight of the checker's verdict (1/0 math, passed/total code)"})
+    format_bonus: float = field(default=0.0, metadata={"help": "added when the answer is well formed (one marker line, the last)", **NON_NEGATIVE})
+    format_anneal_steps: int = field(
+        default=0, metadata={"help": "the format bonus fades linearly to 0 at this step", **check(lambda v: v >= 0, "must be >= 0 (0: no anneal)")}
+    )
+    length_penalty: float = field(default=0.0, metadata={"help": "subtracted per 1,000 characters of completion", **NON_NEGATIVE})
+    custom: Optional[str] = field(default=None, metadata={"help": "a reward function package.module:function, called as fn(completion, answer) -> float"})
+    custom_weight: float = field(default=1.0, metadata={"help": "weight of the custom reward"})
 
 
 @dataclass
 class SandboxConfig:
     """Limits for each run of a candidate program (verifier.name=code)."""
 
-    wall_time_s: float = field(default=5.0, metadata=POSITIVE)
-    cpu_time_s: float = field(default=5.0, metadata=POSITIVE)
-    memory_mb: int = field(default=512, metadata=POSITIVE)
-    max_processes: int = field(default=32, metadata=POSITIVE)
+    wall_time_s: float = field(default=5.0, metadata={"help": "wall-clock limit per program run, seconds", **POSITIVE})
+    cpu_time_s: float = field(default=5.0, metadata={"help": "CPU-time limit per program run, seconds", **POSITIVE})
+    memory_mb: int = field(default=512, metadata={"help": "address-space limit per program run, MiB", **POSITIVE})
+    max_processes: int = field(default=32, metadata={"help": "process-count limit per program run", **POSITIVE})
 
 
 @dataclass
 class VerifierConfig:
-    name: Literal["math", "code"] = "math"
-    extract: Literal["final_line", "boxed", "gsm8k", "answer_is", "last_number", "auto"] = "auto"
-    marker: str = field(default="FINAL:", metadata=check(lambda v: bool(v.strip()), "must not be empty, e.g. FINAL:"))
-    # Wall clock per check; for code, per completion: all its tests together.
-    timeout_s: float = field(default=1.0, metadata=POSITIVE)
-    # How close a decimal must be to a value without finite decimal expansion (1/3, pi); integers match exactly.
-    rel_tol: float = field(default=1e-6, metadata=NON_NEGATIVE)
-    num_workers: int = field(default=2, metadata=POSITIVE)
-    rewards: RewardConfig = field(default_factory=RewardConfig)
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    name: Literal["math", "code"] = field(default="math", metadata={"help": "math answers or code run against tests"})
+    extract: Literal["final_line", "boxed", "gsm8k", "answer_is", "last_number", "auto"] = field(
+        default="auto", metadata={"help": "where the answer is read from a completion (see Verifiers)"}
+    )
+    marker: str = field(
+        default="FINAL:",
+        metadata={"help": "final_line: the line prefix that introduces the answer", **check(lambda v: bool(v.strip()), "must not be empty, e.g. FINAL:")},
+    )
+    timeout_s: float = field(default=1.0, metadata={"help": "wall clock per check (code: per completion, all its tests)", **POSITIVE})
+    rel_tol: float = field(
+        default=1e-6, metadata={"help": "how close a decimal must be to a value with no finite decimal expansion (1/3, pi)", **NON_NEGATIVE}
+    )
+    num_workers: int = field(default=2, metadata={"help": "verifier worker processes", **POSITIVE})
+    rewards: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "how a verdict becomes a reward"})
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig, metadata={"help": "limits of the code sandbox"})
 
 
 @dataclass
 class OptimizerConfig:
-    name: Literal["adamw"] = "adamw"
-    lr: float = field(default=1e-6, metadata=check(lambda v: v > 0, "the learning rate must be > 0"))
-    weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = field(default=1e-8, metadata=POSITIVE)
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = field(default=0, metadata=check(lambda v: v >= 0, "must be >= 0"))
-    max_grad_norm: float = field(default=1.0, metadata=POSITIVE)
+    name: Literal["adamw"] = field(default="adamw", metadata={"help": "the optimizer of the trainable weights"})
+    lr: float = field(default=1e-6, metadata={"help": "peak learning rate", **check(lambda v: v > 0, "the learning rate must be > 0")})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay", **NON_NEGATIVE})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW betas, two numbers in [0, 1)"})
+    eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon in the denominator", **POSITIVE})
+    schedule: Literal["constant", "cosine"] = field(default="constant", metadata={"help": "learning-rate shape after warmup"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup over this many training steps", **NON_NEGATIVE})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradients are clipped to this global norm", **POSITIVE})
 
 
 @dataclass
 class DataConfig:
-    name: Literal["harbor", "jsonl", "gsm8k"] = "harbor"
-    train_path: str = ""
-    eval_path: str = ""
-    prompt_field: str = "question"
-    answer_field: str = "answer"
-    solution_field: str = "solution"
-    prompt_template: str = field(default="{prompt}\n", metadata=check(lambda v: "{prompt}" in v, "must contain {prompt}, where the question goes"))
-    use_chat_template: bool = False
-    num_train: int = field(default=28000, metadata=POSITIVE)
-    num_eval: int = field(default=2000, metadata=POSITIVE)
-    difficulty: list[int] = field(default_factory=lambda: [1, 2, 3], metadata=check(lambda v: v and set(v) <= {1, 2, 3}, "must list harbor levels from 1, 2, 3"))
-    seed: int = 1234
+    name: Literal["harbor", "jsonl", "gsm8k"] = field(default="harbor", metadata={"help": "the dataset: generated Harbor problems, your JSONL, or GSM8K"})
+    train_path: str = field(default="", metadata={"help": "jsonl/gsm8k: the train file"})
+    eval_path: str = field(default="", metadata={"help": "jsonl/gsm8k: the eval file"})
+    prompt_field: str = field(default="question", metadata={"help": "the row field holding the question"})
+    answer_field: str = field(default="answer", metadata={"help": "the row field holding the reference answer"})
+    solution_field: str = field(default="solution", metadata={"help": "the row field holding a worked solution (SFT)"})
+    prompt_template: str = field(
+        default="{prompt}\n",
+        metadata={"help": "how a question becomes the prompt text", **check(lambda v: "{prompt}" in v, "must contain {prompt}, where the question goes")},
+    )
+    use_chat_template: bool = field(default=False, metadata={"help": "wrap the prompt in the tokenizer's chat template as a user turn"})
+    num_train: int = field(default=28000, metadata={"help": "harbor: train problems generated", **POSITIVE})
+    num_eval: int = field(default=2000, metadata={"help": "harbor: eval problems generated", **POSITIVE})
+    difficulty: list[int] = field(
+        default_factory=lambda: [1, 2, 3],
+        metadata={"help": "harbor: the levels to generate", **check(lambda v: v and set(v) <= {1, 2, 3}, "must list harbor levels from 1, 2, 3")},
+    )
+    seed: int = field(default=1234, metadata={"help": "harbor: generator seed"})
 
 
 @dataclass
 class SftConfig:
     """`grpo sft`: supervised cold start on the train split's worked solutions, loss on solution tokens only."""
 
-    init_from: str = ""  # the model SFT starts from ("" = model.name_or_path); `grpo init-model` writes here
-    output_dir: str = ""  # where the SFT model is saved ("" = <train.output_dir>/sft)
-    steps: int = field(default=300, metadata=POSITIVE)
-    batch_size: int = field(default=32, metadata=POSITIVE)
-    lr: float = field(default=1e-3, metadata=POSITIVE)
-    warmup_steps: int = field(default=20, metadata=NON_NEGATIVE)
-    eval_every: int = field(default=0, metadata=check(lambda v: v >= 0, "must be >= 0 (0: only at the end)"))
-    log_every: int = field(default=20, metadata=POSITIVE)
+    init_from: str = field(default="", metadata={"help": "the model SFT starts from (empty: model.name_or_path); `grpo init-model` writes here"})
+    output_dir: str = field(default="", metadata={"help": "where the SFT model is saved (empty: <train.output_dir>/sft)"})
+    steps: int = field(default=300, metadata={"help": "SFT optimizer steps", **POSITIVE})
+    batch_size: int = field(default=32, metadata={"help": "sequences per step", **POSITIVE})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (cosine decay to 0)", **POSITIVE})
+    warmup_steps: int = field(default=20, metadata={"help": "linear warmup steps", **NON_NEGATIVE})
+    eval_every: int = field(default=0, metadata={"help": "evaluate every N steps", **check(lambda v: v >= 0, "must be >= 0 (0: only at the end)")})
+    log_every: int = field(default=20, metadata={"help": "print the loss every N steps", **POSITIVE})
 
 
 @dataclass
 class AlgorithmConfig:
-    group_size: int = field(default=8, metadata=check(lambda v: v >= 2, "G must be >= 2: advantages compare completions within a group"))
-    kl_coef: float = field(default=0.0, metadata=check(lambda v: v >= 0, "the KL coefficient must be >= 0"))
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    clip_eps_low: float = field(default=0.2, metadata=NON_NEGATIVE)
-    clip_eps_high: float = field(default=0.2, metadata=NON_NEGATIVE)
-    loss_agg: Literal["seq_mean", "token_mean", "seq_sum_norm"] = "seq_mean"
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    std_eps: float = field(default=1e-4, metadata=POSITIVE)
-    importance_level: Literal["token", "sequence"] = "token"
-    mask_truncated: bool = False
-    filter_zero_variance: bool = False
-    num_iterations: int = field(default=1, metadata=POSITIVE)
-    tis_cap: Optional[float] = field(default=None, metadata=POSITIVE_OR_NONE)
+    group_size: int = field(
+        default=8,
+        metadata={"help": "G, completions per prompt", **check(lambda v: v >= 2, "G must be >= 2: advantages compare completions within a group")},
+    )
+    kl_coef: float = field(default=0.0, metadata={"help": "weight of the KL penalty to the reference (0: no reference pass)", **check(lambda v: v >= 0, "the KL coefficient must be >= 0")})
+    kl_estimator: Literal["k1", "k2", "k3"] = field(default="k3", metadata={"help": "per-token KL estimator (Schulman's k1, k2, k3)"})
+    clip_eps_low: float = field(default=0.2, metadata={"help": "the ratio is clipped below at 1 - clip_eps_low", **NON_NEGATIVE})
+    clip_eps_high: float = field(default=0.2, metadata={"help": "the ratio is clipped above at 1 + clip_eps_high (clip-higher: > low)", **NON_NEGATIVE})
+    loss_agg: Literal["seq_mean", "token_mean", "seq_sum_norm"] = field(
+        default="seq_mean", metadata={"help": "how token losses are averaged: per sequence (GRPO), per token (DAPO), by a constant (Dr. GRPO)"}
+    )
+    scale_rewards: Literal["group", "batch", "none"] = field(default="group", metadata={"help": "advantages divided by the group's std, the batch's, or not at all"})
+    std_eps: float = field(default=1e-4, metadata={"help": "added to the std before dividing", **POSITIVE})
+    importance_level: Literal["token", "sequence"] = field(default="token", metadata={"help": "one ratio per token (GRPO) or per sequence (GSPO)"})
+    mask_truncated: bool = field(default=False, metadata={"help": "drop completions that hit max_new_tokens from the loss"})
+    filter_zero_variance: bool = field(default=False, metadata={"help": "drop groups whose rewards are all equal (DAPO dynamic sampling)"})
+    num_iterations: int = field(default=1, metadata={"help": "mu, optimizer updates per generation batch", **POSITIVE})
+    tis_cap: Optional[float] = field(
+        default=None, metadata={"help": "truncated importance sampling against the sampler's log-probs, capped at this weight", **POSITIVE_OR_NONE}
+    )
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str = ""
-    seed: int = 0
-    epochs: float = field(default=1.0, metadata=check(lambda v: v > 0, "epochs must be > 0 (fractions such as 1.5 allowed)"))
-    max_steps: Optional[int] = field(default=None, metadata=POSITIVE_OR_NONE)
-    prompts_per_step: int = field(default=16, metadata=POSITIVE)
-    micro_batch_size: int = field(default=8, metadata=POSITIVE)
-    eval_every: int = field(default=0, metadata=check(lambda v: v >= 0, "must be >= 0 (0: only at start and end)"))
-    save_every: int = field(default=10, metadata=POSITIVE)
-    select_checkpoint_by: Literal["eval_pass@1"] = "eval_pass@1"
-    merge_with_reference: Optional[float] = field(default=None, metadata=check(lambda v: v is None or 0 <= v <= 1, "must be a weight in [0, 1], or null"))
-    max_nonfinite_steps: int = field(default=3, metadata=POSITIVE)
-    log_groups_per_step: int = field(default=2, metadata=check(lambda v: v >= 0, "must be >= 0"))
+    output_dir: str = field(default="", metadata={"help": "the run directory (empty: runs/<recipe>)"})
+    seed: int = field(default=0, metadata={"help": "seed of sampling, data order and initialization"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the train prompts", **check(lambda v: v > 0, "epochs must be > 0 (fractions such as 1.5 allowed)")})
+    max_steps: Optional[int] = field(default=None, metadata={"help": "stop after this many steps (null: epochs decide)", **POSITIVE_OR_NONE})
+    prompts_per_step: int = field(default=16, metadata={"help": "prompts sampled per optimizer step", **POSITIVE})
+    micro_batch_size: int = field(default=8, metadata={"help": "completions per learner forward/backward; divides prompts_per_step x G", **POSITIVE})
+    eval_every: int = field(default=0, metadata={"help": "evaluate every N steps", **check(lambda v: v >= 0, "must be >= 0 (0: only at start and end)")})
+    save_every: int = field(default=10, metadata={"help": "checkpoint every N steps (and after every eval)", **POSITIVE})
+    select_checkpoint_by: Literal["eval_pass@1"] = field(default="eval_pass@1", metadata={"help": "what picks the best checkpoint"})
+    merge_with_reference: Optional[float] = field(
+        default=None,
+        metadata={"help": "at the end write w x best + (1 - w) x starting model", **check(lambda v: v is None or 0 <= v <= 1, "must be a weight in [0, 1], or null")},
+    )
+    max_nonfinite_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf steps in a row", **POSITIVE})
+    log_groups_per_step: int = field(default=2, metadata={"help": "whole groups written to samples.jsonl per step", **NON_NEGATIVE})
 
 
 @dataclass
 class EvalConfig:
-    pass_at: list[int] = field(default_factory=lambda: [1, 12])
-    num_samples: Optional[int] = field(default=None, metadata=POSITIVE_OR_NONE)
-    num_prompts: Optional[int] = field(default=None, metadata=POSITIVE_OR_NONE)
-    temperature: Optional[float] = field(default=None, metadata=check(lambda v: v is None or v >= 0, "must be >= 0, or null (use sampler.temperature)"))
-    output: str = ""
+    pass_at: list[int] = field(default_factory=lambda: [1, 12], metadata={"help": "the k of each reported pass@k"})
+    num_samples: Optional[int] = field(default=None, metadata={"help": "n completions per prompt (null: max(pass_at))", **POSITIVE_OR_NONE})
+    num_prompts: Optional[int] = field(default=None, metadata={"help": "eval prompts (null: the whole eval split)", **POSITIVE_OR_NONE})
+    temperature: Optional[float] = field(
+        default=None,
+        metadata={"help": "eval sampling temperature (null: sampler.temperature)", **check(lambda v: v is None or v >= 0, "must be >= 0, or null (use sampler.temperature)")},
+    )
+    output: str = field(default="", metadata={"help": "grpo eval: the JSON file (empty: <train.output_dir>/eval.json)"})
 
 
 @dataclass
 class Config:
-    recipe: Optional[str] = None
-    description: str = ""
-    resume: bool = False
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    verifier: VerifierConfig = field(default_factory=VerifierConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    sft: SftConfig = field(default_factory=SftConfig)
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    recipe: Optional[str] = field(default=None, metadata={"help": "the recipe the run was composed from"})
+    description: str = field(default="", metadata={"help": "a recipe's one-line description"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in train.output_dir from its last checkpoint"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the policy model"})
+    sampler: SamplerConfig = field(default_factory=SamplerConfig, metadata={"help": "generation"})
+    verifier: VerifierConfig = field(default_factory=VerifierConfig, metadata={"help": "rewards"})
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "the optimizer and its schedule"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "datasets and prompts"})
+    sft: SftConfig = field(default_factory=SftConfig, metadata={"help": "the supervised cold start"})
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig, metadata={"help": "the GRPO objective"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "the training loop"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
 
     @property
     def completions_per_step(self) -> int:
@@ -327,6 +368,54 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
             raise ConfigError(f"{key}={value!r}: {rule[1]}")
         values[name] = converted
     return cls(**values)
+
+
+@dataclass
+class KeyInfo:
+    """One configuration key, as `grpo config --explain` and the README's reference tables show it."""
+
+    key: str
+    type: str
+    default: Any
+    allowed: str
+    help: str
+
+
+def key_reference(prefix: str = "") -> list[KeyInfo]:
+    """Every leaf key whose dotted name is `prefix` or starts with `prefix.` ("" for all), in schema order.
+
+    Raises ConfigError naming the closest key when nothing matches.
+    """
+    rows = [row for row in _walk(Config, "") if not prefix or row.key == prefix or row.key.startswith(prefix + ".")]
+    if not rows:
+        raise ConfigError(f"unknown key {prefix}{suggest_key(prefix)}")
+    return rows
+
+
+def _walk(cls: type, prefix: str):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _walk(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+        allowed = ", ".join(map(str, choices)) if choices else f.metadata.get("check", (None, ""))[1]
+        yield KeyInfo(prefix + f.name, _type_text(tp), default, allowed, f.metadata["help"])
+
+
+def _type_text(tp: Any) -> str:
+    """`Optional[int]` -> "int or null", `list[str]` -> "list of str", a Literal -> "choice"."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "choice"
+    if origin is list:
+        return f"list of {_type_text(typing.get_args(tp)[0])}"
+    if origin in (typing.Union, types.UnionType):
+        inner = [t for t in typing.get_args(tp) if t is not type(None)]
+        return f"{_type_text(inner[0])} or null"
+    return _type_name(tp)
 
 
 def suggest_key(dotted: str) -> str:
