@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import time
 
@@ -15,7 +14,7 @@ from grpo_cli.compose import compose
 from grpo_cli.config import TinyModelConfig
 from grpo_cli.data.loaders import load_examples
 from grpo_cli.models import build_tiny_model, build_tokenizer
-from grpo_cli.sft import IGNORE, collate, lr_factor, tokenize, train
+from grpo_cli.sft import IGNORE, collate, tokenize, train
 
 
 def test_collate_masks_prompt_and_padding():
@@ -23,12 +22,6 @@ def test_collate_masks_prompt_and_padding():
     assert batch["input_ids"].tolist() == [[1, 10, 11, 20, 2, 0], [1, 12, 21, 22, 23, 2]]
     assert batch["labels"].tolist() == [[IGNORE, IGNORE, IGNORE, 20, 2, IGNORE], [IGNORE, IGNORE, 21, 22, 23, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
-
-
-def test_lr_warms_up_then_decays_to_zero():
-    assert [lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert lr_factor(8, 4, 12) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
-    assert lr_factor(12, 4, 12) == pytest.approx(0.0)
 
 
 def test_loss_ignores_prompt_tokens():

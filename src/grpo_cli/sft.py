@@ -5,9 +5,9 @@ The loss is the mean negative log-likelihood over solution tokens only; prompt a
 
     L = -(1 / |S|) * sum_{t in S} log p(x_t | x_<t),   S = solution and EOS positions of the batch
 
-AdamW with linear warmup over sft.warmup_steps, then cosine decay to 0 at sft.steps. The model starts from
-sft.init_from (else model.name_or_path) and is saved to sft.output_dir (else <train.output_dir>/sft) with its
-tokenizer, then evaluated like `grpo eval` (eval.num_prompts prompts x eval.num_samples samples), the results
+AdamW on the GRPO learner's schedule (learner.lr_factor): linear warmup over sft.warmup_steps, then cosine
+decay to 0 at sft.steps. The model starts from sft.init_from (else model.name_or_path) and is saved to
+sft.output_dir (else <train.output_dir>/sft) with its tokenizer, then evaluated like `grpo eval` (eval.num_prompts prompts x eval.num_samples samples), the results
 printed and written to eval.json in the saved directory.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from grpo_cli.config import Config
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import GrpoError
+from grpo_cli.learner import lr_factor
 from grpo_cli.models import init_dir, load_model, load_tokenizer
 
 IGNORE = -100  # label of positions without a loss (Hugging Face's convention)
@@ -65,21 +65,13 @@ def batches(num_examples: int, batch_size: int, seed: int):
             yield order[start : start + batch_size]
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup to 1 over warmup_steps, then cosine from 1 to 0 at total_steps."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, config: Config, on_step=None) -> list[float]:
     """sft.steps AdamW steps over `pairs`; returns the loss of each step. `on_step(step, loss)` runs after each."""
     sft = config.sft
     if len(pairs) < sft.batch_size:
         raise GrpoError(f"sft.batch_size={sft.batch_size}: more than the {len(pairs)} usable train examples; lower it")
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, sft.warmup_steps, sft.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, sft.warmup_steps, sft.steps, "cosine"))
     model.train()
     losses = []
     for step, indices in zip(range(1, sft.steps + 1), batches(len(pairs), sft.batch_size, config.train.seed)):
@@ -125,7 +117,7 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
 
     def on_step(step: int, loss: float) -> None:
         if step % config.sft.log_every == 0 or step == config.sft.steps:
-            lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps)
+            lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps, "cosine")
             print(f"sft step {step}/{config.sft.steps}  loss {loss:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s", flush=True)
         if config.sft.eval_every and step % config.sft.eval_every == 0 and step < config.sft.steps:
             print(f"sft step {step}  eval {_summary(run_eval())}", flush=True)
