@@ -13,8 +13,8 @@ from grpo_cli.cli import main
 from grpo_cli.config import Config, TinyModelConfig
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt
-from grpo_cli.evaluate import evaluate, load_policy
-from grpo_cli.models import build_tiny_model, build_tokenizer, load_model
+from grpo_cli.evaluate import evaluate
+from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler.base import Completion
 from grpo_cli.verifier import build_verifier
 
@@ -156,7 +156,7 @@ def test_lora_checkpoint_loads_base_plus_adapter(model_dir, tokenizer, tmp_path)
     tokenizer.save_pretrained(checkpoint)
 
     config = Config.from_dict({"model": {"name_or_path": str(checkpoint)}})
-    loaded, loaded_tokenizer = load_policy(config)
+    loaded, loaded_tokenizer = load_model(config.model), load_tokenizer(config.model.name_or_path)
     ids = torch.tensor([tokenizer("The harbor holds 12 crates")["input_ids"]])
     with torch.no_grad():
         expected = policy(ids).logits

@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from grpo_cli.algo.advantages import group_advantages
 from grpo_cli.config import AlgorithmConfig, Config
 from grpo_cli.learner import Learner, RolloutBatch, completion_logprobs, lr_factor, token_logprobs
+from grpo_cli.models import load_checkpoint_weights
 from grpo_cli.sampler.base import Completion
 
 VOCAB = 100
@@ -202,7 +203,7 @@ def test_num_iterations_updates_share_a_training_steps_lr():
     assert lrs == pytest.approx([0.25e-3, 0.25e-3, 0.5e-3, 0.5e-3])
 
 
-def test_resumed_learner_continues_identically():
+def test_resumed_learner_continues_identically(tmp_path):
     config = make_config(lr=1e-3, kl_coef=0.05)
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_steps = 1
@@ -213,7 +214,8 @@ def test_resumed_learner_continues_identically():
         original.step(batch)
 
     resumed = Learner(config, tiny_llama(seed=1), total_steps=5)
-    resumed.load_trainable_state_dict(original.trainable_state_dict())
+    original.policy.save_pretrained(tmp_path)  # what a checkpoint writes
+    load_checkpoint_weights(resumed.policy, tmp_path)
     resumed.load_state_dict(copy.deepcopy(original.state_dict()))  # as if read back from disk
     assert resumed.step(batch) == original.step(batch)
     for p_resumed, p_original in zip(resumed.trainable_parameters, original.trainable_parameters):

@@ -8,7 +8,6 @@ command wrapper `eval_command` adds model loading, the console table and the JSO
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -52,30 +51,14 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     return results
 
 
-def load_policy(config: Config):
-    """(model, tokenizer) from model.name_or_path: a model directory, or a LoRA adapter directory
-    (a run checkpoint with adapter_config.json) applied to the base model it names."""
-    from grpo_cli.export import adapter_base, is_adapter
-    from grpo_cli.models import load_model, load_tokenizer
-
-    path = config.model.name_or_path
-    tokenizer = load_tokenizer(path)
-    if not is_adapter(path):
-        return load_model(config.model), tokenizer
-
-    from peft import PeftModel
-
-    base = load_model(dataclasses.replace(config.model, name_or_path=adapter_base(path)))
-    return PeftModel.from_pretrained(base, path), tokenizer
-
-
 def eval_command(args: argparse.Namespace, config: Config) -> None:
     from grpo_cli.data.loaders import load_examples
+    from grpo_cli.models import load_model, load_tokenizer
     from grpo_cli.sampler import build_sampler
     from grpo_cli.verifier import build_verifier
 
     examples = load_examples(config, "eval")
-    model, tokenizer = load_policy(config)
+    model, tokenizer = load_model(config.model), load_tokenizer(config.model.name_or_path)
     sampler = build_sampler(config, model, tokenizer)
     with build_verifier(config.verifier) as verifier:
         results = evaluate(sampler, tokenizer, examples, verifier, config, seed=config.train.seed)

@@ -328,23 +328,6 @@ class Learner:
             "advantage/std": advantages.std().item() if batch.size > 1 else 0.0,
         }
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights a checkpoint needs to restore the policy: the adapter only with LoRA, else all."""
-        if self.lora:
-            return peft.get_peft_model_state_dict(self.policy)
-        return self.policy.state_dict()
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if self.lora:
-            result = peft.set_peft_model_state_dict(self.policy, state)
-            if result.unexpected_keys:
-                raise GrpoError(
-                    f"the checkpoint's adapter does not match model.lora (unexpected {result.unexpected_keys[:3]}): "
-                    "resume with the model.lora settings the run started with"
-                )
-        else:
-            self.policy.load_state_dict(state)
-
     def state_dict(self) -> dict:
         """Optimizer and schedule state, for resuming."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}

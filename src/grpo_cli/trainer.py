@@ -34,7 +34,7 @@ from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
-from grpo_cli.models import load_model, load_tokenizer
+from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
 from grpo_cli.verifier import build_verifier
@@ -261,7 +261,7 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
             "in another train.output_dir"
         )
     saved = checkpoint.load_trainer_state(last)
-    checkpoint.load_policy_weights(learner.policy, last)
+    load_checkpoint_weights(learner.policy, last)
     learner.load_state_dict(saved["learner"])
     checkpoint.set_rng_state(saved["rng"])
     return saved["run"]
