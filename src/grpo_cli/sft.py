@@ -26,6 +26,7 @@ from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import GrpoError
 from grpo_cli.learner import lr_factor
+from grpo_cli.metrics import print_results
 from grpo_cli.models import init_dir, load_model, load_tokenizer
 
 IGNORE = -100  # label of positions without a loss (Hugging Face's convention)
@@ -120,7 +121,7 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
             lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps, "cosine")
             print(f"sft step {step}/{config.sft.steps}  loss {loss:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s", flush=True)
         if config.sft.eval_every and step % config.sft.eval_every == 0 and step < config.sft.steps:
-            print(f"sft step {step}  eval {_summary(run_eval())}", flush=True)
+            print_results(f"sft step {step}: eval", {"value": run_eval()}, config.eval.pass_at)
 
     started = time.monotonic()
     losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
@@ -130,12 +131,5 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
     results = run_eval()
     results |= {"model": str(output_dir), "sft_steps": config.sft.steps, "sft_final_loss": losses[-1], "sft_seconds": train_seconds}
     (output_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"sft done in {train_seconds:.0f}s, saved {output_dir}: {_summary(results)}")
-
-
-def _summary(results: dict) -> str:
-    pass_at = "  ".join(f"{key} {value:.1%}" for key, value in results.items() if key.startswith("pass@"))
-    return (
-        f"{pass_at}  ({results['num_prompts']} prompts x {results['num_samples']} samples, temperature "
-        f"{results['temperature']:g}, parse failures {results['parse_failure_rate']:.1%})"
-    )
+    print(f"sft done in {train_seconds:.0f}s, saved {output_dir}")
+    print_results(f"sft: {output_dir}", {"value": results}, config.eval.pass_at)

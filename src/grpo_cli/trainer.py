@@ -34,6 +34,7 @@ from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
+from grpo_cli.metrics import completion_metrics, print_results
 from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
@@ -199,24 +200,15 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
         sampler.sync_weights(learner.policy)
     timings["time/sync_s"] = time.perf_counter() - tic
 
-    lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
-    generated_tokens = int(lengths.sum())
+    generated_tokens = sum(len(c.token_ids) for c in completions)
     step_seconds = sum(timings.values())
     metrics = {
         "step": step,
-        "reward/mean": rewards.mean().item(),
-        "reward/std": rewards.std().item(),
-        "reward/correct_mean": sum(s.correct for s in scores) / len(scores),
+        **completion_metrics(completions, scores),
         "groups/any_positive_frac": stats.any_positive_frac,
         "groups/zero_variance_frac": stats.zero_variance_frac,
         "groups/kept_frac": batch.size / len(completions),
-        "completions/len_mean": lengths.mean().item(),
-        "completions/len_max": int(lengths.max()),
-        "completions/truncated_frac": sum(c.finish_reason == "length" for c in completions) / len(completions),
         "completions/max_new_tokens": config.sampler.max_new_tokens,
-        "verifier/parse_failures": sum(s.reason == "no_answer" for s in scores),
-        "verifier/timeouts": sum(s.reason == "timeout" for s in scores),
-        "verifier/errors": sum(s.reason == "error" for s in scores),
         **learn,
         **timings,
         "time/step_s": step_seconds,
@@ -295,7 +287,7 @@ def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, token
         merge_models(best, Path(config.model.name_or_path), config.train.merge_with_reference, merged)
         summary["merged_model"] = str(merged)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    Console.summary(summary, config.eval.pass_at)
+    print_results("GRPO: before and after", {"before": before, "after": after}, config.eval.pass_at)
     return summary
 
 
@@ -332,16 +324,3 @@ class Console:
     def warn(self, warnings: list[str], step: int) -> None:
         for line in warnings:
             self.progress.console.print(f"[yellow]warning (step {step}): {line}[/]", highlight=False)
-
-    @staticmethod
-    def summary(summary: dict, pass_at: list[int]) -> None:
-        from rich.console import Console as RichConsole
-        from rich.table import Table
-
-        table = Table(title="GRPO: before and after")
-        table.add_column("metric")
-        table.add_column("before", justify="right")
-        table.add_column("after", justify="right")
-        for k in pass_at:
-            table.add_row(f"pass@{k}", f"{summary[f'pass@{k}_before']:.1%}", f"{summary[f'pass@{k}_after']:.1%}")
-        RichConsole().print(table)
