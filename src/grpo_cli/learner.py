@@ -273,6 +273,20 @@ class Learner:
         first = {key: updates[0][key] for key in ("logprob_mismatch/mean", "logprob_mismatch/max")}
         return updates[-1] | first | {"nonfinite": max(update["nonfinite"] for update in updates)}
 
+    def skipped_metrics(self) -> dict[str, float | None]:
+        """The metrics of a step with nothing to learn from (algorithm.filter_zero_variance dropped every
+        group): the keys `train_on` returns, None where they measure a batch or an update, and the learning
+        rate the next update will use (the schedule does not advance)."""
+        measured = [
+            "loss", "grad_norm", "clip/low_frac", "clip/high_frac", "ratio/mean", "ratio/min", "ratio/max",
+            "advantage/mean", "advantage/std", "entropy/mean", "logprob_mismatch/mean", "logprob_mismatch/max",
+        ]
+        if self.algorithm.kl_coef > 0:
+            measured.append("kl/mean")
+        if self.algorithm.tis_cap is not None:
+            measured.append("tis/weight_mean")
+        return dict.fromkeys(measured) | {"lr": self.scheduler.get_last_lr()[0], "nonfinite": 0.0}
+
     def step(self, batch: RolloutBatch) -> dict[str, float]:
         """One optimizer update on `batch`; returns its metrics.
 

@@ -66,7 +66,7 @@ class RunMonitor:
                     "Fix: raise sampler.temperature or algorithm.group_size, or an easier curriculum (data.difficulty)."
                 )
 
-        if self.kl_coef > 0 and "kl/mean" in metrics:
+        if self.kl_coef > 0 and metrics.get("kl/mean") is not None:  # None: a step with no update
             warnings += self._check_kl(step, metrics["kl/mean"])
 
         if metrics["completions/truncated_frac"] > TRUNCATION_RATE:

@@ -192,7 +192,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     batch = RolloutBatch.build(prompt_ids, groups, advantages)
     if config.algorithm.filter_zero_variance:
         batch = batch.select(stats.keep_mask.repeat_interleave(G))
-    learn = learner.train_on(batch) if batch.size else {"nonfinite": 0.0}
+    learn = learner.train_on(batch) if batch.size else learner.skipped_metrics()
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -208,6 +208,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
         "groups/any_positive_frac": stats.any_positive_frac,
         "groups/zero_variance_frac": stats.zero_variance_frac,
         "groups/kept_frac": batch.size / len(completions),
+        "learn/skipped": float(not batch.size),
         "completions/max_new_tokens": config.sampler.max_new_tokens,
         **learn,
         **timings,
@@ -308,7 +309,7 @@ class Console:
         self.progress.start()
 
     def step_line(self, step: int, m: dict) -> None:
-        kl = f" kl {m['kl/mean']:.4f}" if "kl/mean" in m else ""
+        kl = f" kl {m['kl/mean']:.4f}" if m.get("kl/mean") is not None else ""
         self.progress.console.print(
             f"step {step:>4}  reward {m['reward/mean']:.3f}  correct {m['reward/correct_mean']:.2f}  "
             f"zero-var {m['groups/zero_variance_frac']:.2f}{kl}  len {m['completions/len_mean']:.0f}  "
