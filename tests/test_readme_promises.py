@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import GRPO, REPO, TINY_RUN
-from grpo_cli import checkpoint
+from grpo_cli import checkpoint, trainer
 from grpo_cli.cli import main
 from grpo_cli.compose import available_recipes, compose
 from grpo_cli.config import RewardConfig, VerifierConfig
@@ -330,9 +330,11 @@ def test_best_checkpoint_follows_eval_pass_at_1_and_export_defaults_to_it(tiny_m
     # Eval results scripted per eval (steps 0, 1, 2, 3): step 2 has the best pass@1; step 3 ties it later.
     pass_at_1 = iter([0.5, 0.2, 0.6, 0.6])
 
+    real_evaluate = trainer.evaluate
+
     def scripted_evaluate(*args, **kwargs):
         value = next(pass_at_1)
-        return {"pass@1": value, "pass@2": value, "num_prompts": 4}
+        return real_evaluate(*args, **kwargs) | {"pass@1": value, "pass@2": value}
 
     monkeypatch.setattr("grpo_cli.trainer.evaluate", scripted_evaluate)
     out = tmp_path / "run"
