@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from grpo_cli.config import Config, SamplerConfig, TinyModelConfig
+from grpo_cli.learner import RolloutBatch, completion_logprobs
 from grpo_cli.models import build_tiny_model, build_tokenizer
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.hf import HFSampler
@@ -58,16 +59,43 @@ def max_logprob_error(model, prompt_ids, groups, temperature: float) -> float:
     return max(errors)
 
 
-def test_logprobs_equal_log_softmax_of_model_logits(tokenizer, prompt_ids):
+def truncated_logprobs(model, prompt: list[int], completion: list[int], temperature: float, top_k: int, top_p: float):
+    """By hand: the k most likely tokens, then the most likely of those while the mass above them is < top_p,
+    renormalized; the log-prob of each completion token under that distribution."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+    result = []
+    for row, token in zip(logits, completion):
+        probs, order = torch.softmax(row / temperature, dim=-1).sort(descending=True)
+        probs = probs[:top_k] / probs[:top_k].sum()
+        kept = (probs.cumsum(0) - probs) < top_p
+        kept_probs = probs[kept] / probs[kept].sum()
+        position = order[:top_k][kept].tolist().index(token)
+        result.append(kept_probs[position].log().item())
+    return torch.tensor(result)
+
+
+def test_logprobs_are_the_truncated_distributions_and_the_learner_computes_the_same(tokenizer, prompt_ids):
     model = tiny_model(tokenizer)
     # 3 prompts x 4 = 12 sequences in batches of 5: padding differs per batch.
     config = SamplerConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=10, batch_size=5)
     groups = HFSampler(model, tokenizer, config).generate(prompt_ids, n=4, seed=3)
     assert [len(g) for g in groups] == [4, 4, 4]
     assert all(len(c.token_ids) == len(c.logprobs) for g in groups for c in g)
-    # The log-probs are of the temperature-scaled distribution before top-k/top-p: not 0 even where top-k
-    # left few candidates.
-    assert max_logprob_error(model, prompt_ids, groups, temperature=0.7) < 1e-5
+    # The log-probs are those of the distribution each token was drawn from: temperature, top-k, top-p,
+    # renormalized; the full softmax's are lower by -log(kept mass).
+    gaps = []
+    for prompt, group in zip(prompt_ids, groups):
+        for c in group:
+            expected = truncated_logprobs(model, prompt, c.token_ids, 0.7, top_k=20, top_p=0.9)
+            torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-5, rtol=0)
+            gaps.append((expected - forward_logprobs(model, prompt, c.token_ids, 0.7)).min())
+    assert min(gaps) > 0.1
+    # The learner's log-probs of the same tokens, over the same support, agree token by token.
+    batch = RolloutBatch.build(prompt_ids, groups, torch.zeros(12))
+    learner_logp, _ = completion_logprobs(model, batch, 0.7, top_k=20, top_p=0.9)
+    mismatch = (learner_logp - batch.sampler_logprobs).abs().masked_fill(~batch.completion_mask, 0.0)
+    assert mismatch.max() < 1e-5
 
 
 def test_top_k_1_is_greedy_and_greedy_logprobs_use_temperature_1(tokenizer, prompt_ids):
@@ -82,7 +110,7 @@ def test_top_k_1_is_greedy_and_greedy_logprobs_use_temperature_1(tokenizer, prom
             logits = model(torch.tensor([prompt + greedy_group[0].token_ids])).logits[0, len(prompt) - 1 : -1]
         assert greedy_group[0].token_ids == logits.argmax(-1).tolist()
     assert max_logprob_error(model, prompt_ids, greedy, temperature=1.0) < 1e-5
-    assert max_logprob_error(model, prompt_ids, top1, temperature=0.5) < 1e-5
+    assert all(logprob == 0.0 for group in top1 for c in group for logprob in c.logprobs)  # one token kept
 
 
 def test_certain_eos_stops_after_one_token(tokenizer, prompt_ids):
