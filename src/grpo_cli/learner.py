@@ -313,15 +313,17 @@ class Learner:
         return self.policy_logprobs(batch)
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
-        """All num_iterations updates on one generation batch; the last update's metrics, with
-        "nonfinite" 1.0 when any update was skipped and the first update's sampler/learner log-prob mismatch."""
+        """All num_iterations updates on one generation batch; the last update's metrics, with "nonfinite" the
+        fraction of the updates skipped (1.0: the policy did not change) and the first update's sampler/learner
+        log-prob mismatch."""
         batch = batch.to(self.device)
         batch.ref_logprobs = self.reference_logprobs(batch)
         batch.old_logprobs = self.old_logprobs(batch)
         updates = [self.step(batch) for _ in range(self.algorithm.num_iterations)]
         # Before the first update the policy is the one that sampled: only then is the mismatch meaningful.
         first = {key: updates[0][key] for key in ("logprob_mismatch/mean", "logprob_mismatch/max")}
-        return updates[-1] | first | {"nonfinite": max(update["nonfinite"] for update in updates)}
+        skipped = sum(update["nonfinite"] for update in updates) / len(updates)
+        return updates[-1] | first | {"nonfinite": skipped}
 
     def step(self, batch: RolloutBatch) -> dict[str, float]:
         """One optimizer update on `batch`; returns its metrics.
