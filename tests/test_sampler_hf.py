@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from grpo_cli.config import Config, SamplerConfig, TinyModelConfig
+from grpo_cli.config import Config, ModelConfig, SamplerConfig, TinyModelConfig
 from grpo_cli.learner import RolloutBatch, completion_logprobs
-from grpo_cli.models import build_tiny_model, build_tokenizer
+from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.hf import HFSampler
 
@@ -177,3 +179,47 @@ def test_samples_from_a_peft_lora_model(tokenizer, prompt_ids):
     groups = HFSampler(policy, tokenizer, SamplerConfig(temperature=0.9, max_new_tokens=6)).generate(prompt_ids, n=2, seed=0)
     assert policy.training
     assert max_logprob_error(policy, prompt_ids, groups, temperature=0.9) < 1e-5
+
+
+def test_the_models_generation_config_is_ignored(tokenizer, prompt_ids, tmp_path):
+    plain = tiny_model(tokenizer)
+    plain.save_pretrained(tmp_path)
+    # A generation_config.json with everything that would reshape the distribution the learner assumes.
+    (tmp_path / "generation_config.json").write_text(json.dumps({
+        "do_sample": False, "repetition_penalty": 3.0, "top_k": 2, "top_p": 0.5, "min_p": 0.2,
+        "no_repeat_ngram_size": 1, "temperature": 0.3, "suppress_tokens": list(range(100, 200)),
+        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+    }))
+    configured = load_model(ModelConfig(name_or_path=str(tmp_path), dtype="float32", device="cpu"))
+    assert configured.generation_config.min_p == 0.2
+    config = SamplerConfig(temperature=1.0, max_new_tokens=12, batch_size=6)
+    expected = HFSampler(plain, tokenizer, config).generate(prompt_ids, n=2, seed=5)
+    groups = HFSampler(configured, tokenizer, config).generate(prompt_ids, n=2, seed=5)
+    assert groups == expected
+    assert max_logprob_error(configured, prompt_ids, groups, temperature=1.0) < 1e-5
+    assert configured.generation_config.min_p == 0.2  # put back after sampling
+
+
+@pytest.fixture
+def tiny_model_dir(request):
+    """conftest's tiny_model (512 positions), a name this module's helper `tiny_model` shadows."""
+    return request.getfixturevalue("tiny_model")
+
+
+def test_new_tokens_are_capped_at_the_models_context(tiny_model_dir):
+    model = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    assert model.config.max_position_embeddings == 512
+    # No EOS ever: every completion runs to the cap.
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    head.weight.data.copy_(model.lm_head.weight.data)
+    head.bias.data.zero_()
+    head.bias.data[tokenizer.eos_token_id] = -1e4
+    model.lm_head = head
+    prompts = [tokenizer("Ship 12 crates, then 5 more. How many?")["input_ids"], tokenizer("7 + 8 =")["input_ids"]]
+    sampler = HFSampler(model, tokenizer, SamplerConfig(max_new_tokens=512, batch_size=2))
+    with pytest.warns(UserWarning, match=r"sampler.max_new_tokens=512 .* 512 positions \(max_position_embeddings\)"):
+        groups = sampler.generate(prompts, n=1, seed=0)
+    longest = max(len(p) for p in prompts)  # one left-padded batch: the longest prompt sets the room left
+    for group in groups:
+        assert len(group[0].token_ids) == 512 - longest and group[0].finish_reason == "length"
