@@ -209,8 +209,8 @@ def test_each_completion_has_its_own_seed_and_consecutive_seeds_share_no_stream(
 
 
 def test_new_tokens_are_capped_at_max_model_len(sampler, config, prompt_ids):
+    assert config.sampler.max_model_len == 256
     sampler.sync_weights(fresh_model(config))
-    assert sampler.max_model_len == 256
     sampler.config = dataclasses.replace(config.sampler, max_new_tokens=256)
     try:
         with pytest.warns(UserWarning, match=r"sampler.max_new_tokens=256 .* 256 positions \(sampler.max_model_len"):
