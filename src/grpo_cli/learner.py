@@ -8,7 +8,8 @@ The trainer hands it one generation batch at a time, `learner.train_on(RolloutBa
         metrics = learner.step(batch)
 
 Log-probs follow the sampler's convention (sampler/base.py): log_softmax(mask(logits / T))[token], T the
-sampling temperature, mask the sampler's top-k/top-p truncation. Every forward pass runs on micro-batches of train.micro_batch_size completions.
+sampling temperature, mask the sampler's top-k/top-p truncation. Every forward pass runs on micro-batches of
+train.micro_batch_size completions.
 """
 
 from __future__ import annotations
