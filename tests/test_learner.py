@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from grpo_cli.algo.advantages import group_advantages
@@ -255,3 +256,34 @@ def test_train_on_runs_num_iterations_updates_from_one_set_of_old_logprobs():
     }
     for p_driven, p_by_hand in zip(driven.trainable_parameters, by_hand.trainable_parameters):
         assert torch.equal(p_driven, p_by_hand)
+
+
+def ten_steps_update(dtype: torch.dtype) -> tuple[torch.Tensor, Learner]:
+    """All weights' change (float32, flattened) after 10 updates at lr 1e-6 of a model loaded in `dtype`."""
+    model = tiny_llama().to(dtype)
+    start = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    learner = Learner(make_config(lr=1e-6), model, total_steps=10)
+    batch = make_batch(learner.algorithm)
+    for _ in range(10):
+        assert learner.step(batch)["nonfinite"] == 0.0
+    end = torch.cat([p.detach().float().flatten() for p in learner.policy.parameters()])
+    return end - start, learner
+
+
+def test_bfloat16_full_fine_tuning_keeps_float32_master_weights_and_moves_as_float32_does():
+    fp32_update, _ = ten_steps_update(torch.float32)
+    bf16_update, learner = ten_steps_update(torch.bfloat16)
+    fp32_changed, bf16_changed = (fp32_update != 0).float().mean(), (bf16_update != 0).float().mean()
+    cosine = F.cosine_similarity(bf16_update, fp32_update, dim=0)
+    print(f"changed: float32 {fp32_changed:.4f}, bfloat16 {bf16_changed:.4f}; cosine {cosine:.4f}")
+    assert fp32_changed > 0.9  # all but the embedding rows of tokens absent from the batch
+    # bfloat16 weights updated in place: most updates are below half a bfloat16 ulp and round away.
+    assert bf16_changed > 0.99 * fp32_changed
+    assert cosine > 0.9
+    # Master weights and AdamW moments in float32; the forward pass computes in bfloat16.
+    assert all(p.dtype == torch.float32 for p in learner.policy.parameters())
+    assert all(s.dtype == torch.float32 for state in learner.optimizer.state.values() for s in state.values() if s.dim())
+    batch = make_batch(learner.algorithm)
+    with learner._autocast():
+        logits = learner.policy(input_ids=batch.input_ids[:2]).logits
+    assert logits.dtype == torch.bfloat16

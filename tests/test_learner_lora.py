@@ -85,3 +85,15 @@ def test_unknown_lora_target_is_a_clear_error():
     expected = r"c_attn matches no layer of LlamaForCausalLM; its layers with weight matrices are .*q_proj"
     with pytest.raises(GrpoError, match=expected):
         Learner(config, tiny_llama(), total_steps=1)
+
+
+def test_lora_on_a_bfloat16_base_trains_float32_adapters():
+    learner = Learner(lora_config(), tiny_llama().to(torch.bfloat16), total_steps=2)
+    batch = make_batch(learner.algorithm)
+    adapter_start = {n: p.detach().clone() for n, p in learner.policy.named_parameters() if p.requires_grad}
+    assert all(p.dtype == torch.float32 for p in learner.policy.parameters() if p.requires_grad)
+    assert all(p.dtype == torch.bfloat16 for p in learner.policy.parameters() if not p.requires_grad)
+    assert learner.step(batch)["nonfinite"] == 0.0
+    assert all(s.dtype == torch.float32 for state in learner.optimizer.state.values() for s in state.values() if s.dim())
+    changed = [not torch.equal(p, adapter_start[n]) for n, p in learner.policy.named_parameters() if p.requires_grad]
+    assert any(changed)

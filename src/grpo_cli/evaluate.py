@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import closing
 from pathlib import Path
 
 from grpo_cli.algo.passk import mean_pass_at_k
@@ -46,13 +47,14 @@ def eval_command(args: argparse.Namespace, config: Config) -> None:
     from grpo_cli.data.loaders import load_examples
     from grpo_cli.models import load_model, load_tokenizer
     from grpo_cli.sampler import build_sampler
+    from grpo_cli.sampler.base import sampling_seed
     from grpo_cli.verifier import build_verifier
 
     examples = load_examples(config, "eval")
     model, tokenizer = load_model(config.model), load_tokenizer(config.model.name_or_path)
-    sampler = build_sampler(config, model, tokenizer)
-    with build_verifier(config.verifier) as verifier:
-        results = evaluate(sampler, tokenizer, examples, verifier, config, seed=config.train.seed)
+    with closing(build_sampler(config, model, tokenizer)) as sampler, build_verifier(config.verifier) as verifier:
+        # The seeds of a training run's eval at step 0: `grpo eval` of the starting model repeats pass@k_before.
+        results = evaluate(sampler, tokenizer, examples, verifier, config, seed=sampling_seed(config.train.seed, "eval", 0))
     results["model"] = config.model.name_or_path
     output = Path(config.eval.output or Path(config.train.output_dir) / "eval.json")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+def compute_autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """Autocast to `dtype` (model.dtype) when it is below float32: float32 master weights, low-precision math."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def _source(path: str) -> str:
     """What to hand `from_pretrained`: an existing local directory, or a hub id; anything else is an error."""
     if not path:

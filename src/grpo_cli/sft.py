@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def train(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, config: 
 def sft_command(args: argparse.Namespace, config: Config) -> None:
     from grpo_cli.evaluate import evaluate
     from grpo_cli.sampler import build_sampler
+    from grpo_cli.sampler.base import sampling_seed
     from grpo_cli.verifier import build_verifier
 
     source = init_dir(config)
@@ -107,28 +109,29 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
     tokenizer = load_tokenizer(source)
     model = load_model(replace(config.model, name_or_path=source))
     pairs = tokenize(train_examples, tokenizer, config, model.config.max_position_embeddings)
-    sampler = build_sampler(config, model, tokenizer)
     print(f"sft: {source} -> {output_dir}, {len(pairs)} examples, {config.sft.steps} steps of {config.sft.batch_size}", flush=True)
 
-    def run_eval() -> dict:
+    def run_eval(step: int) -> dict:
         # Verifier workers are started per eval: idle, they would still cost their start-up during training.
         sampler.sync_weights(model)
         with build_verifier(config.verifier) as verifier:
-            return evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
+            seed = sampling_seed(config.train.seed, "sft_eval", step)
+            return evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed)
 
     def on_step(step: int, loss: float) -> None:
         if step % config.sft.log_every == 0 or step == config.sft.steps:
             lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps, "cosine")
             print(f"sft step {step}/{config.sft.steps}  loss {loss:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s", flush=True)
         if config.sft.eval_every and step % config.sft.eval_every == 0 and step < config.sft.steps:
-            print_results(f"sft step {step}: eval", {"value": run_eval()}, config.eval.pass_at)
+            print_results(f"sft step {step}: eval", {"value": run_eval(step)}, config.eval.pass_at)
 
-    started = time.monotonic()
-    losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
-    train_seconds = time.monotonic() - started
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    results = run_eval()
+    with closing(build_sampler(config, model, tokenizer)) as sampler:
+        started = time.monotonic()
+        losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
+        train_seconds = time.monotonic() - started
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        results = run_eval(config.sft.steps)
     results |= {"model": str(output_dir), "sft_steps": config.sft.steps, "sft_final_loss": losses[-1], "sft_seconds": train_seconds}
     (output_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"sft done in {train_seconds:.0f}s, saved {output_dir}")

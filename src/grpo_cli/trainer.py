@@ -20,6 +20,7 @@ import json
 import math
 import random
 import time
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from grpo_cli.metrics import completion_metrics, print_results
 from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
+from grpo_cli.sampler.base import sampling_seed
 from grpo_cli.verifier import build_verifier
 
 
@@ -112,9 +114,9 @@ def train(config: Config) -> dict:
     total_steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)
     learner = Learner(config, model, total_steps)
 
-    with build_verifier(config.verifier) as verifier:
+    with build_verifier(config.verifier) as verifier, ExitStack() as stack:
         state = _start_or_resume(config, run_dir, checkpoints, learner, verifier)
-        sampler = build_sampler(config, learner.policy, tokenizer)
+        sampler = stack.enter_context(closing(build_sampler(config, learner.policy, tokenizer)))
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
@@ -124,7 +126,8 @@ def train(config: Config) -> dict:
         console = Console(total_steps, state["step"])
 
         def run_eval(step: int) -> dict:
-            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
+            seed = sampling_seed(config.train.seed, "eval", step)
+            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed)
             results["step"] = step
             evals_log.write(results)
             console.eval_line(step, results, config.eval.pass_at)
@@ -175,7 +178,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
 
     tic = time.perf_counter()
     prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in examples]
-    groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed * 100_003 + step)
+    groups = sampler.generate(prompt_ids, n=G, seed=sampling_seed(config.train.seed, "train", step))
     timings["time/sample_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -196,7 +199,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    if batch.size and not learn["nonfinite"]:
+    if batch.size and learn["nonfinite"] < 1.0:  # some update changed the policy (skipped ones leave it as it was)
         sampler.sync_weights(learner.policy)
     timings["time/sync_s"] = time.perf_counter() - tic
 
