@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +51,22 @@ def test_a_program_reads_stdin_and_writes_stdout_in_a_fresh_directory(scratch):
     source = "import os\nprint(sum(map(int, input().split())))\nprint(sorted(os.listdir('.')))"
     result, _ = run_and_check_cleanup(scratch, source, "2 3\n")
     assert (result.exit_code, result.timed_out) == (0, False)
-    assert result.stdout == "5\n['main.py', 'stdin.txt', 'stdout.txt']\n"
+    assert result.stdout == "5\n['main.py']\n"
+
+
+@pytest.mark.parametrize("path", [str(Path(__file__)), "/etc/passwd", os.path.expanduser("~"), "/work", "/tmp"])
+def test_the_project_home_and_etc_are_not_in_the_sandbox(scratch, path):
+    source = f"import os\nprint(os.path.exists({path!r}), *os.listdir('/'))"
+    result, _ = run_and_check_cleanup(scratch, source)
+    exists, *root = result.stdout.split()
+    assert exists == "False"
+    assert {"dev", "proc", "python", "sandbox", "usr"} <= set(root) <= {"bin", "dev", "lib", "lib32", "lib64", "libx32", "proc", "python", "sandbox", "sbin", "usr"}
+
+
+def test_the_program_runs_as_nobody_without_capabilities(scratch):
+    source = "import os\nstatus = open('/proc/self/status').read()\nprint(os.getuid(), 'CapEff:\\t0000000000000000' in status)"
+    result, _ = run_and_check_cleanup(scratch, source)
+    assert result.stdout == ("65534 True\n" if os.geteuid() == 0 else f"{os.geteuid()} True\n")
 
 
 def test_an_infinite_loop_is_stopped_by_its_cpu_or_wall_limit(scratch):
