@@ -210,3 +210,110 @@ def test_hostile_programs_score_zero_within_the_limits(code_verifier, program):
 def test_a_malformed_code_answer_is_an_error(code_verifier):
     [score] = code_verifier.score([fenced("x = 1")], ["not json"])
     assert (score.reward, score.reason) == (0.0, "error")
+
+
+def add_returning(body: str) -> str:
+    return f"def add(a, b):\n    {body}"
+
+
+ALWAYS_EQUAL = "class Anything:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+
+# Each program solves nothing; each tries a way to make the verdict say otherwise.
+CHEATS = {
+    "prints every token it can read, then leaves": (
+        "import os, re\ntext = ''.join(open(name, errors='replace').read() for name in os.listdir('.') if os.path.isfile(name))\n"
+        "print(*re.findall(r'[\\w-]*done[\\w-]*', text))\nos._exit(0)"
+    ),
+    "returns an object equal to everything": ALWAYS_EQUAL + add_returning("return Anything()"),
+    "returns an int subclass equal to everything": (
+        "class Int(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n" + add_returning("return Int(0)")
+    ),
+    "patches builtins and AssertionError": (
+        "import builtins\nbuiltins.AssertionError = type('Nothing', (Exception,), {})\nbuiltins.isinstance = lambda *a: True\n"
+        "builtins.int = object\n" + add_returning("return 0")
+    ),
+    "exits with status 0 inside the call": "import os\n" + add_returning("os._exit(0)"),
+    "raises SystemExit inside the call": add_returning("raise SystemExit(0)"),
+    "reports forged values through every descriptor": (
+        "import json, os\nfor fd in range(3, 64):\n    for test in range(8):\n        for k in range(8):\n            try:\n"
+        "                os.write(fd, (json.dumps([test, k, 'value', True]) + '\\n').encode())\n            except OSError:\n"
+        "                pass\n" + add_returning("return 0")
+    ),
+    "replaces the harness's encoder": (
+        "import sys\nharness = sys.modules['__main__']\nharness.encode = lambda value: True\n" + add_returning("return 0")
+    ),
+    "a child that outlives the program reports a pass": (
+        "import json, os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(0.3)\n    for fd in range(64):\n        try:\n"
+        "            os.write(fd, (json.dumps([0, 0, 'value', True]) + '\\n').encode())\n        except OSError:\n            pass\n"
+        "    os._exit(0)\n" + add_returning("time.sleep(1)\n    return 0")
+    ),
+    "writes files where results might be read": (
+        "import os\nfor name in ('stdout.txt', 'results.txt', '../stdout.txt', '/tmp/stdout.txt', 'steps.json'):\n    try:\n"
+        "        open(name, 'w').write('[0, 0, \"value\", true]\\n')\n    except OSError:\n        pass\n" + add_returning("return 0")
+    ),
+}
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS.values()), ids=list(CHEATS))
+def test_a_program_that_games_the_harness_scores_zero(code_verifier, cheat):
+    answer = json.dumps({"tests": ["assert add(2, 3) == 5", "assert add(1, 1) == 2", "assert isinstance(add(4, 5), int) and add(4, 5) > 8"]})
+    [score] = code_verifier.score([fenced(cheat)], [answer])
+    assert (score.reward, score.correct) == (0.0, False)
+
+
+def test_patching_what_the_assert_calls_does_not_change_the_verdict(code_verifier):
+    answer = json.dumps({"tests": ["import math\nassert math.isclose(area(1.0), 3.14159, rel_tol=1e-4)", "assert sorted(digits(321)) == [1, 2, 3]"]})
+    cheat = (
+        "import math, builtins\nmath.isclose = lambda *a, **k: True\nbuiltins.sorted = lambda x: [1, 2, 3]\n"
+        "def area(r):\n    return 0.0\ndef digits(n):\n    return [9]"
+    )
+    honest = "import math\ndef area(r):\n    return math.pi * r * r\ndef digits(n):\n    return [int(c) for c in str(n)]"
+    scores = code_verifier.score([fenced(cheat), fenced(honest)], [answer] * 2)
+    assert [s.reward for s in scores] == [0.0, 1.0]
+
+
+def test_a_program_cannot_find_the_expected_output_anywhere(code_verifier):
+    """A stdin test's expected output lives only in the verifier: a program that searches every file it can
+    open for it (outside /usr and the Python installation) finds nothing to print."""
+    answer = json.dumps({"tests": [{"stdin": "", "stdout": "expected-output-71f3c2\n"}], "hidden_tests": [{"stdin": "", "stdout": "hidden-9d2e"}]})
+    search = (
+        "import os, re\nfound = set()\nfor top in ('/', '/sandbox', '/tmp', '/etc', '/root', '/home', '/work'):\n"
+        "    for root, dirs, files in os.walk(top):\n        dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/usr', '/python', '/proc', '/sys', '/dev')]\n"
+        "        for name in files:\n            try:\n                found.update(re.findall(r'expected-output-\\w+', open(os.path.join(root, name), errors='ignore').read()))\n"
+        "            except OSError:\n                pass\nprint(*found)"
+    )
+    [score] = code_verifier.score([fenced(search)], [answer], split="eval")
+    assert score.reward == 0.0
+
+
+def test_tests_with_state_and_truth_values(code_verifier):
+    answer = json.dumps({"tests": [
+        "s = Stack()\ns.push(3)\ns.push(4)\nassert s.pop() == 4\nassert s.pop() == 3",
+        "assert is_prime(7)\nassert not is_prime(8)",
+        "assert pair() == (1, 'a') and pair() != [1, 'a']",
+        "assert table() == {1: {2, 3}, 'x': [None, 1.5]}",
+    ]})
+    honest = (
+        "class Stack:\n    def __init__(self):\n        self.items = []\n    def push(self, x):\n        self.items.append(x)\n"
+        "    def pop(self):\n        return self.items.pop()\n"
+        "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, n))\n"
+        "def pair():\n    return (1, 'a')\ndef table():\n    return {1: {3, 2}, 'x': [None, 1.5]}"
+    )
+    wrong = honest.replace("self.items.pop()", "self.items.pop(0)").replace("n > 1 and", "True or").replace("(1, 'a')", "[1, 'a']")
+    scores = code_verifier.score([fenced(honest), fenced(wrong)], [answer] * 2)
+    assert [s.reward for s in scores] == [1.0, 0.25]
+
+
+@pytest.mark.parametrize(
+    "test, message",
+    [
+        ("for a in range(3):\n    assert add(a, 0) == a", "top-level"),
+        ("assert all(add(a, 0) == a for a in range(3))", "compare at the top"),
+        ("def check(f):\n    assert f(1, 1) == 2\ncheck(add)", "top-level"),
+        ("add(1, 2)", "no assert"),
+        ("assert add(1, 2) ==", "not Python"),
+    ],
+)
+def test_tests_that_would_be_judged_inside_the_sandbox_are_refused(test, message):
+    with pytest.raises(ValueError, match=message):
+        load_tests(json.dumps({"tests": [test]}), "train")
