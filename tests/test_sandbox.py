@@ -12,7 +12,8 @@ import pytest
 from grpo_cli.config import SandboxConfig, VerifierConfig
 from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.code_check import extract_program, load_tests
-from grpo_cli.verifier.sandbox import run_python
+from grpo_cli.errors import GrpoError
+from grpo_cli.verifier.sandbox import check_sandbox_available, run_python
 
 LIMITS = SandboxConfig(wall_time_s=2.0, cpu_time_s=1.0, memory_mb=256, max_processes=16)
 
@@ -317,3 +318,14 @@ def test_tests_with_state_and_truth_values(code_verifier):
 def test_tests_that_would_be_judged_inside_the_sandbox_are_refused(test, message):
     with pytest.raises(ValueError, match=message):
         load_tests(json.dumps({"tests": [test]}), "train")
+
+
+def test_without_bubblewrap_the_code_verifier_stops_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, no setpriv
+    check_sandbox_available.cache_clear()
+    try:
+        with pytest.raises(GrpoError, match=r"needs the `bwrap` command .*apt-get install bubblewrap") as error:
+            build_verifier(VerifierConfig(name="code"))
+    finally:
+        check_sandbox_available.cache_clear()
+    assert "\n" not in str(error.value)
