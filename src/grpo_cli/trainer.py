@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
 from grpo_cli.verifier import build_verifier
+from grpo_cli.verifier.self_test import check_verifier
 
 
 @dataclass
@@ -106,6 +108,7 @@ def train(config: Config) -> dict:
     # Data and model load before anything is written, so a bad path fails without touching the run dir.
     train_examples = load_examples(config, "train")
     eval_examples = load_examples(config, "eval")
+    print(check_verifier(config, train_examples), file=sys.stderr)
     tokenizer = load_tokenizer(config.model.name_or_path)
     model = load_model(config.model)
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
