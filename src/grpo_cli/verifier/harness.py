@@ -52,7 +52,7 @@ def main():
         tests = json.load(file)
     with open("program.py") as file:
         program = file.read()
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    namespace = {"__name__": "__main__", "__file__": "program.py", "__builtins__": __builtins__}
     exec(compile(program, "program.py", "exec"), namespace)
     for index, steps in enumerate(tests):
         sys.stdout.flush()
