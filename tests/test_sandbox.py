@@ -329,3 +329,13 @@ def test_without_bubblewrap_the_code_verifier_stops_with_one_line(tmp_path, monk
     finally:
         check_sandbox_available.cache_clear()
     assert "\n" not in str(error.value)
+
+
+def test_objects_that_lie_about_truth_and_hashing_fail(code_verifier):
+    answer = json.dumps({"tests": ["assert add(0, 7)", "assert add(1, 2) in {3, 30}", "assert {add(1, 2): 'x'} == {3: 'x'}"]})
+    liar = (
+        "class Liar:\n    def __bool__(self):\n        return True\n    def __eq__(self, other):\n        return True\n"
+        "    def __hash__(self):\n        return hash(3)\n" + add_returning("return Liar()")
+    )
+    scores = code_verifier.score([fenced(liar), fenced(add_returning("return a + b"))], [answer] * 2)
+    assert [s.reward for s in scores] == [0.0, 1.0]
