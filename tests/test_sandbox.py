@@ -223,7 +223,7 @@ ALWAYS_EQUAL = "class Anything:\n    def __eq__(self, other):\n        return Tr
 CHEATS = {
     "prints every token it can read, then leaves": (
         "import os, re\ntext = ''.join(open(name, errors='replace').read() for name in os.listdir('.') if os.path.isfile(name))\n"
-        "print(*re.findall(r'[\\w-]*done[\\w-]*', text))\nos._exit(0)"
+        "print(*re.findall(r'\\w+-d[o]ne-\\w+', text), flush=True)\nos._exit(0)"
     ),
     "returns an object equal to everything": ALWAYS_EQUAL + add_returning("return Anything()"),
     "returns an int subclass equal to everything": (
@@ -273,17 +273,20 @@ def test_patching_what_the_assert_calls_does_not_change_the_verdict(code_verifie
     assert [s.reward for s in scores] == [0.0, 1.0]
 
 
-def test_a_program_cannot_find_the_expected_output_anywhere(code_verifier):
-    """A stdin test's expected output lives only in the verifier: a program that searches every file it can
-    open for it (outside /usr and the Python installation) finds nothing to print."""
-    answer = json.dumps({"tests": [{"stdin": "", "stdout": "expected-output-71f3c2\n"}], "hidden_tests": [{"stdin": "", "stdout": "hidden-9d2e"}]})
+def test_a_program_cannot_find_the_expected_output_anywhere(code_verifier, tmp_path):
+    """A stdin test's expected output is in the dataset file and the verifier's memory, neither in the sandbox:
+    a program that searches the files it can open (the dataset's folder included) finds nothing to print."""
+    answer = json.dumps({"tests": [{"stdin": "", "stdout": "expected-output-71f3c2\n"}]})
+    (tmp_path / "train.jsonl").write_text(json.dumps({"question": "Print the secret.", "answer": answer}) + "\n")
     search = (
-        "import os, re\nfound = set()\nfor top in ('/', '/sandbox', '/tmp', '/etc', '/root', '/home', '/work'):\n"
-        "    for root, dirs, files in os.walk(top):\n        dirs[:] = [d for d in dirs if os.path.join(root, d) not in ('/usr', '/python', '/proc', '/sys', '/dev')]\n"
-        "        for name in files:\n            try:\n                found.update(re.findall(r'expected-output-\\w+', open(os.path.join(root, name), errors='ignore').read()))\n"
-        "            except OSError:\n                pass\nprint(*found)"
+        "import os, re\n"
+        f"for top in ({str(tmp_path)!r}, '/sandbox', '/etc', '/home', '/tmp'):\n"
+        "    for root, dirs, files in os.walk(top):\n        for name in files:\n            try:\n"
+        "                found = re.findall(r'expected-output-[0-9a-f]+', open(os.path.join(root, name), errors='ignore').read())\n"
+        "            except OSError:\n                found = []\n            if found:\n                print(found[0])\n"
+        "                raise SystemExit"
     )
-    [score] = code_verifier.score([fenced(search)], [answer], split="eval")
+    [score] = code_verifier.score([fenced(search)], [answer])
     assert score.reward == 0.0
 
 
