@@ -39,9 +39,6 @@ from grpo_cli.errors import GrpoError
 NOBODY = 65534
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--bounding-set=-all", "--no-new-privs"]
 NAMESPACES = ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-# The Python installation that runs this code (a venv's base), mounted where no path reveals the host's layout.
-PYTHON_HOME = Path(os.path.realpath(sys.base_prefix))
-PYTHON = Path("/python") / Path(os.path.realpath(sys._base_executable)).relative_to(PYTHON_HOME)
 SCRATCH = "/sandbox"
 MAX_FILE_BYTES = 64 << 20
 MAX_OUTPUT_CHARS = 1 << 20
@@ -73,7 +70,7 @@ def run_python(source: str, stdin: str, limits: SandboxConfig, wall_time_s: floa
             os.chown(work, NOBODY, NOBODY)
         with open(Path(run_dir) / "stdin.txt", "rb") as stdin_file, open(Path(run_dir) / "stdout.txt", "wb+") as stdout_file:
             process = subprocess.Popen(
-                [*_container(work), str(PYTHON), "-I", "-B", "main.py"],
+                [*_container(work), str(_python()[1]), "-I", "-B", "main.py"],
                 stdin=stdin_file,
                 stdout=stdout_file,
                 stderr=subprocess.DEVNULL,
@@ -105,7 +102,7 @@ def check_sandbox_available() -> None:
     with tempfile.TemporaryDirectory(prefix="grpo-sandbox-") as work:
         if os.geteuid() == 0:
             os.chown(work, NOBODY, NOBODY)
-        probe = subprocess.run([*_container(Path(work)), str(PYTHON), "-I", "-c", "pass"], capture_output=True, text=True, env={})
+        probe = subprocess.run([*_container(Path(work)), str(_python()[1]), "-I", "-c", "pass"], capture_output=True, text=True, env={})
     if probe.returncode != 0:
         raise GrpoError(
             f"verifier.name=code: the bubblewrap sandbox does not start ({probe.stderr.strip()}); it needs mount, "
@@ -121,13 +118,24 @@ def _container(work: Path) -> list[str]:
             command += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             command += ["--ro-bind", top, top]
-    command += ["--ro-bind", str(PYTHON_HOME), "/python", "--proc", "/proc", "--dev", "/dev"]
+    command += ["--ro-bind", str(_python()[0]), "/python", "--proc", "/proc", "--dev", "/dev"]
     command += ["--bind", str(work), SCRATCH, "--chdir", SCRATCH, "--clearenv"]
     for name, value in _environment().items():
         command += ["--setenv", name, value]
     if os.geteuid() == 0:
         return [*command, "--", *AS_NOBODY]
     return [*command, "--unshare-user", "--"]
+
+
+@functools.cache
+def _python() -> tuple[Path, Path]:
+    """(the Python installation that runs this code, a venv's base; its interpreter inside the container, where
+    the installation is mounted at /python so that no path reveals the host's layout)."""
+    executable = Path(os.path.realpath(sys._base_executable))
+    home = Path(os.path.realpath(sys.base_prefix))
+    if not executable.is_relative_to(home):  # an interpreter linked in from elsewhere: mount its own prefix
+        home = executable.parent.parent
+    return home, Path("/python") / executable.relative_to(home)
 
 
 def _environment() -> dict[str, str]:
