@@ -82,3 +82,9 @@ def test_train_stops_before_any_model_loads(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "error: verifier self-test: 400/800 gold answers" in error and "no-model-here" not in error
     assert not (tmp_path / "run").exists()
+
+
+def test_self_test_takes_overrides_not_rows(capsys):
+    code, line = self_test(["--answer", "1", "--completion", "FINAL: 1"], capsys)
+    assert code != 0
+    assert line == "error: --self-test checks the training data named by the config: give overrides, not INPUT.jsonl or --answer/--completion"
