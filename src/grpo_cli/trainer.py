@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.base import sampling_seed
 from grpo_cli.verifier import build_verifier
+from grpo_cli.verifier.self_test import check_verifier
 
 
 @dataclass
@@ -108,6 +110,7 @@ def train(config: Config) -> dict:
     # Data and model load before anything is written, so a bad path fails without touching the run dir.
     train_examples = load_examples(config, "train")
     eval_examples = load_examples(config, "eval")
+    print(check_verifier(config, train_examples), file=sys.stderr)
     tokenizer = load_tokenizer(config.model.name_or_path)
     model = load_model(config.model)
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
@@ -146,7 +149,9 @@ def train(config: Config) -> dict:
                 warnings.append("loss or gradient was NaN/inf: the update was skipped")
             metrics["warnings"] = warnings
             metrics_log.write(metrics)
-            for group in groups[: config.train.log_groups_per_step]:
+            logged = groups[: config.train.log_groups_per_step]
+            slowest = max(groups, key=lambda group: max(group["latency_ms"]))  # samples.jsonl always keeps the slowest check
+            for group in logged if any(g is slowest for g in logged) else [*logged, slowest]:
                 samples_log.write({"step": step, **group})
             console.step_line(step, metrics)
             console.warn(warnings, step)
@@ -186,6 +191,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     answers = [ex.answer for ex in examples for _ in range(G)]
     scores = verifier.score([c.text for c in completions], answers, step=step)
     timings["time/verify_s"] = time.perf_counter() - tic
+    latencies_ms = torch.tensor(verifier.latencies_s, dtype=torch.float64) * 1000
 
     rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
     advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
@@ -205,14 +211,18 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
 
     generated_tokens = sum(len(c.token_ids) for c in completions)
     step_seconds = sum(timings.values())
+    completion_stats = completion_metrics(completions, scores)
     metrics = {
         "step": step,
-        **completion_metrics(completions, scores),
+        **completion_stats,
         "groups/any_positive_frac": stats.any_positive_frac,
         "groups/zero_variance_frac": stats.zero_variance_frac,
         "groups/kept_frac": batch.size / len(completions),
         "learn/skipped": float(not batch.size),
         "completions/max_new_tokens": config.sampler.max_new_tokens,
+        "verifier/parse_failure_frac": completion_stats["verifier/parse_failures"] / len(completions),
+        "verifier/latency_p50_ms": latencies_ms.quantile(0.5).item(),
+        "verifier/latency_p99_ms": latencies_ms.quantile(0.99).item(),
         **learn,
         **timings,
         "time/step_s": step_seconds,
@@ -228,6 +238,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
             "rewards": [scores[i].reward for i in members],
             "reasons": [scores[i].reason for i in members],
             "advantages": [round(advantages[i].item(), 4) for i in members],
+            "latency_ms": [round(latencies_ms[i].item(), 1) for i in members],
         })
     return metrics, logged_groups
 
