@@ -11,7 +11,6 @@ from conftest import TINY_RUN
 from grpo_cli.cli import main
 from grpo_cli.compose import compose
 from grpo_cli.config import ModelConfig
-from grpo_cli.evaluate import load_policy
 from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
 from test_sampler_vllm import engine_logprobs, learner_logprobs
@@ -43,15 +42,16 @@ def test_a_lora_checkpoint_is_served_merged(tiny_model, tmp_path):
     load_tokenizer(str(tiny_model)).save_pretrained(adapter_dir)
 
     config = compose([*TINY_RUN, *VLLM, f"model.name_or_path={adapter_dir}"])
-    model, tokenizer = load_policy(config)  # what `grpo eval` does
+    model, tokenizer = load_model(config.model), load_tokenizer(config.model.name_or_path)  # what `grpo eval` does
     sampler = build_sampler(config, model, tokenizer)
     try:
         sequence = tokenizer("Ship 7 crates, then 4 more. How many?\n7 + 4 = 11\nFINAL: 11")["input_ids"]
         served = engine_logprobs(sampler, sequence)
         model.eval()
         merged = learner_logprobs(model, sequence[:1], sequence[1:])
-        with model.disable_adapter():
-            without_adapter = learner_logprobs(model, sequence[:1], sequence[1:])
+        policy.eval()
+        with policy.disable_adapter():
+            without_adapter = learner_logprobs(policy, sequence[:1], sequence[1:])
         assert (served - merged).abs().max() < 1e-4
         assert (merged - without_adapter).abs().max() > 0.05  # the adapter matters
     finally:
