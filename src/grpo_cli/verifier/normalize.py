@@ -1,16 +1,24 @@
-"""Turn an answer's text into a value to compare: a Number, Items (a list or a bracketed tuple), an
-Expression (math-verify's LaTeX parser, on sympy) or, when nothing parses, Text.
+"""Turn an answer's text into a value to compare: a Number (with its unit, if any), Items (a list, a
+bracketed tuple, an interval or a set), a Matrix, an Expression (math-verify's LaTeX parser, on sympy)
+or, when nothing parses, Text.
 
 Both sides, the reference and the model's extracted answer, go through the same steps:
-  1. clean: drop $...$, \\(...\\), \\boxed{}, \\text{}, **bold**, \\left/\\right, thin spaces, a final period;
+  1. clean: drop $...$, \\(...\\), \\boxed{}, \\text{}, **bold**, \\left/\\right, a final period; thin
+     spaces inside a number (4,\\!321 and 1\\,000) become thousands separators and other thin spaces go;
      unicode minus -> "-", \\dfrac -> \\frac, "**" -> "^", and a^b^c means a^(b^c) as in mathematics.
   2. number: sign, currency ($18.00, \\$18, €, £, ¥), thousands separators (2,125 and 1{,}000),
      decimals, fractions (3/4, \\frac{3}{4}, \\frac34), mixed numbers (1 1/2, 1\\frac{1}{2}), scientific
-     notation (1.5e3, 1.5\\times10^{3}), percent (25%, 25\\%, 25 percent), then any unit or trailing
-     words ("12 boxes", "3.5 kg"). Units are dropped, never converted: 3.5 kg equals 3.5 g.
-  3. items: "1331 and 1728", "1, 2; 3" is an unordered list; (a, b), [a, b), {a, b} keep their brackets.
-  4. "x = 5" is 5.
-  5. anything else is LaTeX for math-verify's parser (latex2sympy2_extended), else plain text.
+     notation (1.5e3, 1.5\\times10^{3}), percent (25%, 25\\%, 25 percent), then the words after it
+     ("3.5 kg", "12 boxes", "5 m"): kept as the number's unit, judged in equivalence.py (units.py).
+  3. a matrix (pmatrix, bmatrix, array): its entries, row by row.
+  4. inequalities are intervals: "1 \\le x \\le 4" is [1, 4], "x > 2" is (2, \\infty); "x \\in S" is S.
+  5. items: "1331 and 1728", "1, 2; 3", "4, 9 or 16", "A \\cup B" is an unordered list; (a, b), [a, b),
+     {a, b} keep their brackets. Assignments group into solutions: "x=2, y=3; x=3, y=2" is the list of
+     tuples (2, 3), (3, 2); "x=2 or x=3" is the list 2, 3.
+  6. "x = 5" and "(a, b) = (4, 1)" are their right side; "y = 2x + 1", whose right side has a variable,
+     stays an equation.
+  7. anything else is LaTeX for math-verify's parser (latex2sympy2_extended), else plain text. Digits
+     apart by a space ("12 3") are text: the parser would read 12*3.
 
 Model text only meets regexes and a grammar parser here, never eval/exec (sympy's parse_expr evals).
 """
@@ -27,17 +35,25 @@ from latex2sympy2_extended.latex2sympy2 import NormalizationConfig, latex2sympy
 from math_verify.grader import should_treat_as_complex
 from sympy import Basic
 
+from grpo_cli.verifier.extract import unbox
+
 
 @dataclass(frozen=True)
 class Number:
     value: Fraction  # as written: "25%" has value 25 and percent True
     percent: bool = False
+    unit: str = ""  # the words after the number as written ("kg", "km/h", "boxes"); "" for none
 
 
 @dataclass(frozen=True)
 class Items:
     brackets: str  # "" for a bare list, else the open and close characters: "()", "[)", "{}"
     items: tuple["Answer", ...]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    rows: tuple[tuple["Answer", ...], ...]
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,7 @@ class Text:
     text: str
 
 
-Answer = Union[Number, Items, Expression, Text]
+Answer = Union[Number, Items, Matrix, Expression, Text]
 
 # The same LaTeX normalization math-verify's LatexExtractionConfig uses (units and \text{} dropped).
 LATEX_NORMALIZATION = NormalizationConfig(
@@ -75,13 +91,11 @@ def _parse_clean(text: str) -> Answer:
     number = parse_number(text)
     if number is not None:
         return number
-    items = _items(text)
-    if items is not None:
-        return items
-    assignment = ASSIGNMENT.fullmatch(text)
-    if assignment:
-        return _parse_clean(assignment.group("rhs"))
-    if len(text) > MAX_LATEX_CHARS:  # the LaTeX parser needs seconds for 5,000 characters
+    for parse in (_matrix, _interval, _items, _assignment):
+        answer = parse(text)
+        if answer is not None:
+            return answer
+    if len(text) > MAX_LATEX_CHARS or re.search(r"\d\s+\d", text):  # the LaTeX parser needs seconds for 5,000 characters
         return _text(text)
     try:
         return Expression(latex2sympy(text, is_real=not should_treat_as_complex(text), normalization_config=LATEX_NORMALIZATION))
@@ -90,17 +104,32 @@ def _parse_clean(text: str) -> Answer:
 
 
 def _text(text: str) -> Text:
-    return Text(re.sub(r"\s+", "", text).lower())
+    return Text(squash(text))
+
+
+def squash(text: str) -> str:
+    """Lower case without spaces, except one space between two letters or digits: "2 1/4" is not "21/4"."""
+    return re.sub(r"\s+", _kept_space, text.strip().lower())
+
+
+def _kept_space(space: re.Match) -> str:
+    text, start, end = space.string, space.start(), space.end()
+    return " " if start > 0 and end < len(text) and text[start - 1].isalnum() and text[end].isalnum() else ""
 
 
 # ---- cleaning -------------------------------------------------------------------------------------
 
 WRAPPERS = [re.compile(p, re.DOTALL) for p in (r"\$\$(.*)\$\$", r"\$(.*)\$", r"\\\((.*)\\\)", r"\\\[(.*)\\\]", r"\*\*(.*)\*\*", r"`(.*)`")]
-BOXED = re.compile(r"\\boxed\s*\{(.*)\}", re.DOTALL)
-TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
-DROPPED = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle|\\[,;:! ]|\^\s*\{?\\circ\}?|°")
+TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
+# 4,\!321  56,\!789  1\,000  1{,}000: a thin space or {,} before three digits separates thousands.
+THOUSANDS_SPACING = re.compile(r"(?<=\d)(?:,?\s*\\[,!]\s*|\{,\}\s*)(?=\d{3}(?!\d))")
+# Thin spaces, \displaystyle, degree signs; "\\ " (a matrix row break) is kept.
+DROPPED = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle|(?<!\\)\\[,;:! ]|\^\s*\{?\\circ\}?|°")
 POWER_CHAIN = re.compile(r"(?:\d+|[A-Za-z])(?:\^(?:\d+|[A-Za-z])){2,}")
-REPLACEMENTS = {"\u2212": "-", "\u00a0": " ", "\u202f": " ", "\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\%": "%", "\\$": "$", "\\{": "{", "\\}": "}", "{,}": ","}
+REPLACEMENTS = {
+    "\u2212": "-", "\u00a0": " ", "\u202f": " ", "\u2009": " ", "²": "^2", "³": "^3", "≤": r"\le ", "≥": r"\ge ",
+    "\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\%": "%", "\\$": "$", "\\{": "{", "\\}": "}",
+}
 
 
 def clean(text: str) -> str:
@@ -116,11 +145,11 @@ def clean(text: str) -> str:
             match = wrapper.fullmatch(text)
             if match:
                 text = match.group(1)
-        boxed = BOXED.fullmatch(text)
-        if boxed:
-            text = boxed.group(1)
+        text = unbox(text) or text
     text = TEXT_COMMAND.sub(r" \1 ", text)
+    text = THOUSANDS_SPACING.sub(",", text)
     text = DROPPED.sub("", text).replace("**", "^")
+    text = re.sub(r"\s+\^", "^", text)  # 5 \text{cm}^2 -> 5 cm^2
     text = POWER_CHAIN.sub(_right_associative, text)
     return re.sub(r"\s+", " ", text).strip()
 
@@ -137,19 +166,27 @@ MIXED = r"(?P<whole>\d+)(?:\s+(?P<num>\d+)/(?P<den>\d+)|\s*\\frac\{(?P<lnum>\d+)
 FRACTION = r"(?P<fnum>\d+(?:\.\d+)?)/(?P<fden>\d+(?:\.\d+)?)|\\frac\{(?P<flnum>\d+(?:\.\d+)?)\}\{(?P<flden>\d+(?:\.\d+)?)\}|\\frac(?P<fsnum>\d)(?P<fsden>\d)"
 SCIENTIFIC = r"(?P<mantissa>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<e>[-+]?\d+)|\s*(?:\\times|×|\\cdot)\s*10\^\{?(?P<p>[-+]?\d+)\}?)"
 DECIMAL = r"(?P<decimal>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d*)?|\.\d+)"
-# Unit words start with two letters ("kg", "boxes", "km/h") so that "2x" stays an expression.
+# A unit or word after a number: letters, then no digit but in an exponent ("km/h", "cm^2", "m^{3}").
+UNIT_WORD = r"[A-Za-z][^\s\d^]*(?:\^\{?-?\d\}?[^\s\d^]*)*"
+# Words start with two letters ("kg", "boxes") or are one of m, g, s, h, L after a space, so that "2x"
+# and "2 x" stay expressions.
 NUMBER_ANSWER = re.compile(
     r"(?P<sign>[-+]?)\s*(?:[$€£¥])?\s*(?P<sign2>[-+]?)\s*"
     rf"(?:{MIXED}|{FRACTION}|{SCIENTIFIC}|{DECIMAL})"
     r"\s*(?P<percent>%|percent\b)?"
-    r"(?:\s*[A-Za-z]{2}[^\s\d]*)?(?:\s+[A-Za-z]{2}[^\s\d]*)*"
+    rf"(?P<unit>(?:\s*(?=[A-Za-z]{{2}})|\s+(?=[mgshL](?![A-Za-z])))(?:{UNIT_WORD})(?:\s+{UNIT_WORD})*)?"
 )
+# "5 or six", "5 and more": a list, not a number with words.
+LIST_WORD = re.compile(r"\b(?:or|and)\b")
 
 
 def parse_number(text: str) -> Number | None:
-    """A Number when `text` is one number with optional sign, currency, percent and units, else None."""
+    """A Number when `text` is one number with optional sign, currency, percent and unit, else None."""
     match = NUMBER_ANSWER.fullmatch(text)
     if not match or (match.group("sign") and match.group("sign2")):
+        return None
+    unit = (match.group("unit") or "").strip().rstrip(".,;:")
+    if LIST_WORD.search(unit):
         return None
     try:
         value = _number_value(match)
@@ -159,7 +196,7 @@ def parse_number(text: str) -> Number | None:
         return None
     if "-" in (match.group("sign"), match.group("sign2")):
         value = -value
-    return Number(value, percent=bool(match.group("percent")))
+    return Number(value, percent=bool(match.group("percent")), unit=unit)
 
 
 def _number_value(match: re.Match) -> Fraction | None:
@@ -175,11 +212,70 @@ def _number_value(match: re.Match) -> Fraction | None:
     return Fraction(g["decimal"].replace(",", ""))
 
 
-# ---- lists, tuples, intervals ---------------------------------------------------------------------
+# ---- matrices, intervals, lists, tuples, assignments ----------------------------------------------
 
-ASSIGNMENT = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?P<rhs>[^=]+)")
+MATRIX = re.compile(
+    r"[\[(]?\s*\\begin\{(?P<env>[pbB]?matrix|array)\}(?:\s*\{[lcr|\s]*\})?(?P<body>.*?)\\end\{(?P=env)\}\s*[\])]?", re.DOTALL
+)
+
+
+def _matrix(text: str) -> Matrix | None:
+    """pmatrix, bmatrix, matrix and \\left[\\begin{array}..\\right] are the same matrix; rows of equal length."""
+    match = MATRIX.fullmatch(text)
+    if not match:
+        return None
+    rows = [row for row in re.split(r"\\\\", match.group("body")) if row.strip()]
+    cells = [[cell.strip() for cell in row.split("&")] for row in rows]
+    if not cells or len({len(row) for row in cells}) != 1 or not all(all(row) for row in cells):
+        return None
+    return Matrix(tuple(tuple(_parse_clean(cell) for cell in row) for row in cells))
+
+
+VARIABLE = r"(?:[A-Za-z]|\\(?:alpha|beta|gamma|delta|theta|lambda|mu|phi|varphi|psi|omega|rho|sigma|tau))(?:_\{?\w+\}?)?"
+INEQUALITY = re.compile(r"\s*(\\leqslant|\\geqslant|\\leq|\\geq|\\le|\\ge|\\lt|\\gt|<=|>=|<|>)(?![A-Za-z])\s*")
+MEMBERSHIP = re.compile(rf"{VARIABLE}\s*\\in\s*(?P<set>.+)")
+LESS = {"<", "<=", "\\lt", "\\le", "\\leq", "\\leqslant"}  # the others say "greater"
+STRICT = {"<", ">", "\\lt", "\\gt"}
+
+
+def _interval(text: str) -> Answer | None:
+    """ "x \\in S" is S; "a < x \\le b" is (a, b]; "x > a" is (a, \\infty); the variable's name is not kept."""
+    membership = MEMBERSHIP.fullmatch(text)
+    if membership:
+        return _parse_clean(membership.group("set"))
+    parts = INEQUALITY.split(text)
+    is_variable = [bool(re.fullmatch(VARIABLE, part)) for part in parts[::2]]
+    if len(parts) == 3 and is_variable == [True, False]:  # x < b, x > a
+        _, op, bound = parts
+        bounds = (("-\\infty", True), (bound, op in STRICT)) if op in LESS else ((bound, op in STRICT), ("\\infty", True))
+    elif len(parts) == 3 and is_variable == [False, True]:  # a < x, b > x
+        bound, op, _ = parts
+        bounds = ((bound, op in STRICT), ("\\infty", True)) if op in LESS else (("-\\infty", True), (bound, op in STRICT))
+    elif len(parts) == 5 and is_variable == [False, True, False] and (parts[1] in LESS) == (parts[3] in LESS):
+        first, op_first, _, op_second, second = parts  # a < x < b, or b > x > a
+        bounds = ((first, op_first in STRICT), (second, op_second in STRICT))
+        if op_first not in LESS:
+            bounds = bounds[::-1]
+    else:
+        return None
+    (low, low_strict), (high, high_strict) = bounds
+    brackets = ("(" if low_strict else "[") + (")" if high_strict else "]")
+    return Items(brackets, (_parse_clean(low), _parse_clean(high)))
+
+
+ASSIGNMENT = re.compile(rf"(?P<name>{VARIABLE})\s*=\s*(?P<rhs>[^=]+)")
+TUPLE_ASSIGNMENT = re.compile(rf"\(\s*{VARIABLE}(?:\s*,\s*{VARIABLE})+\s*\)\s*=\s*(?P<rhs>[^=]+)")
 OPEN, CLOSE = "([{", ")]}"
-SEPARATOR = re.compile(r"[()\[\]{}]|\s*[,;]\s*|\s+and\s+")
+SEPARATOR = re.compile(r"[()\[\]{}]|\s*[,;]\s*|\s+(?:and|or)\s+|\s*\\cup(?![A-Za-z])\s*")
+
+
+def _assignment(text: str) -> Answer | None:
+    """ "x = 5" and "(a, b) = (4, 1)" are their right side; "y = 2x + 1" is left whole, an equation."""
+    match = TUPLE_ASSIGNMENT.fullmatch(text) or ASSIGNMENT.fullmatch(text)
+    if not match:
+        return None
+    value = _parse_clean(match.group("rhs"))
+    return None if isinstance(value, Expression) and value.expr.free_symbols else value
 
 
 def _items(text: str) -> Items | None:
@@ -192,7 +288,23 @@ def _items(text: str) -> Items | None:
         return None
     if any(not part for part in parts):
         return None
+    assignments = [ASSIGNMENT.fullmatch(part) for part in parts]
+    if not brackets and all(assignments):
+        return _solutions(assignments)
     return Items(brackets, tuple(_parse_clean(part) for part in parts))
+
+
+def _solutions(assignments: list[re.Match]) -> Items:
+    """x=2, y=3; x=3, y=2 -> (2, 3), (3, 2): a solution ends where a name repeats; one name is a value."""
+    solutions: list[list[re.Match]] = [[]]
+    for assignment in assignments:
+        if any(seen.group("name") == assignment.group("name") for seen in solutions[-1]):
+            solutions.append([])
+        solutions[-1].append(assignment)
+    values = [tuple(_parse_clean(a.group("rhs")) for a in solution) for solution in solutions]
+    if len(values) == 1:
+        return Items("()", values[0])
+    return Items("", tuple(value[0] if len(value) == 1 else Items("()", value) for value in values))
 
 
 def _closes_at_end(text: str) -> bool:
