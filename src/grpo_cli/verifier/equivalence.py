@@ -31,7 +31,6 @@ from math_verify import verify
 from sympy import Basic, Expr, Rational
 
 from grpo_cli.verifier.normalize import Answer, Expression, Items, Matrix, Number, Text, clean, squash
-from grpo_cli.verifier.units import scale_between
 
 # math-verify warns on every call made without its own timeout; our worker pool enforces verifier.timeout_s.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -52,6 +51,8 @@ def answers_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
     if isinstance(pred, Text) or isinstance(gold, Text):
         return pred == gold
     if isinstance(pred, Number) and isinstance(gold, Number) and pred.unit != gold.unit:
+        from grpo_cli.verifier.units import scale_between  # pint only for two different unit words
+
         scale = scale_between(pred.unit, gold.unit)
         if scale is None:
             return False

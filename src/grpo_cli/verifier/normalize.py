@@ -15,8 +15,8 @@ Both sides, the reference and the model's extracted answer, go through the same 
   5. items: "1331 and 1728", "1, 2; 3", "4, 9 or 16", "A \\cup B" is an unordered list; (a, b), [a, b),
      {a, b} keep their brackets. Assignments group into solutions: "x=2, y=3; x=3, y=2" is the list of
      tuples (2, 3), (3, 2); "x=2 or x=3" is the list 2, 3.
-  6. "x = 5" and "(a, b) = (4, 1)" are their right side; "y = 2x + 1", whose right side has a variable,
-     stays an equation.
+  6. "x = 5", "(a, b) = (4, 1)" and "x = 2 \\cdot 3 = 6" are their last side ("5 = 6" matches nothing);
+     "y = 2x + 1", whose sides have a variable, stays an equation. "a \\pm b" is the list a + b, a - b.
   7. anything else is LaTeX for math-verify's parser (latex2sympy2_extended), else plain text. Digits
      apart by a space ("12 3") are text: the parser would read 12*3.
 
@@ -91,7 +91,7 @@ def _parse_clean(text: str) -> Answer:
     number = parse_number(text)
     if number is not None:
         return number
-    for parse in (_matrix, _interval, _items, _assignment):
+    for parse in (_matrix, _interval, _items, _equalities, _plus_minus):
         answer = parse(text)
         if answer is not None:
             return answer
@@ -125,9 +125,10 @@ TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|
 THOUSANDS_SPACING = re.compile(r"(?<=\d)(?:,?\s*\\[,!]\s*|\{,\}\s*)(?=\d{3}(?!\d))")
 # Thin spaces, \displaystyle, degree signs; "\\ " (a matrix row break) is kept.
 DROPPED = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle|(?<!\\)\\[,;:! ]|\^\s*\{?\\circ\}?|°")
+APPROXIMATELY = re.compile(r"^\s*(?:\\approx|≈|\\sim)\s*")
 POWER_CHAIN = re.compile(r"(?:\d+|[A-Za-z])(?:\^(?:\d+|[A-Za-z])){2,}")
 REPLACEMENTS = {
-    "\u2212": "-", "\u00a0": " ", "\u202f": " ", "\u2009": " ", "²": "^2", "³": "^3", "≤": r"\le ", "≥": r"\ge ",
+    "\u2212": "-", "\u00a0": " ", "\u202f": " ", "\u2009": " ", "²": "^2", "³": "^3", "±": r"\pm ", "≤": r"\le ", "≥": r"\ge ",
     "\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\%": "%", "\\$": "$", "\\{": "{", "\\}": "}",
 }
 
@@ -146,7 +147,7 @@ def clean(text: str) -> str:
             if match:
                 text = match.group(1)
         text = unbox(text) or text
-    text = TEXT_COMMAND.sub(r" \1 ", text)
+    text = APPROXIMATELY.sub("", TEXT_COMMAND.sub(r" \1 ", text))
     text = THOUSANDS_SPACING.sub(",", text)
     text = DROPPED.sub("", text).replace("**", "^")
     text = re.sub(r"\s+\^", "^", text)  # 5 \text{cm}^2 -> 5 cm^2
@@ -264,18 +265,33 @@ def _interval(text: str) -> Answer | None:
 
 
 ASSIGNMENT = re.compile(rf"(?P<name>{VARIABLE})\s*=\s*(?P<rhs>[^=]+)")
-TUPLE_ASSIGNMENT = re.compile(rf"\(\s*{VARIABLE}(?:\s*,\s*{VARIABLE})+\s*\)\s*=\s*(?P<rhs>[^=]+)")
+NAMES = re.compile(rf"{VARIABLE}|\(\s*{VARIABLE}(?:\s*,\s*{VARIABLE})+\s*\)")
 OPEN, CLOSE = "([{", ")]}"
 SEPARATOR = re.compile(r"[()\[\]{}]|\s*[,;]\s*|\s+(?:and|or)\s+|\s*\\cup(?![A-Za-z])\s*")
 
 
-def _assignment(text: str) -> Answer | None:
-    """ "x = 5" and "(a, b) = (4, 1)" are their right side; "y = 2x + 1" is left whole, an equation."""
-    match = TUPLE_ASSIGNMENT.fullmatch(text) or ASSIGNMENT.fullmatch(text)
-    if not match:
+def _equalities(text: str) -> Answer | None:
+    """ "x = 5", "(a, b) = (4, 1)" and "x = 2 \\cdot 3 = 6" are their last side; numbers that differ
+    ("5 = 6") are a false statement, text that matches nothing; "y = 2x + 1", whose sides have a
+    variable, is left whole, an equation."""
+    sides = [side.strip() for side in text.split("=")]
+    if len(sides) < 2 or not all(sides):
         return None
-    value = _parse_clean(match.group("rhs"))
-    return None if isinstance(value, Expression) and value.expr.free_symbols else value
+    if NAMES.fullmatch(sides[0]):
+        sides = sides[1:]
+    values = [_parse_clean(side) for side in sides]
+    if any(isinstance(value, Expression) and value.expr.free_symbols for value in values):
+        return None
+    if all(isinstance(value, Number) for value in values) and len(set(values)) > 1:
+        return _text(text)
+    return values[-1]
+
+
+def _plus_minus(text: str) -> Items | None:
+    """ "\\frac{-1 \\pm \\sqrt{5}}{2}" is the list of its two values (the LaTeX parser rejects \\pm)."""
+    if text.count("\\pm") != 1:
+        return None
+    return Items("", tuple(_parse_clean(text.replace("\\pm", sign)) for sign in ("+", "-")))
 
 
 def _items(text: str) -> Items | None:

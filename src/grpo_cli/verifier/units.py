@@ -6,8 +6,10 @@ them; ROOT_UNITS lists them all): pint also knows "cats" (centi-technical-atmosp
 "dollars") are words, and dimensionless units (percent, degrees of angle, dozens) are words too; offset
 units (degrees Celsius) are never converted.
 
-pint is imported and its UnitRegistry built (about 0.4 s) the first time a process meets two different
-unit words; numbers without units, or with the same words on both sides, never get here.
+Importing this module imports pint and builds its UnitRegistry (about 0.5 s), once per process: the
+verifier's forkserver imports it, so every worker inherits the registry, and equivalence.py imports it
+only when two numbers carry different words: numbers without units, or with the same words on both
+sides, never pay for pint.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+
+import pint
 
 # pint's names of the units we accept (plural and prefixed forms resolve to these).
 ROOT_UNITS = frozenset(
@@ -24,12 +28,14 @@ ROOT_UNITS = frozenset(
 )
 MAX_WORDS = 4  # "square meters of land": the unit is the longest run of leading words that parses
 MAX_CHARS = 40
+# Definitions read as fractions, so conversions are exact: a foot is 381/1250 m, not 0.30479999999999996.
+REGISTRY = pint.UnitRegistry(non_int_type=Fraction)
 
 
 @dataclass(frozen=True)
 class Unit:
     dimensions: tuple[tuple[str, float], ...]  # (("[length]", 1), ("[time]", -1)) for km/h
-    scale: Fraction  # the unit in SI base units, from pint's float: 0.2777777777777778 for km/h
+    scale: Fraction  # the unit in SI base units, exactly: 5/18 for km/h, 381/1250 for ft
 
 
 def scale_between(pred_words: str, gold_words: str) -> Fraction | None:
@@ -59,13 +65,13 @@ def lookup(words: str) -> Unit | None:
 def _unit(text: str) -> Unit | None:
     for spelling in dict.fromkeys([text, text.lower() if len(text) > 2 else text]):
         try:
-            units = registry().parse_units(spelling)
-            quantity = registry().Quantity(1, units)
+            units = REGISTRY.parse_units(spelling)
+            quantity = REGISTRY.Quantity(Fraction(1), units)
             if not all(_root(name) in ROOT_UNITS for name in units._units) or not quantity._ok_for_muldiv():
                 continue
             dimensions = tuple(sorted(quantity.dimensionality.items()))
             if dimensions:
-                return Unit(dimensions, Fraction(repr(float(quantity.to_base_units().magnitude))))
+                return Unit(dimensions, Fraction(quantity.to_base_units().magnitude))
         except Exception:  # pint raises many kinds (undefined unit, syntax, tokenizer) on words
             continue
     return None
@@ -73,12 +79,5 @@ def _unit(text: str) -> Unit | None:
 
 def _root(name: str) -> str:
     """pint's unit name without prefix or plural: "kilometer" -> "meter"."""
-    return registry().parse_unit_name(name)[0][1]
+    return REGISTRY.parse_unit_name(name)[0][1]
 
-
-@lru_cache(maxsize=1)
-def registry():
-    """One UnitRegistry per process (each verifier worker builds its own on first use)."""
-    import pint
-
-    return pint.UnitRegistry()
