@@ -85,3 +85,35 @@ def test_auto_stays_linear_on_unclosed_latex_delimiters():
     start = time.perf_counter()
     assert extract_answer("\\(" * 5000 + " 7", "auto").answer == "7"
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        (r"\boxed{2}, \boxed{5}, \boxed{9}", "2, 5, 9"),
+        (r"$\boxed{2}$, $\boxed{5}$ and $\boxed{9}$.", "2, 5, 9"),
+        (r"$x = \boxed{2}$, $y = \boxed{3}$", "x = 2, y = 3"),
+        (r"\boxed{5} \quad \boxed{5}", "5"),  # a repeated box counts once
+        (r"We get \boxed{4}. Checking again, the total is \boxed{5}.", "5"),  # prose between: the last box alone
+        (r"(a) \boxed{3} (b) \boxed{4}", "4"),
+    ],
+)
+def test_boxes_one_after_another_are_one_answer(text, answer):
+    assert extract_answer(text, "boxed") == Extraction(answer, True)
+    assert extract_answer(text, "auto") == Extraction(answer, True)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        (r"so x is \frac{7}{3}", r"\frac{7}{3}"),
+        (r"so x is -\dfrac{7}{3} here", r"-\dfrac{7}{3}"),
+        (r"in all 4,\! 321,\! 000 people", r"4,\! 321,\! 000"),
+        (r"about 1\,000 m", r"1\,000"),
+        ("The code is QX7TB, or 3x2", None),  # digits inside words are no numbers
+        ("it weighs 7kg", "7"),
+    ],
+)
+def test_last_number_reads_latex_fractions_and_thin_spaces_but_no_digits_inside_words(text, number):
+    found = extract_answer(text, "last_number")
+    assert (found.answer if found else None) == number

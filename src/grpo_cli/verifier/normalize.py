@@ -123,8 +123,9 @@ WRAPPERS = [re.compile(p, re.DOTALL) for p in (r"\$\$(.*)\$\$", r"\$(.*)\$", r"\
 TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 # 4,\!321  56,\!789  1\,000  1{,}000: a thin space or {,} before three digits separates thousands.
 THOUSANDS_SPACING = re.compile(r"(?<=\d)(?:,?\s*\\[,!]\s*|\{,\}\s*)(?=\d{3}(?!\d))")
-# Thin spaces, \displaystyle, degree signs; "\\ " (a matrix row break) is kept.
-DROPPED = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle|(?<!\\)\\[,;:! ]|\^\s*\{?\\circ\}?|°")
+DROPPED = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle|\^\s*\{?\\circ\}?|°")
+# Other thin spaces are spaces ("1\\,00" is 1 and 00); "\\\\ " (a matrix row break) is none.
+THIN_SPACE = re.compile(r"(?<!\\)\\[,;:! ]")
 APPROXIMATELY = re.compile(r"^\s*(?:\\approx|≈|\\sim)\s*")
 POWER_CHAIN = re.compile(r"(?:\d+|[A-Za-z])(?:\^(?:\d+|[A-Za-z])){2,}")
 REPLACEMENTS = {
@@ -149,7 +150,7 @@ def clean(text: str) -> str:
         text = unbox(text) or text
     text = APPROXIMATELY.sub("", TEXT_COMMAND.sub(r" \1 ", text))
     text = THOUSANDS_SPACING.sub(",", text)
-    text = DROPPED.sub("", text).replace("**", "^")
+    text = THIN_SPACE.sub(" ", DROPPED.sub("", text)).replace("**", "^")
     text = re.sub(r"\s+\^", "^", text)  # 5 \text{cm}^2 -> 5 cm^2
     text = POWER_CHAIN.sub(_right_associative, text)
     return re.sub(r"\s+", " ", text).strip()
