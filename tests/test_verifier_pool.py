@@ -157,12 +157,13 @@ def test_version_and_config_hash_identify_what_scored_a_run(verifier):
     assert verifier.version.startswith("math-v2 math-verify-0.")
 
 
-def test_each_gsm8k_reference_solution_scores_one_against_its_answer_and_zero_against_the_next_integer():
+@pytest.mark.parametrize("extract", ["gsm8k", "auto"])
+def test_each_gsm8k_reference_solution_scores_one_against_its_answer_and_zero_against_the_next_integer(extract):
     rows = [json.loads(line) for line in (GSM8K_DIR / "test.jsonl").read_text().splitlines()]
     assert len(rows) == 1319
     solutions = [row["answer"] for row in rows]
     answers = [row["answer"].rsplit("####", 1)[1].strip().replace(",", "") for row in rows]
-    with build_verifier(VerifierConfig(extract="gsm8k", timeout_s=1.0, num_workers=2)) as verifier:
+    with build_verifier(VerifierConfig(extract=extract, timeout_s=1.0, num_workers=2)) as verifier:
         right = verifier.score(solutions, answers)
         off_by_one = verifier.score(solutions, [str(int(a) + 1) for a in answers])
     assert [s.reward for s in right] == [1.0] * 1319

@@ -139,7 +139,7 @@ LATEX_SPAN = re.compile(
     r"\$\$(?P<d>[^$]+)\$\$|\$(?P<i>[^$\n]+)\$"
     r"|\\\((?P<p>(?:[^\\]|\\(?!\())+?)\\\)|\\\[(?P<b>(?:[^\\]|\\(?!\[))+?)\\\]"
 )
-LATEX_COMMAND = re.compile(r"\\[A-Za-z]+(?:\{[^{}]*\})?")
+LATEX_COMMAND = re.compile(r"\\[A-Za-z]+(?:\{[^{}]*\})*")  # with its arguments: \begin{array}{cc}
 WORD = re.compile(r"[A-Za-z]{2,}")
 
 
@@ -151,12 +151,13 @@ def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
 
 
 def _last_answer_phrase(text: str, phrase: re.Pattern = ANSWER_IS) -> tuple[int, str] | None:
-    """(position, answer) of the last `phrase`; the answer runs to the end of its sentence or line."""
+    """(position, answer) of the last `phrase`; the answer runs to the end of its sentence or line, without
+    the bold markers around it ("**Answer:** 27")."""
     match = _last_match(phrase, text)
     if not match:
         return None
     rest = text[match.end() :].split("\n", 1)[0]
-    answer = SENTENCE_END.split(rest, maxsplit=1)[0].strip()
+    answer = SENTENCE_END.split(rest, maxsplit=1)[0].strip().strip("*").strip()
     return (match.start(), answer) if answer else None
 
 
