@@ -3,9 +3,9 @@ bracketed tuple, an interval or a set), a Matrix, an Expression (math-verify's L
 or, when nothing parses, Text.
 
 Both sides, the reference and the model's extracted answer, go through the same steps:
-  1. clean: drop $...$, \\(...\\), \\boxed{}, \\text{}, **bold**, \\left/\\right, a final period; thin
-     spaces inside a number (4,\\!321 and 1\\,000) become thousands separators and other thin spaces go;
-     unicode minus -> "-", \\dfrac -> \\frac, "**" -> "^", and a^b^c means a^(b^c) as in mathematics.
+  1. clean: drop $...$, \\(...\\), \\boxed{}, \\text{}, **bold**, \\left/\\right, \\approx, a final period;
+     thin spaces inside a number (4,\\!321 and 1\\,000) become thousands separators, other thin spaces
+     and ~ are spaces; unicode minus -> "-", \\dfrac -> \\frac, "**" -> "^", and a^b^c means a^(b^c).
   2. number: sign, currency ($18.00, \\$18, €, £, ¥), thousands separators (2,125 and 1{,}000),
      decimals, fractions (3/4, \\frac{3}{4}, \\frac34), mixed numbers (1 1/2, 1\\frac{1}{2}), scientific
      notation (1.5e3, 1.5\\times10^{3}), percent (25%, 25\\%, 25 percent), then the words after it
@@ -134,6 +134,7 @@ REPLACEMENTS = {
 }
 
 
+@lru_cache(maxsize=4096)
 def clean(text: str) -> str:
     """Strip presentation (wrappers, spacing, a final period) so equal answers have equal text."""
     text = text.strip()
