@@ -20,6 +20,10 @@ def reason(predicted: str, reference: str, extract: str = "final_line") -> str:
     return check_math(completion, reference, VerifierConfig(extract=extract)).reason
 
 
+def boxed_reason(predicted: str, reference: str) -> str:
+    return reason(rf"The result follows: $\boxed{{{predicted}}}$.", reference, extract="auto")
+
+
 @pytest.mark.parametrize("predicted", ["#### 18.", "#### $18", "#### 18.00", "#### 18 dollars"])
 def test_gsm8k_answers_in_everyday_forms_score_where_strict_scorers_do_not(predicted):
     assert reason(predicted, "18", extract="gsm8k") == "correct"
@@ -237,7 +241,7 @@ def test_several_boxes_are_no_way_to_list_candidates():
     [(r"\text{prime}", "prime"), ("Prime", r"\text{prime}"), (r"\textbf{No}", "no"), (r"\text{Yes}", "YES"), (r"\text{(C)}", "C")],
 )
 def test_text_answers_ignore_case_and_text_commands(predicted, reference):
-    assert reason(rf"\boxed{{{predicted}}}", reference, extract="auto") == "correct"
+    assert boxed_reason(predicted, reference) == "correct"
 
 
 def test_text_answers_are_not_lists_in_disguise():
@@ -265,7 +269,7 @@ def test_text_answers_are_not_lists_in_disguise():
     ],
 )
 def test_named_tuples_assignments_and_solution_sets(predicted, reference, expected):
-    assert reason(rf"\boxed{{{predicted}}}", reference, extract="auto") == expected
+    assert boxed_reason(predicted, reference) == expected
 
 
 @pytest.mark.parametrize(
@@ -285,7 +289,7 @@ def test_named_tuples_assignments_and_solution_sets(predicted, reference, expect
     ],
 )
 def test_solution_lists_are_unordered_and_intervals_are_exact(predicted, reference, expected):
-    assert reason(rf"\boxed{{{predicted}}}", reference, extract="auto") == expected
+    assert boxed_reason(predicted, reference) == expected
 
 
 @pytest.mark.parametrize(
@@ -306,7 +310,7 @@ def test_solution_lists_are_unordered_and_intervals_are_exact(predicted, referen
     ],
 )
 def test_inequalities_are_intervals(predicted, reference, expected):
-    assert reason(rf"\boxed{{{predicted}}}", reference, extract="auto") == expected
+    assert boxed_reason(predicted, reference) == expected
 
 
 PMATRIX = r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}"
@@ -328,7 +332,7 @@ PMATRIX = r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}"
     ],
 )
 def test_matrices_compare_entry_by_entry_with_the_scalar_rules(predicted, reference, expected):
-    assert reason(rf"\boxed{{{predicted}}}", reference, extract="auto") == expected
+    assert boxed_reason(predicted, reference) == expected
 
 
 @pytest.mark.parametrize(
@@ -345,7 +349,7 @@ def test_matrices_compare_entry_by_entry_with_the_scalar_rules(predicted, refere
     ],
 )
 def test_equations_are_equal_up_to_rearrangement_and_scaling(predicted, reference, expected):
-    assert reason(rf"\boxed{{{predicted}}}", reference, extract="auto") == expected
+    assert boxed_reason(predicted, reference) == expected
 
 
 @pytest.mark.parametrize(
@@ -384,3 +388,21 @@ def test_a_huge_answer_is_judged_quickly():
     assert reason(r"\boxed{" + "1+" * 3000 + "1}", "3001", extract="auto") == "wrong"
     assert reason(r"\boxed{" + ", ".join(str(i) for i in range(2000)) + "}", "5", extract="auto") == "wrong"
     assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.parametrize(
+    ("predicted", "reference", "expected"),
+    [
+        (r"0.\overline{3}", r"\frac13", "correct"),
+        (r"0.1\overline{6}", r"\frac16", "correct"),
+        (r"1.\overline{142857}", r"\frac87", "correct"),
+        (r"0.\overline{3}", "0.3", "wrong"),
+        (r"5\text{.}", "5", "correct"),
+        (r"\approx 5", "5", "correct"),
+        (r"\approx 3.14", r"\pi", "wrong"),
+        (r"12\mathrm{~cm}", "12", "correct"),
+        ("x = 5, x = 5", "5", "wrong"),  # a list of two, however alike
+    ],
+)
+def test_repeating_decimals_and_presentation_leftovers(predicted, reference, expected):
+    assert boxed_reason(predicted, reference) == expected

@@ -7,7 +7,7 @@ Both sides, the reference and the model's extracted answer, go through the same 
      thin spaces inside a number (4,\\!321 and 1\\,000) become thousands separators, other thin spaces
      and ~ are spaces; unicode minus -> "-", \\dfrac -> \\frac, "**" -> "^", and a^b^c means a^(b^c).
   2. number: sign, currency ($18.00, \\$18, €, £, ¥), thousands separators (2,125 and 1{,}000),
-     decimals, fractions (3/4, \\frac{3}{4}, \\frac34), mixed numbers (1 1/2, 1\\frac{1}{2}), scientific
+     decimals, repeating decimals (0.\\overline{3}), fractions (3/4, \\frac{3}{4}, \\frac34), mixed numbers (1 1/2, 1\\frac{1}{2}), scientific
      notation (1.5e3, 1.5\\times10^{3}), percent (25%, 25\\%, 25 percent), then the words after it
      ("3.5 kg", "12 boxes", "5 m"): kept as the number's unit, judged in equivalence.py (units.py).
   3. a matrix (pmatrix, bmatrix, array): its entries, row by row.
@@ -154,7 +154,7 @@ def clean(text: str) -> str:
     text = THIN_SPACE.sub(" ", DROPPED.sub("", text)).replace("**", "^")
     text = re.sub(r"\s+\^", "^", text)  # 5 \text{cm}^2 -> 5 cm^2
     text = POWER_CHAIN.sub(_right_associative, text)
-    return re.sub(r"\s+", " ", text).strip()
+    return re.sub(r"\s+", " ", text).strip().rstrip(".").strip()  # "5\\text{.}"
 
 
 def _right_associative(chain: re.Match) -> str:
@@ -168,6 +168,7 @@ def _right_associative(chain: re.Match) -> str:
 MIXED = r"(?P<whole>\d+)(?:\s+(?P<num>\d+)/(?P<den>\d+)|\s*\\frac\{(?P<lnum>\d+)\}\{(?P<lden>\d+)\})"
 FRACTION = r"(?P<fnum>\d+(?:\.\d+)?)/(?P<fden>\d+(?:\.\d+)?)|\\frac\{(?P<flnum>\d+(?:\.\d+)?)\}\{(?P<flden>\d+(?:\.\d+)?)\}|\\frac(?P<fsnum>\d)(?P<fsden>\d)"
 SCIENTIFIC = r"(?P<mantissa>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<e>[-+]?\d+)|\s*(?:\\times|×|\\cdot)\s*10\^\{?(?P<p>[-+]?\d+)\}?)"
+REPEATING = r"(?P<rwhole>\d*)\.(?P<rfixed>\d*)\\overline\{(?P<repeat>\d+)\}"  # 0.1\overline{6} = 1/6
 DECIMAL = r"(?P<decimal>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d*)?|\.\d+)"
 # A unit or word after a number: letters, then no digit but in an exponent ("km/h", "cm^2", "m^{3}").
 UNIT_WORD = r"[A-Za-z][^\s\d^]*(?:\^\{?-?\d\}?[^\s\d^]*)*"
@@ -175,7 +176,7 @@ UNIT_WORD = r"[A-Za-z][^\s\d^]*(?:\^\{?-?\d\}?[^\s\d^]*)*"
 # and "2 x" stay expressions.
 NUMBER_ANSWER = re.compile(
     r"(?P<sign>[-+]?)\s*(?:[$€£¥])?\s*(?P<sign2>[-+]?)\s*"
-    rf"(?:{MIXED}|{FRACTION}|{SCIENTIFIC}|{DECIMAL})"
+    rf"(?:{MIXED}|{FRACTION}|{SCIENTIFIC}|{REPEATING}|{DECIMAL})"
     r"\s*(?P<percent>%|percent\b)?"
     rf"(?P<unit>(?:\s*(?=[A-Za-z]{{2}})|\s+(?=[mgshL](?![A-Za-z])))(?:{UNIT_WORD})(?:\s+{UNIT_WORD})*)?"
 )
@@ -209,6 +210,10 @@ def _number_value(match: re.Match) -> Fraction | None:
     numerator, denominator = g["fnum"] or g["flnum"] or g["fsnum"], g["fden"] or g["flden"] or g["fsden"]
     if numerator:
         return Fraction(numerator) / Fraction(denominator)
+    if g["repeat"]:
+        fixed, repeat = g["rfixed"], g["repeat"]
+        shift = Fraction(10) ** len(fixed)
+        return int(g["rwhole"] or 0) + Fraction(int(fixed or 0)) / shift + Fraction(int(repeat), 10 ** len(repeat) - 1) / shift
     if g["mantissa"]:
         exponent = int(g["e"] or g["p"])
         return Fraction(g["mantissa"]) * Fraction(10) ** exponent if abs(exponent) <= MAX_EXPONENT else None
