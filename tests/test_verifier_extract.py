@@ -117,3 +117,10 @@ def test_boxes_one_after_another_are_one_answer(text, answer):
 def test_last_number_reads_latex_fractions_and_thin_spaces_but_no_digits_inside_words(text, number):
     found = extract_answer(text, "last_number")
     assert (found.answer if found else None) == number
+
+
+def test_prices_are_no_latex_span():
+    """pandoc's rule: no space inside the dollars, no digit after the closing one."""
+    text = "1. Apples: 4 x $2 = $8\n2. Bread: $3\n3. Total: $8 + $3 = $11\n\nThe total cost is **$11**."
+    assert extract_answer(text, "auto").answer == "$11"
+    assert extract_answer(r"so the area is $x^2 + 1$ and that is all", "auto").answer == "x^2 + 1"

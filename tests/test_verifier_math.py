@@ -406,3 +406,8 @@ def test_a_huge_answer_is_judged_quickly():
 )
 def test_repeating_decimals_and_presentation_leftovers(predicted, reference, expected):
     assert boxed_reason(predicted, reference) == expected
+
+
+def test_a_subscript_digit_before_a_space_is_no_spaced_number():
+    assert boxed_reason(r"\log_2 3", r"\frac{\ln 3}{\ln 2}") == "correct"
+    assert boxed_reason("12 3", "36") == "wrong"

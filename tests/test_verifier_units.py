@@ -101,3 +101,17 @@ def test_a_unit_check_in_a_fresh_worker_is_well_inside_its_timeout():
     with build_verifier(VerifierConfig(extract="final_line", timeout_s=0.5, num_workers=2)) as verifier:
         scores = verifier.score([p for p, _ in pairs] * 2, [g for _, g in pairs] * 2)
     assert [s.reason for s in scores] == ["correct", "correct", "wrong"] * 2
+
+
+@pytest.mark.parametrize(
+    ("predicted", "reference", "expected"),
+    [
+        (r"36\pi \text{ cm}^3", r"36\pi", "correct"),  # math-verify's parser would read c*m^3
+        (r"36\pi \text{ cm}^3", r"36000\pi \text{ mm}^3", "correct"),
+        (r"36\pi \text{ cm}^3", r"36\pi \text{ cm}^2", "wrong"),
+        (r"5\sqrt{2} \text{ meters}", r"500\sqrt{2} \text{ cm}", "correct"),
+        (r"5\sqrt{2} \text{ meters}", r"5\sqrt{2} \text{ seconds}", "wrong"),
+    ],
+)
+def test_an_expression_carries_its_unit_like_a_number(predicted, reference, expected):
+    assert reason(predicted, reference) == expected

@@ -50,15 +50,22 @@ def answers_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
         return isinstance(pred, Items) and isinstance(gold, Items) and _items_match(pred, gold, rel_tol)
     if isinstance(pred, Text) or isinstance(gold, Text):
         return pred == gold
-    if isinstance(pred, Number) and isinstance(gold, Number) and pred.unit != gold.unit:
+    if pred.unit != gold.unit:
         from grpo_cli.verifier.units import scale_between  # pint only for two different unit words
 
         scale = scale_between(pred.unit, gold.unit)
         if scale is None:
             return False
         if scale != 1:
-            return any(_close(p * scale, g, Fraction(rel_tol)) for p, g in _readings(pred, gold))
+            return any(_converted_match(p, scale, g, rel_tol) for p, g in _readings(pred, gold))
     return any(_values_match(p, g, rel_tol) for p, g in _readings(pred, gold))
+
+
+def _converted_match(pred: Fraction | Basic, scale: Fraction, gold: Fraction | Basic, rel_tol: float) -> bool:
+    """pred x scale against gold within rel_tol, whatever their decimal expansions."""
+    if isinstance(pred, Fraction) and isinstance(gold, Fraction):
+        return _close(pred * scale, gold, Fraction(rel_tol))
+    return _expressions_match(_as_sympy(pred) * _as_sympy(scale), _as_sympy(gold), rel_tol)
 
 
 def _readings(pred: Answer, gold: Answer) -> list[tuple]:

@@ -134,9 +134,10 @@ ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*:?", re.IGNOREC
 ANSWER_COLON = re.compile(r"\b(?:final\s+)?answer\s*:", re.IGNORECASE)
 SENTENCE_END = re.compile(r"\.(?:\s|$)")
 # $$...$$, $...$, \(...\), \[...\]; a span cannot hold its own opening delimiter, which keeps the
-# scan linear on text such as 5,000 unclosed "\(".
+# scan linear on text such as 5,000 unclosed "\(". As in pandoc, $...$ has no space inside its dollars
+# and no digit after the closing one, so prices ("$8 + $3 = $11") are no span.
 LATEX_SPAN = re.compile(
-    r"\$\$(?P<d>[^$]+)\$\$|\$(?P<i>[^$\n]+)\$"
+    r"\$\$(?P<d>[^$]+)\$\$|\$(?!\s)(?P<i>[^$\n]*[^$\s])\$(?!\d)"
     r"|\\\((?P<p>(?:[^\\]|\\(?!\())+?)\\\)|\\\[(?P<b>(?:[^\\]|\\(?!\[))+?)\\\]"
 )
 LATEX_COMMAND = re.compile(r"\\[A-Za-z]+(?:\{[^{}]*\})*")  # with its arguments: \begin{array}{cc}

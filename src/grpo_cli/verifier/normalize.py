@@ -17,8 +17,9 @@ Both sides, the reference and the model's extracted answer, go through the same 
      tuples (2, 3), (3, 2); "x=2 or x=3" is the list 2, 3.
   6. "x = 5", "(a, b) = (4, 1)" and "x = 2 \\cdot 3 = 6" are their last side ("5 = 6" matches nothing);
      "y = 2x + 1", whose sides have a variable, stays an equation. "a \\pm b" is the list a + b, a - b.
-  7. anything else is LaTeX for math-verify's parser (latex2sympy2_extended), else plain text. Digits
-     apart by a space ("12 3") are text: the parser would read 12*3.
+  7. anything else is LaTeX for math-verify's parser (latex2sympy2_extended), else plain text; words after
+     it are its unit, as for a number ("36\\pi cm^3"). Digits apart by a space ("12 3") are text: the
+     parser would read 12*3.
 
 Model text only meets regexes and a grammar parser here, never eval/exec (sympy's parse_expr evals).
 """
@@ -59,6 +60,7 @@ class Matrix:
 @dataclass(frozen=True)
 class Expression:
     expr: Basic
+    unit: str = ""  # words after it, as for a Number: "36\\pi cm^3"
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ LATEX_NORMALIZATION = NormalizationConfig(
 MAX_LATEX_CHARS = 1000  # longer answers are compared as text
 MAX_NESTING = 50  # and so are answers with brackets nested deeper
 MAX_EXPONENT = 1000  # 1e400 is a number; 1e99999999 is left to sympy, under the check's timeout
+# "12 3" is two numbers, though LaTeX would typeset 123 and the parser reads 12*3; "\\log_2 3" is one.
+SPACED_DIGITS = re.compile(r"(?<![\w^_\\])\d+\s+\d")
 
 
 @lru_cache(maxsize=4096)
@@ -95,7 +99,16 @@ def _parse_clean(text: str) -> Answer:
         answer = parse(text)
         if answer is not None:
             return answer
-    if len(text) > MAX_LATEX_CHARS or re.search(r"\d\s+\d", text):  # the LaTeX parser needs seconds for 5,000 characters
+    with_words = EXPRESSION_WITH_WORDS.fullmatch(text) if len(text) <= MAX_LATEX_CHARS else None
+    if with_words and not LIST_WORD.search(with_words.group("unit")):
+        head = _latex(with_words.group("head"))
+        if isinstance(head, Expression):
+            return Expression(head.expr, unit=with_words.group("unit"))
+    return _latex(text)
+
+
+def _latex(text: str) -> Expression | Text:
+    if len(text) > MAX_LATEX_CHARS or SPACED_DIGITS.search(text):  # the LaTeX parser needs seconds for 5,000 characters
         return _text(text)
     try:
         return Expression(latex2sympy(text, is_real=not should_treat_as_complex(text), normalization_config=LATEX_NORMALIZATION))
@@ -180,6 +193,9 @@ NUMBER_ANSWER = re.compile(
     r"\s*(?P<percent>%|percent\b)?"
     rf"(?P<unit>(?:\s*(?=[A-Za-z]{{2}})|\s+(?=[mgshL](?![A-Za-z])))(?:{UNIT_WORD})(?:\s+{UNIT_WORD})*)?"
 )
+# "36\\pi cm^3", "5\\sqrt{2} meters": an expression ending in a digit, a bracket or a command, then words of
+# two letters or more.
+EXPRESSION_WITH_WORDS = re.compile(r"(?P<head>.*(?:[\d})]|\\[A-Za-z]+))\s+(?P<unit>[A-Za-z]{2}[^\s\d\\^]*(?:\^\{?-?\d\}?)?(?:\s+[A-Za-z]{2}[^\s\d\\^]*(?:\^\{?-?\d\}?)?)*)")
 # "5 or six", "5 and more": a list, not a number with words.
 LIST_WORD = re.compile(r"\b(?:or|and)\b")
 
