@@ -92,23 +92,16 @@ def parse_answer(text: str) -> Answer | None:
 
 
 def _parse_clean(text: str) -> Answer:
-    number = parse_number(text)
-    if number is not None:
-        return number
-    for parse in (_matrix, _interval, _items, _equalities, _plus_minus):
+    for parse in (parse_number, _matrix, _interval, _items, _equalities, _plus_minus, _expression_with_unit):
         answer = parse(text)
         if answer is not None:
             return answer
-    with_words = EXPRESSION_WITH_WORDS.fullmatch(text) if len(text) <= MAX_LATEX_CHARS else None
-    if with_words and not LIST_WORD.search(with_words.group("unit")):
-        head = _latex(with_words.group("head"))
-        if isinstance(head, Expression):
-            return Expression(head.expr, unit=with_words.group("unit"))
     return _latex(text)
 
 
 def _latex(text: str) -> Expression | Text:
-    if len(text) > MAX_LATEX_CHARS or SPACED_DIGITS.search(text):  # the LaTeX parser needs seconds for 5,000 characters
+    # The LaTeX parser needs seconds for 5,000 characters.
+    if len(text) > MAX_LATEX_CHARS or SPACED_DIGITS.search(text):
         return _text(text)
     try:
         return Expression(latex2sympy(text, is_real=not should_treat_as_complex(text), normalization_config=LATEX_NORMALIZATION))
@@ -308,6 +301,15 @@ def _equalities(text: str) -> Answer | None:
     if all(isinstance(value, Number) for value in values) and len(set(values)) > 1:
         return _text(text)
     return values[-1]
+
+
+def _expression_with_unit(text: str) -> Expression | None:
+    """ "36\\pi cm^3": an expression with the words after it as its unit."""
+    match = EXPRESSION_WITH_WORDS.fullmatch(text) if len(text) <= MAX_LATEX_CHARS else None
+    if not match or LIST_WORD.search(match.group("unit")):
+        return None
+    head = _latex(match.group("head"))
+    return Expression(head.expr, unit=match.group("unit")) if isinstance(head, Expression) else None
 
 
 def _plus_minus(text: str) -> Items | None:
