@@ -81,6 +81,13 @@ def test_auto_prefers_a_box_then_the_latest_phrase_then_latex_then_a_number():
     assert extract_answer("I paid $18 and $20 for 2 items", "auto") == Extraction("2", False)
 
 
+def test_chains_of_boxes_are_read_in_linear_time():
+    start = time.perf_counter()
+    assert extract_answer(", ".join([r"\boxed{1}"] * 5000), "auto").answer == "1"
+    assert extract_answer((" " * 5000).join([r"\boxed{1}", r"\boxed{2}"] * 100), "auto").answer == "1, 2"
+    assert time.perf_counter() - start < 1.0
+
+
 def test_auto_stays_linear_on_unclosed_latex_delimiters():
     start = time.perf_counter()
     assert extract_answer("\\(" * 5000 + " 7", "auto").answer == "7"

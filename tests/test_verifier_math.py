@@ -377,6 +377,16 @@ def test_equations_are_equal_up_to_rearrangement_and_scaling(predicted, referenc
         (r"\boxed{5 \pm 1}", "5"),
         (r"\boxed{\text{the answer is between 4 and 6}}", "5"),
         (r"\boxed{" + "+".join(["x"] * 400) + "}", "400"),  # a huge expression is compared as text
+        (r"\boxed{0 = 0 \cdot y}", "y=2x+3"),  # equations true for everything
+        (r"\boxed{2y = 2y}", "y=2x+3"),
+        (r"\boxed{y=2x+3 \text{ or } y=2x}", "y=2x+3"),
+        (r"\boxed{5.5 \pm 0.5}", "5"),
+        (r"\boxed{[4, 6]}", "5"),
+        (r"\boxed{4 < x < 6}", "5"),
+        (r"\boxed{\begin{pmatrix} 1 \text{ or } 2 \\ 3 \end{pmatrix}}", r"\begin{pmatrix} 1 \\ 3 \end{pmatrix}"),
+        (r"\boxed{\text{yes or no}}", "yes"),
+        (r"\boxed{3.5 \text{ kg or } 3.5 \text{ g}}", "3.5 kg"),
+        (r"\boxed{3500 \text{ g}}", "3.5"),  # a bare gold is read in the prediction's unit: 3500 g is not 3.5 g
     ],
 )
 def test_no_new_false_positives(completion, reference):
