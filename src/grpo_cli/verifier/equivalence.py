@@ -50,7 +50,7 @@ def answers_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
         return isinstance(pred, Items) and isinstance(gold, Items) and _items_match(pred, gold, rel_tol)
     if isinstance(pred, Text) or isinstance(gold, Text):
         return pred == gold
-    if pred.unit != gold.unit:
+    if pred.unit and gold.unit and pred.unit != gold.unit:
         from grpo_cli.verifier.units import scale_between  # pint only for two different unit words
 
         scale = scale_between(pred.unit, gold.unit)
