@@ -18,8 +18,9 @@
      (sympy simplification), which is only asked once the numeric rules above could not decide.
 Lists must have the same length (a one-element answer never matches a two-element one) and match as
 multisets; bracketed items keep order and must use the same brackets: (0,9) is not [0,9).
-Equations go to math-verify, which compares them up to rearrangement and scaling (3x-6y+2=0 is
-y=x/2+1/3) and compares "y = 2x+1" with 2x+1 by its right side.
+Two equations are equal up to rearrangement and scaling (3x-6y+2=0 is y=x/2+1/3): lhs - rhs of one is a
+nonzero constant times the other's. An equation against an expression goes to math-verify, which compares
+"y = 2x+1" with 2x+1 by its right side.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import logging
 from fractions import Fraction
 
 from math_verify import verify
-from sympy import Basic, Expr, Rational
+from sympy import Basic, Equality, Expr, Rational, cancel
 
 from grpo_cli.verifier.normalize import Answer, Expression, Items, Matrix, Number, Text, clean, squash
 
@@ -124,7 +125,19 @@ def _expressions_match(pred: Basic, gold: Basic, rel_tol: float) -> bool:
             if isinstance(exact_pred, Rational) and isinstance(exact_gold, Rational):
                 return _values_match(exact_pred, exact_gold, rel_tol)
         return bool(_close(p, g, rel_tol))
+    if isinstance(pred, Equality) and isinstance(gold, Equality):
+        return _equations_match(pred, gold)
     return verify(gold, pred, timeout_seconds=None)
+
+
+def _equations_match(pred: Equality, gold: Equality) -> bool:
+    """Equal up to rearrangement and scaling: (lhs - rhs) of one is a nonzero constant times the other's.
+    math-verify agrees but needs about half a second a pair, close to the default timeout."""
+    pred_zero, gold_zero = pred.lhs - pred.rhs, gold.lhs - gold.rhs
+    if pred_zero == 0 or gold_zero == 0:
+        return False
+    ratio = cancel(pred_zero / gold_zero)
+    return bool(ratio.is_number and ratio.is_finite and ratio != 0)
 
 
 def _matrices_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
