@@ -26,9 +26,9 @@ __all__ = ["Score", "Verifier", "build_verifier"]
 
 # Bump when a change to extraction, normalization, equivalence or rewards can change a score.
 RULES_VERSION = 2
-# Imported once by the forkserver that forks the workers, so a new worker starts without importing sympy
-# or building pint's unit registry.
-WORKER_MODULES = ["grpo_cli.verifier.rewards", "grpo_cli.verifier.units"]
+# Imported once by the forkserver that forks the workers, so a new worker starts without importing sympy,
+# and with the first-use costs of a math check (pint's registry included) paid (warm.py).
+WORKER_MODULES = ["grpo_cli.verifier.rewards", "grpo_cli.verifier.warm"]
 
 
 class Verifier:

@@ -7,9 +7,9 @@ them; ROOT_UNITS lists them all): pint also knows "cats" (centi-technical-atmosp
 units (degrees Celsius) are never converted.
 
 Importing this module imports pint and builds its UnitRegistry (about 0.5 s), once per process: the
-verifier's forkserver imports it, so every worker inherits the registry, and equivalence.py imports it
-only when two numbers carry different words: numbers without units, or with the same words on both
-sides, never pay for pint.
+verifier's forkserver imports it (warm.py), so every worker inherits the registry, and equivalence.py
+imports it only when both answers carry words and they differ: numbers without units, or with the same
+words on both sides, never pay for pint.
 """
 
 from __future__ import annotations
