@@ -1,4 +1,5 @@
-"""Units in math answers: converted with pint when both sides carry a unit, dropped when they are words."""
+"""Units in math answers: converted with pint when both sides carry a unit, dropped when they are words;
+and the workers' warm start (pint and sympy ready before the first check)."""
 
 import pytest
 
@@ -95,12 +96,19 @@ def test_only_everyday_units_are_units():
     assert lookup("__import__('os').system('x') kg") is None
 
 
-def test_a_unit_check_in_a_fresh_worker_is_well_inside_its_timeout():
-    """The forkserver builds pint's registry, so no worker pays for it inside a check's timeout."""
-    pairs = [("FINAL: 1.45 kg", "1450 g"), ("FINAL: 36 km/h", "10 m/s"), ("FINAL: 3.5 g", "3.5 kg")]
-    with build_verifier(VerifierConfig(extract="final_line", timeout_s=0.5, num_workers=2)) as verifier:
-        scores = verifier.score([p for p, _ in pairs] * 2, [g for _, g in pairs] * 2)
-    assert [s.reason for s in scores] == ["correct", "correct", "wrong"] * 2
+def test_first_checks_in_fresh_workers_are_well_inside_the_default_timeout():
+    """The forkserver builds pint's registry and runs one check of each kind (warm.py): without that, a
+    worker's first symbolic check takes about 1.1 s here, a timeout at the default timeout_s = 1."""
+    pairs = [
+        ("FINAL: 1.45 kg", "1450 g"),
+        ("FINAL: 36 km/h", "10 m/s"),
+        ("FINAL: 3.5 g", "3.5 kg"),
+        (r"FINAL: (a+b)^2", "a^2+2ab+b^2"),
+        (r"FINAL: 2x+4y=6", "x+2y-3=0"),
+    ]
+    with build_verifier(VerifierConfig(extract="final_line", timeout_s=1.0, num_workers=2)) as verifier:
+        scores = verifier.score([p for p, _ in pairs], [g for _, g in pairs])
+    assert [s.reason for s in scores] == ["correct", "correct", "wrong", "correct", "correct"]
 
 
 @pytest.mark.parametrize(
