@@ -119,6 +119,8 @@ def test_first_checks_in_fresh_workers_are_well_inside_the_default_timeout():
         (r"36\pi \text{ cm}^3", r"36\pi \text{ cm}^2", "wrong"),
         (r"5\sqrt{2} \text{ meters}", r"500\sqrt{2} \text{ cm}", "correct"),
         (r"5\sqrt{2} \text{ meters}", r"5\sqrt{2} \text{ seconds}", "wrong"),
+        (r"4\sqrt{3}\text{ m}", r"4\sqrt{3} \text{ cm}", "wrong"),  # one-letter SI units too
+        (r"4\sqrt{3}\text{ m}", r"400\sqrt{3} \text{ cm}", "correct"),
     ],
 )
 def test_an_expression_carries_its_unit_like_a_number(predicted, reference, expected):

@@ -176,19 +176,19 @@ FRACTION = r"(?P<fnum>\d+(?:\.\d+)?)/(?P<fden>\d+(?:\.\d+)?)|\\frac\{(?P<flnum>\
 SCIENTIFIC = r"(?P<mantissa>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<e>[-+]?\d+)|\s*(?:\\times|×|\\cdot)\s*10\^\{?(?P<p>[-+]?\d+)\}?)"
 REPEATING = r"(?P<rwhole>\d*)\.(?P<rfixed>\d*)\\overline\{(?P<repeat>\d+)\}"  # 0.1\overline{6} = 1/6
 DECIMAL = r"(?P<decimal>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d*)?|\.\d+)"
-# A unit or word after a number: letters, then no digit but in an exponent ("km/h", "cm^2", "m^{3}").
-UNIT_WORD = r"[A-Za-z][^\s\d^]*(?:\^\{?-?\d\}?[^\s\d^]*)*"
-# Words start with two letters ("kg", "boxes") or are one of m, g, s, h, L after a space, so that "2x"
-# and "2 x" stay expressions.
+# A unit or word after a number: letters (no backslash: "\sqrt{2} \cdot x" is no unit), then no digit but
+# in an exponent ("km/h", "cm^2", "m^{3}").
+UNIT_WORD = r"[A-Za-z][^\s\d^\\]*(?:\^\{?-?\d\}?[^\s\d^\\]*)*"
+# Words start with two letters ("kg", "boxes") or are one of m, g, s, h, L, so that "2x" and "2 x" stay
+# expressions; the unit group starts at the spaces before them.
+UNIT = rf"(?P<unit>(?:\s*(?=[A-Za-z]{{2}})|\s+(?=[mgshL](?![A-Za-z]))){UNIT_WORD}(?:\s+{UNIT_WORD})*)"
 NUMBER_ANSWER = re.compile(
     r"(?P<sign>[-+]?)\s*(?:[$€£¥])?\s*(?P<sign2>[-+]?)\s*"
     rf"(?:{MIXED}|{FRACTION}|{SCIENTIFIC}|{REPEATING}|{DECIMAL})"
-    r"\s*(?P<percent>%|percent\b)?"
-    rf"(?P<unit>(?:\s*(?=[A-Za-z]{{2}})|\s+(?=[mgshL](?![A-Za-z])))(?:{UNIT_WORD})(?:\s+{UNIT_WORD})*)?"
+    rf"\s*(?P<percent>%|percent\b)?{UNIT}?"
 )
-# "36\\pi cm^3", "5\\sqrt{2} meters": an expression ending in a digit, a bracket or a command, then words of
-# two letters or more.
-EXPRESSION_WITH_WORDS = re.compile(r"(?P<head>.*(?:[\d})]|\\[A-Za-z]+))\s+(?P<unit>[A-Za-z]{2}[^\s\d\\^]*(?:\^\{?-?\d\}?)?(?:\s+[A-Za-z]{2}[^\s\d\\^]*(?:\^\{?-?\d\}?)?)*)")
+# "36\pi cm^3", "5\sqrt{2} m": an expression ending in a digit, a bracket or a command, a space, then a unit.
+EXPRESSION_WITH_WORDS = re.compile(rf"(?P<head>.*(?:[\d}})]|\\[A-Za-z]+))(?=\s){UNIT}")
 # "5 or six", "5 and more": a list, not a number with words.
 LIST_WORD = re.compile(r"\b(?:or|and)\b")
 
