@@ -7,8 +7,8 @@
   answer_is    "the (final) answer is ..." (last one), to the end of its sentence
   last_number  the last number: 1,234.5  4,\\!321  -3  3/4  \\frac{7}{3}  1 1/2  $18  25%; a digit inside a
                word (QX7TB) is no number
-  auto         free-form math: the last \\boxed{}; else the latest answer phrase (marker line, ####,
-               "the answer is", "answer:"); else the last LaTeX span; else the last number
+  auto         free-form math: the box(es) as for boxed; else the latest answer phrase (marker line, ####,
+               "the answer is", "answer:"); else the last LaTeX span that holds math; else the last number
 
 Each mode also says whether the completion is well formed for it (the format reward): final_line and
 gsm8k want exactly one answer line and nothing after it; auto wants a box or an answer phrase; the
