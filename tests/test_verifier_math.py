@@ -421,3 +421,25 @@ def test_repeating_decimals_and_presentation_leftovers(predicted, reference, exp
 def test_a_subscript_digit_before_a_space_is_no_spaced_number():
     assert boxed_reason(r"\log_2 3", r"\frac{\ln 3}{\ln 2}") == "correct"
     assert boxed_reason("12 3", "36") == "wrong"
+
+
+@pytest.mark.parametrize(
+    ("predicted", "reference", "expected"),
+    [
+        (r"\textbf{(C)}\ 12", r"\textbf{(C)}\ 12", "correct"),  # AMC answers in NuminaMath
+        (r"\textbf{(C)}\ 12", "C", "correct"),
+        ("C", r"\textbf{(C)}\ 12", "correct"),
+        (r"\text{(c)}", r"\textbf{(C)}\ 12", "correct"),
+        ("12", r"\textbf{(C)}\ 12", "correct"),
+        (r"(C)\ \frac{1}{2}", r"\textbf{(C) }\frac12", "correct"),
+        (r"\textbf{(B)}\ 12", r"\textbf{(C)}\ 12", "wrong"),
+        (r"\textbf{(C)}\ 13", r"\textbf{(C)}\ 12", "wrong"),
+        ("13", r"\textbf{(C)}\ 12", "wrong"),
+        ("A", "5", "wrong"),  # a letter is never a value
+        (r"(A)\ 5 \text{ or } (B)\ 6", "A", "wrong"),  # two choices are a list
+        (r"(A) \text{ or } (B)", "A", "wrong"),
+        ("A, B", "A", "wrong"),
+    ],
+)
+def test_multiple_choice_answers_compare_by_letter_or_by_value(predicted, reference, expected):
+    assert boxed_reason(predicted, reference) == expected

@@ -12,7 +12,8 @@
      Units (units.py, pint): two units of the same dimension are converted and equal within rel_tol
      (1.45 kg is 1450 g); units of different dimensions never match (3.5 kg is not 3.5 m); words that
      are no unit ("12 boxes") are dropped; a number without a unit is read in the other side's unit.
-  3. matrices: the same shape and each entry equal by the rules above; a one-row or one-column matrix
+  3. multiple choice: "(C) 12" against "(C) 12" needs letter and value, against "C" the letter, against
+     "12" the value. Matrices: the same shape and each entry equal by the rules above; a one-row or one-column matrix
      is also the tuple of its entries.
   4. symbolic: expressions with variables, sets, intervals and equations go to math-verify's verify
      (sympy simplification), which is only asked once the numeric rules above could not decide.
@@ -31,7 +32,7 @@ from fractions import Fraction
 from math_verify import verify
 from sympy import Basic, Equality, Expr, Rational, cancel
 
-from grpo_cli.verifier.normalize import Answer, Expression, Items, Matrix, Number, Text, clean, squash
+from grpo_cli.verifier.normalize import Answer, Choice, Expression, Items, Matrix, Number, Text, clean, squash
 
 # math-verify warns on every call made without its own timeout; our worker pool enforces verifier.timeout_s.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -45,6 +46,8 @@ def texts_match(pred: str, gold: str) -> bool:
 
 
 def answers_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
+    if isinstance(pred, Choice) or isinstance(gold, Choice):
+        return _choices_match(pred, gold, rel_tol)
     if isinstance(pred, Matrix) or isinstance(gold, Matrix):
         return _matrices_match(pred, gold, rel_tol)
     if isinstance(pred, Items) or isinstance(gold, Items):
@@ -138,6 +141,15 @@ def _equations_match(pred: Equality, gold: Equality) -> bool:
         return False
     ratio = cancel(pred_zero / gold_zero)
     return bool(ratio.is_number and ratio.is_finite and ratio != 0)
+
+
+def _choices_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
+    """ "(C) 12" against "C" or "(C) 13" compares letters, against "12" values; a letter is never a value."""
+    if isinstance(pred, Choice) and isinstance(gold, Choice):
+        return pred.letter == gold.letter and (pred.value is None or gold.value is None or answers_match(pred.value, gold.value, rel_tol))
+    if isinstance(pred, Choice):
+        return pred.value is not None and answers_match(pred.value, gold, rel_tol)
+    return gold.value is not None and answers_match(pred, gold.value, rel_tol)
 
 
 def _matrices_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:

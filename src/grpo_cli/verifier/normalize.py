@@ -10,7 +10,8 @@ Both sides, the reference and the model's extracted answer, go through the same 
      decimals, repeating decimals (0.\\overline{3}), fractions (3/4, \\frac{3}{4}, \\frac34), mixed numbers (1 1/2, 1\\frac{1}{2}), scientific
      notation (1.5e3, 1.5\\times10^{3}), percent (25%, 25\\%, 25 percent), then the words after it
      ("3.5 kg", "12 boxes", "5 m"): kept as the number's unit, judged in equivalence.py (units.py).
-  3. a matrix (pmatrix, bmatrix, array): its entries, row by row.
+  3. a multiple choice: "(C) 12" (\\textbf{(C)}\\ 12), "(C)", "C"; a matrix (pmatrix, bmatrix, array): its
+     entries, row by row.
   4. inequalities are intervals: "1 \\le x \\le 4" is [1, 4], "x > 2" is (2, \\infty); "x \\in S" is S.
   5. items: "1331 and 1728", "1, 2; 3", "4, 9 or 16", "A \\cup B" is an unordered list; (a, b), [a, b),
      {a, b} keep their brackets. Assignments group into solutions: "x=2, y=3; x=3, y=2" is the list of
@@ -58,6 +59,12 @@ class Matrix:
 
 
 @dataclass(frozen=True)
+class Choice:
+    letter: str  # "C" for "(C) 12", "(C)" or "C", the multiple-choice form of AMC answers
+    value: "Answer | None"  # 12; None when only the letter is given
+
+
+@dataclass(frozen=True)
 class Expression:
     expr: Basic
     unit: str = ""  # words after it, as for a Number: "36\\pi cm^3"
@@ -68,7 +75,7 @@ class Text:
     text: str
 
 
-Answer = Union[Number, Items, Matrix, Expression, Text]
+Answer = Union[Number, Items, Matrix, Choice, Expression, Text]
 
 # The same LaTeX normalization math-verify's LatexExtractionConfig uses (units and \text{} dropped).
 LATEX_NORMALIZATION = NormalizationConfig(
@@ -92,7 +99,7 @@ def parse_answer(text: str) -> Answer | None:
 
 
 def _parse_clean(text: str) -> Answer:
-    for parse in (parse_number, _matrix, _interval, _items, _equalities, _plus_minus, _expression_with_unit):
+    for parse in (parse_number, _choice, _matrix, _interval, _items, _equalities, _plus_minus, _expression_with_unit):
         answer = parse(text)
         if answer is not None:
             return answer
@@ -229,7 +236,20 @@ def _number_value(match: re.Match) -> Fraction | None:
     return Fraction(g["decimal"].replace(",", ""))
 
 
-# ---- matrices, intervals, lists, tuples, assignments ----------------------------------------------
+# ---- multiple choice, matrices, intervals, lists, tuples, assignments ----------------------------------------------
+
+CHOICE = re.compile(r"\((?P<letter>[A-Ea-e])\)\s*(?P<value>.*)|(?P<bare>[A-E])")
+CHOICE_LABEL = re.compile(r"\([A-Ea-e]\)")
+
+
+def _choice(text: str) -> Choice | None:
+    """ "(C) 12" (from \\textbf{(C)}\\ 12), "(C)" and "C": a multiple choice, with its value when given."""
+    match = CHOICE.fullmatch(text)
+    if not match or (match.group("value") and CHOICE_LABEL.search(match.group("value"))):
+        return None  # "(A) 5 or (B) 6" is a list of two choices
+    value = match.group("value")
+    return Choice((match.group("letter") or match.group("bare")).upper(), _parse_clean(value) if value else None)
+
 
 MATRIX = re.compile(
     r"[\[(]?\s*\\begin\{(?P<env>[pbB]?matrix|array)\}(?:\s*\{[lcr|\s]*\})?(?P<body>.*?)\\end\{(?P=env)\}\s*[\])]?", re.DOTALL
