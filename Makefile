@@ -31,6 +31,7 @@ demo: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/grpo init-model recipe=demo
 	OMP_NUM_THREADS=1 $(VENV)/bin/grpo sft recipe=demo
 	OMP_NUM_THREADS=1 $(VENV)/bin/grpo train recipe=demo
+	@echo "report: file://$(CURDIR)/runs/demo/report/index.html"
 
 clean:
 	rm -rf $(VENV) runs

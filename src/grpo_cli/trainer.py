@@ -36,6 +36,7 @@ from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
+from grpo_cli.report import write_report
 from grpo_cli.sampler import build_sampler
 from grpo_cli.verifier import build_verifier
 
@@ -125,9 +126,11 @@ def train(config: Config) -> dict:
         def run_eval(step: int) -> dict:
             results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
             results["step"] = step
-            evals_log.write(results)
+            warnings = monitor.after_eval(results, config.eval.pass_at)
+            evals_log.write(results | {"warnings": warnings})
             console.eval_line(step, results, config.eval.pass_at)
-            console.warn(monitor.after_eval(results, config.eval.pass_at), step)
+            console.warn(warnings, step)
+            write_report(run_dir)
             return results
 
         if state["before"] is None:
@@ -164,7 +167,9 @@ def train(config: Config) -> dict:
                 _save(checkpoints, step, learner, tokenizer, state)
 
         console.progress.stop()
-    return _finish(config, run_dir, checkpoints, state, tokenizer)
+    summary = _finish(config, run_dir, checkpoints, state, tokenizer)
+    print(f"report: {write_report(run_dir)}")
+    return summary
 
 
 def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> tuple[dict, list[dict]]:
@@ -232,6 +237,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
             "rewards": [scores[i].reward for i in members],
             "reasons": [scores[i].reason for i in members],
             "advantages": [round(advantages[i].item(), 4) for i in members],
+            "truncated": [c.finish_reason == "length" for c in group],
         })
     return metrics, logged_groups
 
