@@ -235,6 +235,9 @@ class TrainConfig:
     )
     max_nonfinite_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf steps in a row", **POSITIVE})
     log_groups_per_step: int = field(default=2, metadata={"help": "whole groups written to samples.jsonl per step", **NON_NEGATIVE})
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(
+        default_factory=list, metadata={"help": "also log to these (local files in the run dir; each an optional extra)"}
+    )
 
 
 @dataclass

@@ -34,6 +34,7 @@ from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
+from grpo_cli.loggers import RunLoggers, check_installed
 from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.report import write_report
@@ -100,6 +101,7 @@ def train_command(args, config: Config) -> None:
 def train(config: Config) -> dict:
     run_dir = Path(config.train.output_dir)
     checkpoints = run_dir / "checkpoints"
+    check_installed(config.train.report_to)
     torch.manual_seed(config.train.seed)
     random.seed(config.train.seed)
 
@@ -121,6 +123,7 @@ def train(config: Config) -> dict:
         for log in (metrics_log, samples_log, evals_log):
             log.drop_after(state["step"])
         monitor = RunMonitor(kl_coef=config.algorithm.kl_coef)
+        loggers = RunLoggers(config.train.report_to, run_dir, config.to_dict())
         console = Console(total_steps, state["step"])
 
         def run_eval(step: int) -> dict:
@@ -130,6 +133,7 @@ def train(config: Config) -> dict:
             evals_log.write(results | {"warnings": warnings})
             console.eval_line(step, results, config.eval.pass_at)
             console.warn(warnings, step)
+            loggers.eval(step, results)
             write_report(run_dir)
             return results
 
@@ -147,6 +151,7 @@ def train(config: Config) -> dict:
             metrics_log.write(metrics)
             for group in groups[: config.train.log_groups_per_step]:
                 samples_log.write({"step": step, **group})
+            loggers.step(step, metrics, groups[: config.train.log_groups_per_step])
             console.step_line(step, metrics)
             console.warn(warnings, step)
             if state["nonfinite_streak"] >= config.train.max_nonfinite_steps:
@@ -167,6 +172,7 @@ def train(config: Config) -> dict:
                 _save(checkpoints, step, learner, tokenizer, state)
 
         console.progress.stop()
+        loggers.close()
     summary = _finish(config, run_dir, checkpoints, state, tokenizer)
     print(f"report: {write_report(run_dir)}")
     return summary
