@@ -62,7 +62,8 @@ def test_a_real_run_writes_a_page_whose_every_chart_has_data(tiny_model, tmp_pat
                       "train.eval_every=2", "algorithm.kl_coef=0.04", "sampler.max_new_tokens=12"])
     train(config)
     page = out / "report" / "index.html"
-    assert page.exists()  # written by the trainer, not by a report command
+    assert page.exists() and not list(page.parent.glob("*.png"))  # written by the trainer, without PNGs
+    assert write_report(out) == page
     for chart in CHARTS:
         assert (out / "report" / f"{chart.id}.png").stat().st_size > 5000, chart.id
 

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--mean-prompt-tokens", type=_positive, metavar="N", help="mean prompt length (default 128)")
     plan.add_argument("--mean-completion-tokens", type=_positive, metavar="N",
                       help="mean completion length (default sampler.max_new_tokens / 2)")
+    preflight = command("preflight", "sample training prompts x G from the starting model: enough signal to learn? how long?")
+    preflight.add_argument("--strict", action="store_true", help="exit 1 when too few groups have a positive reward")
     report = command("report", "write RUN_DIR/report/index.html (charts, warnings, samples, summary) and PNG charts", overrides=False)
     report.add_argument("run_dir", metavar="RUN_DIR")
     return parser
@@ -124,6 +126,7 @@ HANDLERS = {
     "merge": "grpo_cli.export:merge_command",
     "plan": "grpo_cli.plan:plan_command",
     "report": "grpo_cli.report:report_command",
+    "preflight": "grpo_cli.preflight:preflight_command",
 }
 
 

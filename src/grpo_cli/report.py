@@ -4,7 +4,8 @@ The page opens from disk with no network: the data is inlined as JSON and drawn 
 It reads what a run writes (metrics.jsonl, evals.jsonl, samples.jsonl, summary.json, config.yaml); any of them
 may be missing or partial (a run in progress, a step whose groups were all filtered), and a missing key or a
 null value only leaves a gap in its chart. `grpo train` rewrites the page after every eval; while the run has
-no summary.json the page reloads itself every minute, keeping its filters in the URL's #fragment.
+no summary.json the page reloads itself every minute, keeping its filters in the URL's #fragment. The PNG
+charts are drawn by `grpo report` only (matplotlib takes seconds).
 """
 
 from __future__ import annotations
@@ -165,8 +166,11 @@ def sample_groups(run: Run) -> tuple[list[dict], int]:
     return kept[::-1], len(run.samples) - len(kept)
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write RUN_DIR/report/index.html and one PNG per chart with data; returns the page's path."""
+def write_report(run_dir: str | Path, pngs: bool = True) -> Path:
+    """Write RUN_DIR/report/index.html and, with `pngs`, one PNG per chart with data; returns the page's path.
+
+    matplotlib takes seconds to draw them, so the trainer's refreshes skip them: `grpo report` draws them.
+    """
     run = read_run(run_dir)
     out = run.dir / "report"
     out.mkdir(exist_ok=True)
@@ -183,8 +187,7 @@ def write_report(run_dir: str | Path) -> Path:
         "summary": run.summary,
         "evals": run.evals,
     }
-    pngs = write_pngs(charts, out)
-    data["pngs"] = [path.name for path in pngs]
+    data["pngs"] = [path.name for path in write_pngs(charts, out)] if pngs else []
     page = out / "index.html"
     tmp = page.with_suffix(".tmp")
     tmp.write_text(_page(data, run.config_text))

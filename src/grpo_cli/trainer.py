@@ -37,6 +37,7 @@ from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.loggers import RunLoggers, check_installed
 from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
+from grpo_cli.preflight import format_report, run_preflight
 from grpo_cli.report import write_report
 from grpo_cli.sampler import build_sampler
 from grpo_cli.verifier import build_verifier
@@ -134,9 +135,13 @@ def train(config: Config) -> dict:
             console.eval_line(step, results, config.eval.pass_at)
             console.warn(warnings, step)
             loggers.eval(step, results)
-            write_report(run_dir)
+            write_report(run_dir, pngs=False)
             return results
 
+        if config.train.preflight and state["step"] == 0:
+            report = run_preflight(config, train_examples, len(eval_examples[: config.eval.num_prompts]), tokenizer,
+                                   sampler, verifier, learner)
+            console.progress.console.print(format_report(report), highlight=False)
         if state["before"] is None:
             state["before"] = run_eval(0)
         for step in range(state["step"] + 1, total_steps + 1):
@@ -174,7 +179,7 @@ def train(config: Config) -> dict:
         console.progress.stop()
         loggers.close()
     summary = _finish(config, run_dir, checkpoints, state, tokenizer)
-    print(f"report: {write_report(run_dir)}")
+    print(f"report: {write_report(run_dir, pngs=False)} (PNG charts: grpo report {run_dir})")
     return summary
 
 
