@@ -69,15 +69,16 @@ class Browser:
         self.events.append(message)
 
     def open(self, url: str) -> None:
-        """Navigate and wait for the load event (the page's inline scripts have run by then)."""
-        self.events.clear()
-        if "loaderId" not in self.send("Page.navigate", url=url):
-            self.send("Page.reload")  # only the #fragment changed: load the page again
-        deadline = time.monotonic() + 60
-        while not any(event.get("method") == "Page.loadEventFired" for event in self.events):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not load in 60 s")
-            self._event(json.loads(self.socket.recv(timeout=60)))
+        """Navigate and wait for the load event (the page's inline scripts have run by then). Through
+        about:blank, so that a URL differing only in its #fragment loads the page again."""
+        for target in ("about:blank", url):
+            self.events.clear()
+            self.send("Page.navigate", url=target)
+            deadline = time.monotonic() + 60
+            while not any(event.get("method") == "Page.loadEventFired" for event in self.events):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{target} did not load in 60 s")
+                self._event(json.loads(self.socket.recv(timeout=60)))
 
     def js(self, expression: str):
         """The value of a JavaScript expression evaluated in the page."""

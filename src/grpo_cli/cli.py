@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="mean completion length (default sampler.max_new_tokens / 2)")
     preflight = command("preflight", "sample training prompts x G from the starting model: enough signal to learn? how long?")
     preflight.add_argument("--strict", action="store_true", help="exit 1 when too few groups have a positive reward")
+    doctor = command("doctor", "versions, devices, vLLM, code sandbox, free disk: can this configuration run here?")
+    doctor.add_argument("--vllm-start", action="store_true", help="also start a vLLM engine on a tiny model (slow)")
     report = command("report", "write RUN_DIR/report/index.html (charts, warnings, samples, summary) and PNG charts", overrides=False)
     report.add_argument("run_dir", metavar="RUN_DIR")
     return parser
@@ -127,6 +129,7 @@ HANDLERS = {
     "plan": "grpo_cli.plan:plan_command",
     "report": "grpo_cli.report:report_command",
     "preflight": "grpo_cli.preflight:preflight_command",
+    "doctor": "grpo_cli.doctor:doctor_command",
 }
 
 
