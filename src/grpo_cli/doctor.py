@@ -104,8 +104,9 @@ def check_vllm(found: Findings, config: Config, start: bool) -> None:
         return
     probe = VLLM_START_PROBE if start else VLLM_IMPORT_PROBE
     try:
-        # vLLM on CPU sizes its KV cache from this (GiB); the probe's tiny model needs little.
-        env = {"VLLM_CPU_KVCACHE_SPACE": "1"} | dict(os.environ)
+        # vLLM on CPU sizes its KV cache from this (GiB), the tiny model needs little; the engine core runs in
+        # the probe's process, as the sampler runs it (python -c has no __main__ file for a spawned child).
+        env = {"VLLM_CPU_KVCACHE_SPACE": "1"} | dict(os.environ) | {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=VLLM_TIMEOUT_S,
                                 env=env)
         error = None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["exit status"])[-1]

@@ -91,8 +91,9 @@ def read_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GrpoError(f"{run_dir} is not a folder; pass the train.output_dir of a run (e.g. runs/demo)")
-    if not any((run_dir / name).exists() for name in ("metrics.jsonl", "evals.jsonl", "config.yaml")):
-        raise GrpoError(f"{run_dir} holds no run (no metrics.jsonl, evals.jsonl or config.yaml); pass a train.output_dir")
+    if not any((run_dir / name).exists() for name in ("metrics.jsonl", "evals.jsonl", "samples.jsonl", "config.yaml")):
+        raise GrpoError(f"{run_dir} holds no run (no metrics.jsonl, evals.jsonl, samples.jsonl or config.yaml); "
+                        "pass a train.output_dir")
     summary_path = run_dir / "summary.json"
     config_path = run_dir / "config.yaml"
     return Run(
