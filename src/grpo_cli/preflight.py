@@ -28,6 +28,7 @@ from grpo_cli.algo.stats import group_stats
 from grpo_cli.config import Config
 from grpo_cli.errors import GrpoError
 from grpo_cli.monitor import MIN_POSITIVE_GROUP_FRACTION, TRUNCATION_RATE
+from grpo_cli.progress import Progress
 
 GiB = 1024**3
 
@@ -59,26 +60,30 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
     seconds, memory = {}, {}
     _peak_memory_gib(learner.device)
 
-    tic = time.perf_counter()
-    prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in examples]
-    groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed)
-    seconds["sample"], memory["sample"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+    with Progress("preflight", 3) as progress:  # sample, verify, learn
+        tic = time.perf_counter()
+        prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in examples]
+        groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed)
+        seconds["sample"], memory["sample"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        progress.advance()
 
-    tic = time.perf_counter()
-    completions = [completion for group in groups for completion in group]
-    scores = verifier.score([c.text for c in completions], [e.answer for e in examples for _ in range(G)], step=1)
-    seconds["verify"], memory["verify"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        tic = time.perf_counter()
+        completions = [completion for group in groups for completion in group]
+        scores = verifier.score([c.text for c in completions], [e.answer for e in examples for _ in range(G)], step=1)
+        seconds["verify"], memory["verify"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        progress.advance()
 
-    rewards = torch.tensor([score.reward for score in scores], dtype=torch.float32)
-    stats = group_stats(rewards, G)
-    advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
-    tic = time.perf_counter()
-    batch = RolloutBatch.build(prompt_ids, groups, advantages).to(learner.device)
-    batch.ref_logprobs = learner.reference_logprobs(batch)
-    batch.old_logprobs = learner.old_logprobs(batch)
-    learner.backward(batch)
-    learner.optimizer.zero_grad(set_to_none=True)
-    seconds["learn"], memory["learn"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        rewards = torch.tensor([score.reward for score in scores], dtype=torch.float32)
+        stats = group_stats(rewards, G)
+        advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
+        tic = time.perf_counter()
+        batch = RolloutBatch.build(prompt_ids, groups, advantages).to(learner.device)
+        batch.ref_logprobs = learner.reference_logprobs(batch)
+        batch.old_logprobs = learner.old_logprobs(batch)
+        learner.backward(batch)
+        learner.optimizer.zero_grad(set_to_none=True)
+        seconds["learn"], memory["learn"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        progress.advance()
 
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
     steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,10 @@ def train(config: Config) -> dict:
             log.drop_after(state["step"])
         monitor = RunMonitor(kl_coef=config.algorithm.kl_coef)
         loggers = RunLoggers(config.train.report_to, run_dir, config.to_dict())
+        if config.train.preflight and state["step"] == 0:
+            report = run_preflight(config, train_examples, len(eval_examples[: config.eval.num_prompts]), tokenizer,
+                                   sampler, verifier, learner)
+            print(format_report(report), file=sys.stderr)
         console = Console(total_steps, state["step"])
 
         def run_eval(step: int) -> dict:
@@ -138,10 +143,6 @@ def train(config: Config) -> dict:
             write_report(run_dir, pngs=False)
             return results
 
-        if config.train.preflight and state["step"] == 0:
-            report = run_preflight(config, train_examples, len(eval_examples[: config.eval.num_prompts]), tokenizer,
-                                   sampler, verifier, learner)
-            console.progress.console.print(format_report(report), highlight=False)
         if state["before"] is None:
             state["before"] = run_eval(0)
         for step in range(state["step"] + 1, total_steps + 1):
