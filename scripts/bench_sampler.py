@@ -59,7 +59,7 @@ def tokens_per_second(generate) -> float:
 def bench_overhead(sampler: VLLMSampler, prompt_ids: list[list[int]], n: int, rounds: int) -> None:
     settings = sampler.config
     # One SamplingParams for every prompt, as a plain user would write it; ours builds one per prompt.
-    bare_params = sampler.sampling_params(n, seed=0, temperature=settings.temperature)
+    bare_params = sampler.sampling_params(n, seed=0, temperature=settings.temperature, max_tokens=settings.max_new_tokens)
     prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
     engine_generate = sampler.llm.generate
     # Our call's own cost is its time outside the engine: insensitive to load from other processes.
@@ -119,7 +119,7 @@ def perturb_adapter(model) -> None:
 
 def bench_lora(config: Config, model, tokenizer, prompt_ids: list[list[int]], n: int, rounds: int) -> None:
     model = add_lora(model, config.model.lora)
-    sampler = VLLMSampler(config, model, tokenizer)
+    sampler = VLLMSampler(config, model, tokenizer, model.dtype)
     merged_sync_s, merged_tps = [], []
     for _ in range(rounds):
         perturb_adapter(model)
@@ -129,7 +129,11 @@ def bench_lora(config: Config, model, tokenizer, prompt_ids: list[list[int]], n:
         merged_tps.append(
             tokens_per_second(lambda: sum(len(c.token_ids) for g in sampler.generate(prompt_ids, n, seed=0) for c in g))
         )
-    params = [sampler.sampling_params(n, seed=i * n, temperature=config.sampler.temperature) for i in range(len(prompt_ids))]
+    settings = config.sampler
+    params = [
+        sampler.sampling_params(n, seed=i * n, temperature=settings.temperature, max_tokens=settings.max_new_tokens)
+        for i in range(len(prompt_ids))
+    ]
     sampler.close()
 
     lora = config.model.lora
@@ -187,7 +191,7 @@ def main() -> None:
         if args.lora:
             bench_lora(config, model, tokenizer, prompt_ids, args.n, args.rounds)
         else:
-            bench_overhead(VLLMSampler(config, model, tokenizer), prompt_ids, args.n, args.rounds)
+            bench_overhead(VLLMSampler(config, model, tokenizer, model.dtype), prompt_ids, args.n, args.rounds)
 
 
 if __name__ == "__main__":

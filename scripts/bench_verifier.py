@@ -1,6 +1,7 @@
 """Verifier throughput: checks/s with 1 and 2 workers, in batches of 128 completions (16 prompts x G=8).
 
-    .venv/bin/python scripts/bench_verifier.py
+    .venv/bin/python scripts/bench_verifier.py               # every case
+    .venv/bin/python scripts/bench_verifier.py --checks 256  # the first 256 of each kind: a smoke run
 
 Numeric: the 1,319 GSM8K reference solutions, each against its `#### N` answer and against N+1
 (extract=gsm8k). LaTeX: \\boxed{} answers in equivalent and wrong forms (fractions, roots, pi, powers,
@@ -9,6 +10,7 @@ intervals) against LaTeX references (extract=boxed). Target: >= 2,000 numeric ch
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import time
@@ -25,8 +27,9 @@ NUMERIC_TARGET = 2000
 def numeric_cases() -> tuple[list[str], list[str]]:
     rows = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()]
     answers = [row["answer"].rsplit("####", 1)[1].strip().replace(",", "") for row in rows]
-    completions = [row["answer"] for row in rows] * 2
-    return completions, answers + [str(int(a) + 1) for a in answers]
+    # Each solution against its answer, then against the next integer: any prefix holds both kinds.
+    completions = [row["answer"] for row in rows for _ in range(2)]
+    return completions, [checked for a in answers for checked in (a, str(int(a) + 1))]
 
 
 def latex_cases(n: int = 2000, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -58,7 +61,11 @@ def checks_per_second(extract: str, workers: int, completions: list[str], answer
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="verifier checks/s with 1 and 2 workers")
+    parser.add_argument("--checks", type=int, metavar="N", help="time only the first N checks of each kind (default: all)")
+    args = parser.parse_args()
     for name, extract, (completions, answers) in [("numeric (GSM8K)", "gsm8k", numeric_cases()), ("LaTeX", "boxed", latex_cases())]:
+        completions, answers = completions[: args.checks], answers[: args.checks]
         rates = {}
         for workers in (1, 2):
             rates[workers], accuracy = checks_per_second(extract, workers, completions, answers)

@@ -5,7 +5,7 @@ import statistics
 import pytest
 import torch
 
-from grpo_cli.algo.advantages import combine_rewards, group_advantages
+from grpo_cli.algo.advantages import group_advantages
 from grpo_cli.algo.loss import policy_loss
 from grpo_cli.algo.stats import group_stats, zero_variance_groups
 from grpo_cli.config import AlgorithmConfig
@@ -40,14 +40,6 @@ def test_no_scaling_only_subtracts_the_group_mean():
     rewards = torch.tensor([2.0, 0.0, 1.0, 1.0, 0.0, 5.0], dtype=torch.float64)
     advantages = group_advantages(rewards, 3, "none", EPS)
     torch.testing.assert_close(advantages, torch.tensor([1.0, -1.0, 0.0, -1.0, -2.0, 3.0], dtype=torch.float64))
-
-
-def test_components_are_weighted_before_normalizing():
-    components = torch.tensor([[1.0, 0.5], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
-    rewards = combine_rewards(components, [1.0, 0.2])
-    torch.testing.assert_close(rewards, torch.tensor([1.1, 0.2, 1.0], dtype=torch.float64))
-    with pytest.raises(ValueError, match="2 reward components but 1 weights"):
-        combine_rewards(components, [1.0])
 
 
 @pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])

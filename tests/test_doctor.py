@@ -23,7 +23,7 @@ def test_this_machine_can_run_the_demo(capsys, quick_vllm_probe):
     assert facts["python"] == platform.python_version()
     assert facts["torch"].startswith("2.") and facts["math-verify"][0].isdigit()
     assert set(facts) >= {"transformers", "peft", "vllm", "vllm import", "code sandbox"}
-    assert facts["code sandbox"] == "ok (network and PID namespaces)"  # test_sandbox.py needs it too
+    assert facts["code sandbox"] == "ok (bubblewrap: no network, own PID namespace)"  # test_sandbox.py needs it too
     assert any(line.startswith("free disk") and " GiB under " in line for line in lines)
     assert lines[-1] == "ok: demo can run here"
 
@@ -39,7 +39,7 @@ def test_a_broken_vllm_is_a_problem_only_when_the_sampler_is_vllm(monkeypatch):
 
 
 def test_no_namespace_tools_is_a_problem_for_the_code_verifier(capsys, monkeypatch, quick_vllm_probe):
-    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)  # no unshare, no setpriv on PATH
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)  # no bwrap, no setpriv on PATH
     from grpo_cli.verifier.sandbox import check_sandbox_available
 
     check_sandbox_available.cache_clear()
@@ -52,7 +52,7 @@ def test_no_namespace_tools_is_a_problem_for_the_code_verifier(capsys, monkeypat
     out, err = capsys.readouterr()
     problem = next(line for line in out.splitlines() if line.startswith("problem: "))
     assert problem.startswith("problem: verifier=code but the sandbox cannot isolate programs here: ")
-    assert "Fix: run as root or enable unprivileged user namespaces" in problem
+    assert "Fix: apt-get install bubblewrap, and run as root or enable unprivileged user namespaces" in problem
     assert err.strip() == "error: 1 problem(s) stop this configuration from running here; fixes above"
 
 

@@ -13,8 +13,8 @@ from grpo_cli.cli import main
 from grpo_cli.config import Config, TinyModelConfig
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt
-from grpo_cli.evaluate import evaluate, load_policy
-from grpo_cli.models import build_tiny_model, build_tokenizer, load_model
+from grpo_cli.evaluate import evaluate
+from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler.base import Completion
 from grpo_cli.verifier import build_verifier
 
@@ -24,7 +24,10 @@ QUESTIONS = {  # question -> the answer the tiny model is trained to give
     "A dock has 3 boxes and gets 4 more. How many now?": "7",
     "Each of 3 pallets holds 3 sacks. How many sacks?": "9",
 }
-METRICS = {"num_prompts", "num_samples", "temperature", "mean_reward", "parse_failure_rate", "mean_length", "truncation_rate"}
+METRICS = {
+    "num_prompts", "num_samples", "temperature", "reward/mean", "reward/std", "reward/correct_mean", "completions/len_mean",
+    "completions/len_max", "completions/truncated_frac", "verifier/parse_failures", "verifier/timeouts", "verifier/errors",
+}
 
 
 class ScriptedSampler:
@@ -79,10 +82,10 @@ def test_pass_at_k_and_rates_from_known_completions(tokenizer):
     assert results["pass@2"] == pytest.approx(((1 - 1 / 6) + (1 - 3 / 6)) / 2)  # 2/3
     assert results["pass@4"] == pytest.approx(1.0)
     assert results["num_prompts"] == 2 and results["num_samples"] == 4 and results["temperature"] == 0.3
-    assert results["mean_reward"] == pytest.approx(3 / 8)
-    assert results["parse_failure_rate"] == pytest.approx(2 / 8)
-    assert results["mean_length"] == pytest.approx(4.5)
-    assert results["truncation_rate"] == pytest.approx(3 / 8)
+    assert results["reward/mean"] == pytest.approx(3 / 8) and results["reward/correct_mean"] == pytest.approx(3 / 8)
+    assert results["verifier/parse_failures"] == 2 and results["verifier/timeouts"] == 0
+    assert results["completions/len_mean"] == pytest.approx(4.5) and results["completions/len_max"] == 8
+    assert results["completions/truncated_frac"] == pytest.approx(3 / 8)
     assert set(results) == {"pass@1", "pass@2", "pass@4"} | METRICS
 
 
@@ -156,7 +159,7 @@ def test_lora_checkpoint_loads_base_plus_adapter(model_dir, tokenizer, tmp_path)
     tokenizer.save_pretrained(checkpoint)
 
     config = Config.from_dict({"model": {"name_or_path": str(checkpoint)}})
-    loaded, loaded_tokenizer = load_policy(config)
+    loaded, loaded_tokenizer = load_model(config.model), load_tokenizer(config.model.name_or_path)
     ids = torch.tensor([tokenizer("The harbor holds 12 crates")["input_ids"]])
     with torch.no_grad():
         expected = policy(ids).logits

@@ -5,11 +5,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from grpo_cli.algo.advantages import group_advantages
 from grpo_cli.config import AlgorithmConfig, Config
 from grpo_cli.learner import Learner, RolloutBatch, completion_logprobs, lr_factor, token_logprobs
+from grpo_cli.models import load_checkpoint_weights
 from grpo_cli.sampler.base import Completion
 
 VOCAB = 100
@@ -202,7 +204,7 @@ def test_num_iterations_updates_share_a_training_steps_lr():
     assert lrs == pytest.approx([0.25e-3, 0.25e-3, 0.5e-3, 0.5e-3])
 
 
-def test_resumed_learner_continues_identically():
+def test_resumed_learner_continues_identically(tmp_path):
     config = make_config(lr=1e-3, kl_coef=0.05)
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_steps = 1
@@ -213,7 +215,8 @@ def test_resumed_learner_continues_identically():
         original.step(batch)
 
     resumed = Learner(config, tiny_llama(seed=1), total_steps=5)
-    resumed.load_trainable_state_dict(original.trainable_state_dict())
+    original.policy.save_pretrained(tmp_path)  # what a checkpoint writes
+    load_checkpoint_weights(resumed.policy, tmp_path)
     resumed.load_state_dict(copy.deepcopy(original.state_dict()))  # as if read back from disk
     assert resumed.step(batch) == original.step(batch)
     for p_resumed, p_original in zip(resumed.trainable_parameters, original.trainable_parameters):
@@ -253,3 +256,34 @@ def test_train_on_runs_num_iterations_updates_from_one_set_of_old_logprobs():
     }
     for p_driven, p_by_hand in zip(driven.trainable_parameters, by_hand.trainable_parameters):
         assert torch.equal(p_driven, p_by_hand)
+
+
+def ten_steps_update(dtype: torch.dtype) -> tuple[torch.Tensor, Learner]:
+    """All weights' change (float32, flattened) after 10 updates at lr 1e-6 of a model loaded in `dtype`."""
+    model = tiny_llama().to(dtype)
+    start = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    learner = Learner(make_config(lr=1e-6), model, total_steps=10)
+    batch = make_batch(learner.algorithm)
+    for _ in range(10):
+        assert learner.step(batch)["nonfinite"] == 0.0
+    end = torch.cat([p.detach().float().flatten() for p in learner.policy.parameters()])
+    return end - start, learner
+
+
+def test_bfloat16_full_fine_tuning_keeps_float32_master_weights_and_moves_as_float32_does():
+    fp32_update, _ = ten_steps_update(torch.float32)
+    bf16_update, learner = ten_steps_update(torch.bfloat16)
+    fp32_changed, bf16_changed = (fp32_update != 0).float().mean(), (bf16_update != 0).float().mean()
+    cosine = F.cosine_similarity(bf16_update, fp32_update, dim=0)
+    print(f"changed: float32 {fp32_changed:.4f}, bfloat16 {bf16_changed:.4f}; cosine {cosine:.4f}")
+    assert fp32_changed > 0.9  # all but the embedding rows of tokens absent from the batch
+    # bfloat16 weights updated in place: most updates are below half a bfloat16 ulp and round away.
+    assert bf16_changed > 0.99 * fp32_changed
+    assert cosine > 0.9
+    # Master weights and AdamW moments in float32; the forward pass computes in bfloat16.
+    assert all(p.dtype == torch.float32 for p in learner.policy.parameters())
+    assert all(s.dtype == torch.float32 for state in learner.optimizer.state.values() for s in state.values() if s.dim())
+    batch = make_batch(learner.algorithm)
+    with learner._autocast():
+        logits = learner.policy(input_ids=batch.input_ids[:2]).logits
+    assert logits.dtype == torch.bfloat16

@@ -4,10 +4,12 @@ import copy
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from grpo_cli.config import LoraConfig
 from grpo_cli.errors import GrpoError
 from grpo_cli.learner import Learner, completion_logprobs
+from grpo_cli.models import load_checkpoint_weights
 from test_learner import TEMPERATURE, make_batch, make_config, tiny_llama
 
 
@@ -50,21 +52,31 @@ def test_lora_trains_only_the_adapter_against_the_base_as_reference():
     assert (policy_logp - expected_reference).abs().max() > 1e-3  # the adapter changed the policy
 
 
-def test_lora_checkpoint_holds_only_the_adapter_and_restores_the_policy():
+def test_lora_checkpoint_holds_only_the_adapter_and_restores_the_policy(tmp_path):
     learner = Learner(lora_config(), tiny_llama(), total_steps=2)
     batch = make_batch(learner.algorithm)
     for _ in range(2):
         learner.step(batch)
 
-    state = learner.trainable_state_dict()
+    learner.policy.save_pretrained(tmp_path)  # what a checkpoint writes
+    state = load_file(tmp_path / "adapter_model.safetensors")
     assert state and all("lora_A" in key or "lora_B" in key for key in state)
     adapter_size = sum(t.numel() for t in state.values())
     full_size = sum(t.numel() for t in tiny_llama().state_dict().values())
     assert adapter_size < 0.05 * full_size
 
     restored = Learner(lora_config(), tiny_llama(), total_steps=2)
-    restored.load_trainable_state_dict({key: t.clone() for key, t in state.items()})
+    load_checkpoint_weights(restored.policy, tmp_path)
     torch.testing.assert_close(restored.policy_logprobs(batch), learner.policy_logprobs(batch), atol=0, rtol=0)
+
+
+def test_an_adapter_of_other_lora_settings_is_a_clear_error(tmp_path):
+    Learner(lora_config(), tiny_llama(), total_steps=1).policy.save_pretrained(tmp_path)
+    config = lora_config()
+    config.model.lora.target_modules = ["q_proj"]
+    other = Learner(config, tiny_llama(), total_steps=1)
+    with pytest.raises(GrpoError, match=r"do not match the model \(missing \[\], unexpected \['base_model.*v_proj"):
+        load_checkpoint_weights(other.policy, tmp_path)
 
 
 def test_unknown_lora_target_is_a_clear_error():
@@ -73,3 +85,15 @@ def test_unknown_lora_target_is_a_clear_error():
     expected = r"c_attn matches no layer of LlamaForCausalLM; its layers with weight matrices are .*q_proj"
     with pytest.raises(GrpoError, match=expected):
         Learner(config, tiny_llama(), total_steps=1)
+
+
+def test_lora_on_a_bfloat16_base_trains_float32_adapters():
+    learner = Learner(lora_config(), tiny_llama().to(torch.bfloat16), total_steps=2)
+    batch = make_batch(learner.algorithm)
+    adapter_start = {n: p.detach().clone() for n, p in learner.policy.named_parameters() if p.requires_grad}
+    assert all(p.dtype == torch.float32 for p in learner.policy.parameters() if p.requires_grad)
+    assert all(p.dtype == torch.bfloat16 for p in learner.policy.parameters() if not p.requires_grad)
+    assert learner.step(batch)["nonfinite"] == 0.0
+    assert all(s.dtype == torch.float32 for state in learner.optimizer.state.values() for s in state.values() if s.dim())
+    changed = [not torch.equal(p, adapter_start[n]) for n, p in learner.policy.named_parameters() if p.requires_grad]
+    assert any(changed)

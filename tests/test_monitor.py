@@ -10,6 +10,7 @@ def step_metrics(**overrides):
         "groups/any_positive_frac": 0.7,
         "completions/truncated_frac": 0.0,
         "completions/max_new_tokens": 64,
+        "verifier/parse_failure_frac": 0.1,
         "kl/mean": 0.01,
     }
     metrics.update(overrides)
@@ -77,3 +78,13 @@ def test_reward_up_while_eval_down_flags_verifier_hacking():
     monitor.after_step(2, step_metrics(**{"reward/correct_mean": 0.6}))
     (warning,) = monitor.after_eval({"pass@1": 0.35, "pass@12": 0.7}, [1, 12])
     assert "exploiting the verifier" in warning
+
+
+def test_a_step_of_unreadable_answers_names_the_extraction_settings():
+    monitor = RunMonitor(kl_coef=0.0)
+    (warning,) = monitor.after_step(1, step_metrics(**{"reward/correct_mean": 0.0, "verifier/parse_failure_frac": 0.75}))
+    assert "found no answer in 75% of them" in warning
+    assert "verifier.extract" in warning and "verifier.marker" in warning
+    # Half or fewer unreadable, or any completion correct: the task may just be hard.
+    assert monitor.after_step(2, step_metrics(**{"reward/correct_mean": 0.0, "verifier/parse_failure_frac": 0.5})) == []
+    assert monitor.after_step(3, step_metrics(**{"reward/correct_mean": 0.0625, "verifier/parse_failure_frac": 0.9})) == []

@@ -162,3 +162,19 @@ def test_plan_errors(tmp_path, tiny_dir):
         model_shape(str(tmp_path))
     with pytest.raises(ConfigError, match="'c_attn' is not a linear layer of this model"):
         estimate_memory(tiny_config(tiny_dir, "model.lora.target_modules=[c_attn]"), model_shape(str(tiny_dir))[0], 16, MiB)
+
+
+def test_bfloat16_full_finetuning_counts_float32_master_weights_and_the_autocast_copy(tiny_dir):
+    shape = model_shape(str(tiny_dir))[0]
+    config = tiny_config(tiny_dir, "model.dtype=bfloat16", "model.lora.enabled=false", "algorithm.kl_coef=0.04")
+    memory = estimate_memory(config, shape, 16, 4 * MiB)
+    params = 86_336
+    # float32 master weights, gradients and moments; the reference and vLLM's copy in bfloat16, and the
+    # bfloat16 weights autocast makes for the forward pass, alive until backward.
+    assert memory.components["policy weights"] == params * 4
+    assert memory.components["gradients"] == params * 4
+    assert memory.components["optimizer state"] == 2 * params * 4
+    assert memory.components["reference"] == memory.components["vLLM weights"] == params * 2
+    assert memory.components["autocast copy"] == params * 2
+    learner = 4 * params * 4 + params * 2 + memory.components["activations"] + memory.components["logits"] + params * 2
+    assert memory.peak == learner + round(0.5 * 4 * MiB)

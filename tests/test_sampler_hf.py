@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from grpo_cli.config import Config, SamplerConfig, TinyModelConfig
-from grpo_cli.models import build_tiny_model, build_tokenizer
+from grpo_cli.config import Config, ModelConfig, SamplerConfig, TinyModelConfig
+from grpo_cli.learner import RolloutBatch, completion_logprobs
+from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.hf import HFSampler
 
@@ -58,16 +61,43 @@ def max_logprob_error(model, prompt_ids, groups, temperature: float) -> float:
     return max(errors)
 
 
-def test_logprobs_equal_log_softmax_of_model_logits(tokenizer, prompt_ids):
+def truncated_logprobs(model, prompt: list[int], completion: list[int], temperature: float, top_k: int, top_p: float):
+    """By hand: the k most likely tokens, then the most likely of those while the mass above them is < top_p,
+    renormalized; the log-prob of each completion token under that distribution."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+    result = []
+    for row, token in zip(logits, completion):
+        probs, order = torch.softmax(row / temperature, dim=-1).sort(descending=True)
+        probs = probs[:top_k] / probs[:top_k].sum()
+        kept = (probs.cumsum(0) - probs) < top_p
+        kept_probs = probs[kept] / probs[kept].sum()
+        position = order[:top_k][kept].tolist().index(token)
+        result.append(kept_probs[position].log().item())
+    return torch.tensor(result)
+
+
+def test_logprobs_are_the_truncated_distributions_and_the_learner_computes_the_same(tokenizer, prompt_ids):
     model = tiny_model(tokenizer)
     # 3 prompts x 4 = 12 sequences in batches of 5: padding differs per batch.
     config = SamplerConfig(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=10, batch_size=5)
     groups = HFSampler(model, tokenizer, config).generate(prompt_ids, n=4, seed=3)
     assert [len(g) for g in groups] == [4, 4, 4]
     assert all(len(c.token_ids) == len(c.logprobs) for g in groups for c in g)
-    # The log-probs are of the temperature-scaled distribution before top-k/top-p: not 0 even where top-k
-    # left few candidates.
-    assert max_logprob_error(model, prompt_ids, groups, temperature=0.7) < 1e-5
+    # The log-probs are those of the distribution each token was drawn from: temperature, top-k, top-p,
+    # renormalized; the full softmax's are lower by -log(kept mass).
+    gaps = []
+    for prompt, group in zip(prompt_ids, groups):
+        for c in group:
+            expected = truncated_logprobs(model, prompt, c.token_ids, 0.7, top_k=20, top_p=0.9)
+            torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-5, rtol=0)
+            gaps.append((expected - forward_logprobs(model, prompt, c.token_ids, 0.7)).min())
+    assert min(gaps) > 0.1
+    # The learner's log-probs of the same tokens, over the same support, agree token by token.
+    batch = RolloutBatch.build(prompt_ids, groups, torch.zeros(12))
+    learner_logp, _ = completion_logprobs(model, batch, 0.7, top_k=20, top_p=0.9)
+    mismatch = (learner_logp - batch.sampler_logprobs).abs().masked_fill(~batch.completion_mask, 0.0)
+    assert mismatch.max() < 1e-5
 
 
 def test_top_k_1_is_greedy_and_greedy_logprobs_use_temperature_1(tokenizer, prompt_ids):
@@ -82,7 +112,7 @@ def test_top_k_1_is_greedy_and_greedy_logprobs_use_temperature_1(tokenizer, prom
             logits = model(torch.tensor([prompt + greedy_group[0].token_ids])).logits[0, len(prompt) - 1 : -1]
         assert greedy_group[0].token_ids == logits.argmax(-1).tolist()
     assert max_logprob_error(model, prompt_ids, greedy, temperature=1.0) < 1e-5
-    assert max_logprob_error(model, prompt_ids, top1, temperature=0.5) < 1e-5
+    assert all(logprob == 0.0 for group in top1 for c in group for logprob in c.logprobs)  # one token kept
 
 
 def test_certain_eos_stops_after_one_token(tokenizer, prompt_ids):
@@ -149,3 +179,47 @@ def test_samples_from_a_peft_lora_model(tokenizer, prompt_ids):
     groups = HFSampler(policy, tokenizer, SamplerConfig(temperature=0.9, max_new_tokens=6)).generate(prompt_ids, n=2, seed=0)
     assert policy.training
     assert max_logprob_error(policy, prompt_ids, groups, temperature=0.9) < 1e-5
+
+
+def test_the_models_generation_config_is_ignored(tokenizer, prompt_ids, tmp_path):
+    plain = tiny_model(tokenizer)
+    plain.save_pretrained(tmp_path)
+    # A generation_config.json with everything that would reshape the distribution the learner assumes.
+    (tmp_path / "generation_config.json").write_text(json.dumps({
+        "do_sample": False, "repetition_penalty": 3.0, "top_k": 2, "top_p": 0.5, "min_p": 0.2,
+        "no_repeat_ngram_size": 1, "temperature": 0.3, "suppress_tokens": list(range(100, 200)),
+        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+    }))
+    configured = load_model(ModelConfig(name_or_path=str(tmp_path), dtype="float32", device="cpu"))
+    assert configured.generation_config.min_p == 0.2
+    config = SamplerConfig(temperature=1.0, max_new_tokens=12, batch_size=6)
+    expected = HFSampler(plain, tokenizer, config).generate(prompt_ids, n=2, seed=5)
+    groups = HFSampler(configured, tokenizer, config).generate(prompt_ids, n=2, seed=5)
+    assert groups == expected
+    assert max_logprob_error(configured, prompt_ids, groups, temperature=1.0) < 1e-5
+    assert configured.generation_config.min_p == 0.2  # put back after sampling
+
+
+@pytest.fixture
+def tiny_model_dir(request):
+    """conftest's tiny_model (512 positions), a name this module's helper `tiny_model` shadows."""
+    return request.getfixturevalue("tiny_model")
+
+
+def test_new_tokens_are_capped_at_the_models_context(tiny_model_dir):
+    model = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    assert model.config.max_position_embeddings == 512
+    # No EOS ever: every completion runs to the cap.
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    head.weight.data.copy_(model.lm_head.weight.data)
+    head.bias.data.zero_()
+    head.bias.data[tokenizer.eos_token_id] = -1e4
+    model.lm_head = head
+    prompts = [tokenizer("Ship 12 crates, then 5 more. How many?")["input_ids"], tokenizer("7 + 8 =")["input_ids"]]
+    sampler = HFSampler(model, tokenizer, SamplerConfig(max_new_tokens=512, batch_size=2))
+    with pytest.warns(UserWarning, match=r"sampler.max_new_tokens=512 .* 512 positions \(max_position_embeddings\)"):
+        groups = sampler.generate(prompts, n=1, seed=0)
+    longest = max(len(p) for p in prompts)  # one left-padded batch: the longest prompt sets the room left
+    for group in groups:
+        assert len(group[0].token_ids) == 512 - longest and group[0].finish_reason == "length"

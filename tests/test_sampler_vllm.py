@@ -6,6 +6,8 @@ The model is a tiny Llama (head_dim 64, the smallest vLLM's CPU attention takes)
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from vllm import SamplingParams
@@ -191,12 +193,49 @@ def test_sampled_logprobs_match_the_learner(sampler, config, prompt_ids, tempera
         assert len(distinct) == (1 if temperature == 0 else 4)
 
 
-def test_each_completion_has_its_own_seed(sampler, config, prompt_ids):
+def test_each_completion_has_its_own_seed_and_consecutive_seeds_share_no_stream(sampler, config, prompt_ids):
     sampler.sync_weights(fresh_model(config))
     prompt = prompt_ids[0]
     two_groups = sampler.generate([prompt, prompt], n=4, seed=11)
-    one_group = sampler.generate([prompt], n=8, seed=11)
-    # Prompt i uses seeds seed + i*n ... seed + i*n + n-1: identical prompts still get different groups,
-    # and the 8 seeds of one prompt with n=8 are those of the two groups of 4.
+    # Identical prompts in one call still get different groups.
     assert [c.token_ids for c in two_groups[0]] != [c.token_ids for c in two_groups[1]]
-    assert [c.token_ids for c in one_group[0]] == [c.token_ids for group in two_groups for c in group]
+    assert sampler.generate([prompt, prompt], n=4, seed=11) == two_groups  # reproducible
+    # Seeds s and s + 1 (consecutive steps, once) gave prompt i's completion j + 1 the stream of completion j.
+    completions = {
+        seed: [tuple(c.token_ids) for group in sampler.generate(prompt_ids, n=4, seed=seed) for c in group]
+        for seed in (100, 101)
+    }
+    assert not set(completions[100]) & set(completions[101])
+
+
+def test_new_tokens_are_capped_at_max_model_len(sampler, config, prompt_ids):
+    assert config.sampler.max_model_len == 256
+    sampler.sync_weights(fresh_model(config))
+    sampler.config = dataclasses.replace(config.sampler, max_new_tokens=256)
+    try:
+        with pytest.warns(UserWarning, match=r"sampler.max_new_tokens=256 .* 256 positions \(sampler.max_model_len"):
+            groups = sampler.generate(prompt_ids[:2], n=2, seed=0)
+    finally:
+        sampler.config = config.sampler
+    for prompt, group in zip(prompt_ids, groups):
+        for c in group:
+            assert len(prompt) + len(c.token_ids) <= 256
+            assert c.finish_reason == "stop" or len(prompt) + len(c.token_ids) == 256
+
+
+def test_truncated_sampling_logprobs_match_the_learners_over_the_same_support(sampler, config, prompt_ids):
+    model = fresh_model(config)
+    sampler.sync_weights(model)
+    sampler.config = dataclasses.replace(config.sampler, top_k=20, top_p=0.9)
+    try:
+        groups = sampler.generate(prompt_ids, n=4, seed=3, temperature=0.7)
+    finally:
+        sampler.config = config.sampler
+    batch = RolloutBatch.build(prompt_ids, groups, advantages=torch.zeros(sum(map(len, groups))))
+    with torch.no_grad():
+        truncated, _ = completion_logprobs(model, batch, 0.7, top_k=20, top_p=0.9)
+        full, _ = completion_logprobs(model, batch, 0.7)
+    mask = batch.completion_mask
+    assert (truncated - batch.sampler_logprobs)[mask].abs().max() < 1e-3
+    # Without the learner's truncation the two sides differ by -log(kept mass), far above the tolerance.
+    assert (full - batch.sampler_logprobs)[mask].abs().mean() > 0.1

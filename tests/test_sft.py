@@ -59,7 +59,9 @@ def test_sft_command_saves_a_model_and_reports_pass_at_k(tmp_path):
     )
     lines = result.stdout.splitlines()
     assert [line.split("  ")[0] for line in lines if line.startswith("sft step")] == ["sft step 3/6", "sft step 6/6"]
-    assert lines[-1].startswith(f"sft done in ") and "pass@1" in lines[-1] and "(8 prompts x 2 samples" in lines[-1]
+    assert any(line.startswith(f"sft done in ") for line in lines)
+    table = result.stdout.split("sft done in ", 1)[1]
+    assert "pass@1" in table and "pass@2" in table and "8 x 2" in table
     results = json.loads((tmp_path / "sft" / "eval.json").read_text())
     assert results["num_prompts"] == 8 and results["num_samples"] == 2 and results["sft_steps"] == 6
     assert 0 <= results["pass@1"] <= results["pass@2"] <= 1

@@ -11,7 +11,12 @@ from conftest import REPO, TINY_RUN
 from grpo_cli import checkpoint
 from grpo_cli.compose import compose
 from grpo_cli.errors import ConfigError, GrpoError
-from grpo_cli.trainer import PromptSchedule, train
+from grpo_cli.data.loaders import load_examples
+from grpo_cli.learner import Learner
+from grpo_cli.models import load_model, load_tokenizer
+from grpo_cli.sampler import build_sampler
+from grpo_cli.trainer import PromptSchedule, grpo_step, train
+from grpo_cli.verifier import build_verifier
 
 
 
@@ -50,8 +55,14 @@ def test_training_steps_write_every_documented_metric_and_change_the_weights(tin
     assert metrics[1]["kl/mean"] > 0
 
     groups = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(groups) == 2 * 2  # train.log_groups_per_step groups per step
-    assert all(len(g["completions"]) == len(g["rewards"]) == len(g["advantages"]) == 4 for g in groups)
+    for m in metrics:
+        logged = [g for g in groups if g["step"] == m["step"]]
+        # train.log_groups_per_step groups, and the group of the slowest check when it is not among them.
+        assert len(logged) in (2, 3)
+        assert all(len(g["completions"]) == len(g["rewards"]) == len(g["advantages"]) == len(g["latency_ms"]) == 4 for g in logged)
+        # p99 of 16 latencies lies between the two slowest: only the slowest one reaches it.
+        assert max(max(g["latency_ms"]) for g in logged) >= m["verifier/latency_p99_ms"] - 0.05
+        assert 0 < m["verifier/latency_p50_ms"] <= m["verifier/latency_p99_ms"]
 
     last = checkpoint.read_pointer(out / "checkpoints", "last")
     assert last.name == "step_000002"
@@ -98,3 +109,78 @@ def test_prompt_schedule_covers_fractional_epochs_and_reshuffles():
     assert seen[10:16] != seen[:6]  # the second epoch is another permutation
     assert schedule.indices(3) == PromptSchedule(10, 4, 1.5, 0).indices(3)  # a function of the step alone
     assert schedule.epoch_at(2) == 0.8
+
+
+class RecordingSampler:
+    """The real sampler, recording each generate call's seed, the weight syncs and whether it was closed."""
+
+    def __init__(self, sampler):
+        self.sampler, self.seeds, self.syncs, self.closed = sampler, [], 0, False
+
+    def generate(self, prompt_ids, n, seed, temperature=None):
+        self.seeds.append(seed)
+        return self.sampler.generate(prompt_ids, n, seed, temperature)
+
+    def sync_weights(self, model):
+        self.syncs += 1
+        self.sampler.sync_weights(model)
+
+    def close(self):
+        self.closed = True
+        self.sampler.close()
+
+
+@pytest.fixture
+def recorded(monkeypatch) -> list[RecordingSampler]:
+    import grpo_cli.trainer
+
+    samplers = []
+
+    def build(*args):
+        samplers.append(RecordingSampler(build_sampler(*args)))
+        return samplers[-1]
+
+    monkeypatch.setattr(grpo_cli.trainer, "build_sampler", build)
+    return samplers
+
+
+def test_every_step_and_eval_draws_fresh_reproducible_seeds_and_the_sampler_is_closed(tiny_model, tmp_path, recorded):
+    for run in ("a", "b"):
+        train(run_config(tiny_model, tmp_path / run, "train.max_steps=2", "train.eval_every=1"))
+    first, second = recorded
+    # eval 0, step 1, eval 1, step 2, eval 2: five calls, five unrelated seeds, the same in a second run.
+    assert len(first.seeds) == 5 and len(set(first.seeds)) == 5
+    assert min(abs(a - b) for a in first.seeds for b in first.seeds if a != b) > 10_000
+    assert second.seeds == first.seeds
+    assert first.closed and second.closed
+
+
+def test_the_sampler_is_closed_when_training_fails(tiny_model, tmp_path, recorded):
+    config = run_config(tiny_model, tmp_path / "run", "optimizer.lr=1e30", "optimizer.max_grad_norm=1e30",
+                        "train.max_nonfinite_steps=1")
+    with pytest.raises(GrpoError):
+        train(config)
+    assert recorded[0].closed
+
+
+def test_one_skipped_update_of_several_still_syncs_the_changed_policy(tiny_model, tmp_path):
+    config = run_config(tiny_model, tmp_path / "run", "algorithm.num_iterations=2")
+    learner = Learner(config, load_model(config.model), total_steps=1)
+    backward = learner.backward
+    updates = []
+
+    def first_update_not_finite(batch):
+        metrics = backward(batch)
+        updates.append(metrics)
+        return metrics | ({"loss": float("nan")} if len(updates) == 1 else {})
+
+    learner.backward = first_update_not_finite
+    tokenizer = load_tokenizer(config.model.name_or_path)
+    sampler = RecordingSampler(build_sampler(config, learner.policy, tokenizer))
+    start = [p.detach().clone() for p in learner.policy.parameters()]
+    examples = load_examples(config, "train")[:4]
+    with build_verifier(config.verifier) as verifier:
+        metrics, _ = grpo_step(config, 1, examples, tokenizer, sampler, verifier, learner)
+    assert len(updates) == 2 and metrics["nonfinite"] == 0.5
+    assert any(not torch.equal(p, p0) for p, p0 in zip(learner.policy.parameters(), start))
+    assert sampler.syncs == 1

@@ -36,6 +36,10 @@ def reward_module(tmp_path, monkeypatch):
             time.sleep(0.1)  # long enough that both workers take a task
             return float(os.getpid())
 
+        def sleep_for(completion, answer):
+            time.sleep(float(completion.split()[0]))
+            return 0.0
+
         def brevity(completion, answer):
             return 1.0 if len(completion) < 20 else 0.0
 
@@ -95,6 +99,18 @@ def test_the_pool_survives_a_worker_killed_from_outside(verifier):
     scores = verifier.score([f"FINAL: {i}" for i in range(50)], [str(i) for i in range(50)])
     assert all(s.correct for s in scores)
     assert victim not in verifier.worker_pids
+
+
+def test_each_completion_s_latency_is_measured(reward_module):
+    config = VerifierConfig(extract="final_line", timeout_s=1.0, num_workers=2, rewards=RewardConfig(custom="user_rewards:sleep_for"))
+    with build_verifier(config) as verifier:
+        verifier.score(["0.3\nFINAL: 1", "0\nFINAL: 1", "0.1\nFINAL: 1", "0\nFINAL: 1"], ["1"] * 4)
+        latencies = verifier.latencies_s
+        assert latencies[0] == pytest.approx(0.3, abs=0.08) and latencies[2] == pytest.approx(0.1, abs=0.08)
+        assert max(latencies[1], latencies[3]) < 0.08
+        # A check stopped at timeout_s counts the time until it was stopped.
+        [score] = verifier.score(["10\nFINAL: 1"], ["1"])
+        assert score.reason == "timeout" and verifier.latencies_s == [pytest.approx(1.0, abs=0.1)]
 
 
 def test_checks_run_in_parallel_on_every_worker(reward_module):

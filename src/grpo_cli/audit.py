@@ -42,13 +42,14 @@ def correct_from_checkpoint(run_dir: Path, checkpoint: str, n: int, seed: int) -
     """Sample G completions per training prompt from a checkpoint, a batch of prompts at a time, until n are
     correct or MAX_PROMPTS_PER_ROW x n prompts were tried; the correct ones as sheet rows."""
     import dataclasses
+    from contextlib import closing
 
     import yaml
 
     from grpo_cli.config import Config
     from grpo_cli.data.loaders import encode_prompt, load_examples
-    from grpo_cli.evaluate import load_policy
     from grpo_cli.export import resolve_checkpoint
+    from grpo_cli.models import load_model, load_tokenizer
     from grpo_cli.sampler import build_sampler
     from grpo_cli.verifier import build_verifier
 
@@ -58,11 +59,10 @@ def correct_from_checkpoint(run_dir: Path, checkpoint: str, n: int, seed: int) -
     examples = load_examples(config, "train")
     random.Random(seed).shuffle(examples)
     examples = examples[: MAX_PROMPTS_PER_ROW * n]
-    model, tokenizer = load_policy(config)
-    sampler = build_sampler(config, model, tokenizer)
+    model, tokenizer = load_model(config.model), load_tokenizer(config.model.name_or_path)
     G, batch = config.algorithm.group_size, config.train.prompts_per_step
     rows = []
-    with build_verifier(config.verifier) as verifier:
+    with closing(build_sampler(config, model, tokenizer)) as sampler, build_verifier(config.verifier) as verifier:
         for start in range(0, len(examples), batch):
             chunk = examples[start : start + batch]
             groups = sampler.generate([encode_prompt(e, tokenizer, config.data) for e in chunk], n=G, seed=seed + start)

@@ -77,23 +77,3 @@ def prune_checkpoints(checkpoints: Path, keep: set[str]) -> None:
     for path in checkpoints.glob("step_*"):
         if path.is_dir() and path.name not in keep:
             shutil.rmtree(path)
-
-
-def load_policy_weights(policy, checkpoint: Path) -> None:
-    """Restore the trained weights of `checkpoint` into `policy` (full model, or LoRA adapter only)."""
-    from safetensors.torch import load_file
-
-    adapter = checkpoint / "adapter_model.safetensors"
-    if adapter.exists():
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(policy, load_file(adapter))
-        return
-    state = {}
-    for shard in sorted(checkpoint.glob("*.safetensors")):
-        state.update(load_file(shard))
-    if not state:
-        raise GrpoError(f"checkpoint {checkpoint} holds no *.safetensors weights; delete it and resume from an earlier one")
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    if unexpected or any(name not in getattr(policy, "_tied_weights_keys", None) or [] for name in missing):
-        raise GrpoError(f"checkpoint {checkpoint} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -1,4 +1,5 @@
-"""`grpo`: the command line. Each command composes and validates the config before any model loads.
+"""`grpo`: the command line. Each command that takes overrides composes and validates the whole config before
+it imports torch or loads a model; export, merge and recipes take no configuration.
 
 Overrides are Hydra's KEY=VALUE (`algorithm.group_size=16`, `sampler=vllm`, `recipe=harbor_math`).
 User errors print one line `error: ...` on stderr and exit non-zero (2 for configuration), no traceback.
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--completion", help="check one: the model's completion")
     verify.add_argument("--completion-field", default="completion", metavar="NAME", help="default: completion")
     verify.add_argument("--answer-field", default="answer", metavar="NAME", help="default: answer")
+    verify.add_argument(
+        "--self-test", action="store_true",
+        help="score the training data's gold answers and reference solutions, as `grpo train` does at start-up",
+    )
     data = command("data", "write a dataset as JSONL (grpo data harbor --out DIR)", overrides=False)
     # A sub-command, not a positional: argparse cannot follow a positional with `overrides` after --out.
     harbor = data.add_subparsers(dest="dataset", metavar="DATASET", required=True).add_parser(
@@ -193,10 +198,12 @@ def run(argv: list[str]) -> None:
         return _print_config(args)
     if args.command == "recipes":
         return _print_recipes(args)
+    # The configuration is validated before the handler's module imports torch, so a mistake is reported at once.
+    config = _config(args) if hasattr(args, "overrides") else None
     module, function = HANDLERS[args.command].split(":")
     handler = getattr(importlib.import_module(module), function)
-    if hasattr(args, "overrides"):
-        handler(args, _config(args))
+    if config is not None:
+        handler(args, config)
     else:
         handler(args)
 

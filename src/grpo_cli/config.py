@@ -142,6 +142,10 @@ class VerifierConfig:
         default=1e-6, metadata={"help": "how close a decimal must be to a value with no finite decimal expansion (1/3, pi)", **NON_NEGATIVE}
     )
     num_workers: int = field(default=2, metadata={"help": "verifier worker processes", **POSITIVE})
+    self_test_min: float = field(
+        default=0.99,
+        metadata={"help": "grpo train stops unless this fraction of the training data's gold answers and reference solutions score 1", **FRACTION},
+    )
     rewards: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "how a verdict becomes a reward"})
     sandbox: SandboxConfig = field(default_factory=SandboxConfig, metadata={"help": "limits of the code sandbox"})
 

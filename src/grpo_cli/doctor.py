@@ -3,8 +3,8 @@
 It reports the versions of python, torch, transformers, peft, vllm and math-verify; the devices and their
 bfloat16 support; whether vLLM imports (in a child process: a broken install may crash it), and with
 `--vllm-start` whether an engine starts and generates on a tiny model built in a temporary folder; whether the
-code sandbox isolates a program here (network and PID namespaces); and the free disk under train.output_dir.
-A problem is what stops the configured run (`sampler=vllm` without a working vLLM, `verifier=code` without
+code sandbox isolates a program here (bubblewrap); and the free disk under train.output_dir.
+A problem is what stops the configured run (`sampler=vllm` without a working vLLM, `verifier=code` without a
 namespaces, bfloat16 where the device has none, too little disk); it exits 1 when there is one, else 0.
 """
 
@@ -124,12 +124,13 @@ def check_sandbox(found: Findings, config: Config) -> None:
 
     try:
         check_sandbox_available()
-        found.fact("code sandbox", "ok (network and PID namespaces)")
+        found.fact("code sandbox", "ok (bubblewrap: no network, own PID namespace)")
     except GrpoError as exc:
         found.fact("code sandbox", f"unavailable: {exc}")
         if config.verifier.name == "code":
             found.problem(f"verifier=code but the sandbox cannot isolate programs here: {exc}",
-                          "run as root or enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)")
+                          "apt-get install bubblewrap, and run as root or enable unprivileged user namespaces "
+                          "(sysctl kernel.unprivileged_userns_clone=1)")
 
 
 def _size(path: Path) -> int:

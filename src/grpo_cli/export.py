@@ -18,7 +18,7 @@ from pathlib import Path
 
 from grpo_cli.checkpoint import read_pointer, step_dir_name
 from grpo_cli.errors import GrpoError
-from grpo_cli.models import HUB_ID
+from grpo_cli.models import HUB_ID, adapter_base, is_adapter, load_pretrained, load_tokenizer
 from grpo_cli.progress import Progress
 
 
@@ -47,30 +47,6 @@ def _available(checkpoints: Path) -> str:
     return f"available: {', '.join(steps)}" if steps else "the run saved no checkpoint yet"
 
 
-def is_adapter(model_dir: str | Path) -> bool:
-    return (Path(model_dir) / "adapter_config.json").is_file()
-
-
-def adapter_base(adapter_dir: str | Path) -> str:
-    """The starting model a LoRA adapter directory was trained from (its `base_model_name_or_path`)."""
-    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
-
-
-def load_model(model_dir: str | Path):
-    """A plain `transformers` model in its stored dtype, on CPU; a LoRA adapter is merged into its base."""
-    from transformers import AutoModelForCausalLM
-
-    model_dir = Path(model_dir)
-    _require_model_dir(model_dir)
-    if is_adapter(model_dir):
-        from peft import PeftModel
-
-        where = f"the base model (base_model_name_or_path in {model_dir / 'adapter_config.json'})"
-        base = _from_pretrained(AutoModelForCausalLM, adapter_base(model_dir), where, dtype="auto")
-        return PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
-    return _from_pretrained(AutoModelForCausalLM, str(model_dir), "model", dtype="auto")
-
-
 def _require_model_dir(model_dir: Path) -> None:
     """A model directory, an adapter directory, or a hub id that `from_pretrained` may find in its cache."""
     hub_id = not model_dir.exists() and HUB_ID.fullmatch(str(model_dir))
@@ -78,21 +54,12 @@ def _require_model_dir(model_dir: Path) -> None:
         raise GrpoError(f"{model_dir}: not a model directory (no config.json) nor a LoRA adapter (no adapter_config.json)")
 
 
-def _from_pretrained(cls, name_or_path: str, what: str, **kwargs):
-    try:
-        return cls.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise GrpoError(f"cannot load {what} {name_or_path}: {str(exc).splitlines()[0]}") from None
-
-
 def _save_tokenizer(model_dir: Path, out_dir: Path) -> None:
     """Copy the tokenizer of `model_dir` (for an adapter without one, its base's) into `out_dir`."""
-    from transformers import AutoTokenizer
-
     source = str(model_dir)
     if is_adapter(model_dir) and not (model_dir / "tokenizer_config.json").is_file():
         source = adapter_base(model_dir)
-    _from_pretrained(AutoTokenizer, source, "tokenizer").save_pretrained(out_dir)
+    load_tokenizer(source).save_pretrained(out_dir)
 
 
 def _check_out_dir(out_dir: Path, *inputs: Path) -> None:
@@ -109,7 +76,7 @@ def export_checkpoint(run_dir: str | Path, checkpoint: str, out_dir: str | Path)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, step_dir)
     with Progress("export", 2) as progress:  # loading (and merging LoRA), then writing: both take minutes at 7B
-        model = load_model(step_dir)
+        model = load_pretrained(str(step_dir))
         progress.advance()
         model.save_pretrained(out_dir)
         _save_tokenizer(step_dir, out_dir)
@@ -128,7 +95,7 @@ def merge_models(a_dir: str | Path, b_dir: str | Path, weight: float, out_dir: s
     # Both checked before either loads: loading a 7B model takes minutes.
     _require_model_dir(a_dir)
     _require_model_dir(b_dir)
-    model_a, model_b = load_model(a_dir), load_model(b_dir)
+    model_a, model_b = load_pretrained(str(a_dir)), load_pretrained(str(b_dir))
     what = f"cannot merge {a_dir} with {b_dir}"
     if model_a.config.architectures != model_b.config.architectures:
         raise GrpoError(f"{what}: different architectures, {_names(model_a)} and {_names(model_b)}")

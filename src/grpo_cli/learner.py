@@ -7,8 +7,9 @@ The trainer hands it one generation batch at a time, `learner.train_on(RolloutBa
     for _ in range(config.algorithm.num_iterations):
         metrics = learner.step(batch)
 
-Log-probs follow the sampler's convention (sampler/base.py): log_softmax(logits / T)[token], T the sampling
-temperature. Every forward pass runs on micro-batches of train.micro_batch_size completions.
+Log-probs follow the sampler's convention (sampler/base.py): log_softmax(mask(logits / T))[token], T the
+sampling temperature, mask the sampler's top-k/top-p truncation. Every forward pass runs on micro-batches of
+train.micro_batch_size completions.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from grpo_cli.algo.loss import BatchTotals, loss_mask, merge_metrics, policy_loss
 from grpo_cli.config import Config, LoraConfig
 from grpo_cli.errors import GrpoError
+from grpo_cli.models import compute_autocast
 from grpo_cli.sampler.base import Completion
 
 # Any valid token id: padded positions are masked out of attention and of the loss.
@@ -121,10 +123,10 @@ class RolloutBatch:
 
 
 def completion_logprobs(
-    model: torch.nn.Module, batch: RolloutBatch, temperature: float
+    model: torch.nn.Module, batch: RolloutBatch, temperature: float, top_k: int = 0, top_p: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs [B, T] of the completion tokens of `batch` (one micro-batch) under `model`, and the policy's
-    entropy [B, T] at each completion position (detached)."""
+    entropy [B, T] at each completion position (detached); top_k/top_p as in token_logprobs."""
     T = batch.completion_mask.shape[1]
     P = batch.input_ids.shape[1] - T
     # Positions count from each prompt's first real token, as when the completion was sampled (rotary models
@@ -137,14 +139,20 @@ def completion_logprobs(
         position_ids=position_ids,
         logits_to_keep=torch.arange(P - 1, P + T - 1, device=batch.input_ids.device),
     ).logits
-    return token_logprobs(logits, batch.completion_ids, temperature)
+    return token_logprobs(logits, batch.completion_ids, temperature, top_k=top_k, top_p=top_p)
 
 
 def token_logprobs(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, chunk_tokens: int = LOGPROB_CHUNK_TOKENS
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float,
+    chunk_tokens: int = LOGPROB_CHUNK_TOKENS,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log softmax(logits / T)[token] = z[token] - logsumexp(z), z = logits / T in fp32, and the entropy
-    H = logsumexp(z) - sum_v softmax(z)_v z_v; logits [B, T, V], tokens [B, T].
+    """log softmax(z)[token] = z[token] - logsumexp(z), z = logits / T in fp32 outside the top-k/top-p support
+    set to -inf (sampling_support), and the entropy H = logsumexp(z) - sum_v softmax(z)_v z_v of that same
+    distribution; logits [B, T, V], tokens [B, T]. With top_k = 0 and top_p = 1 nothing is truncated.
 
     Only `chunk_tokens` rows of fp32 z exist at a time. Each chunk's log-prob is recomputed in backward
     (checkpoint) rather than kept, so autograd holds no fp32 copy of the logits either.
@@ -152,19 +160,51 @@ def token_logprobs(
     flat_logits, flat_tokens = logits.flatten(0, 1), tokens.flatten()
     logps, entropies = [], []
     for logits_chunk, tokens_chunk in zip(flat_logits.split(chunk_tokens), flat_tokens.split(chunk_tokens)):
+        args = (logits_chunk, tokens_chunk, temperature, top_k, top_p)
         if logits_chunk.requires_grad:
-            logps.append(checkpoint(_chunk_logprobs, logits_chunk, tokens_chunk, temperature, use_reentrant=False))
+            logps.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False))
         else:
-            logps.append(_chunk_logprobs(logits_chunk, tokens_chunk, temperature))
+            logps.append(_chunk_logprobs(*args))
         with torch.no_grad():
-            z = logits_chunk.float() / temperature
-            entropies.append(torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(dim=-1))
+            z = _truncated_scores(*args)
+            entropies.append(
+                torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z.clamp(min=torch.finfo(z.dtype).min)).sum(dim=-1)
+            )
     return torch.cat(logps).view_as(tokens), torch.cat(entropies).view_as(tokens)
 
 
-def _chunk_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    z = logits.float() / temperature
+def _chunk_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    z = _truncated_scores(logits, tokens, temperature, top_k, top_p)
     return z.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(z, dim=-1)
+
+
+def _truncated_scores(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """z = logits / T in fp32, -inf outside the sampling support. The sampled token is always kept: it was
+    drawn, so it was in the sampler's support, whatever rounding moved it across the boundary here."""
+    z = logits.float() / temperature
+    if top_k == 0 and top_p == 1.0:
+        return z
+    keep = sampling_support(z.detach(), top_k, top_p)
+    keep[torch.arange(len(tokens), device=keep.device), tokens] = True
+    return z.masked_fill(~keep, float("-inf"))
+
+
+def sampling_support(z: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """The tokens top-k then top-p sampling keeps, as transformers' and vLLM's samplers choose them; z [N, V]
+    temperature-scaled logits, returns a bool mask [N, V].
+
+    top-k keeps every token whose score reaches the k-th largest (ties kept); top-p then sorts the remaining
+    probabilities ascending and drops those whose cumulative sum is <= 1 - top_p, never the most likely token.
+    """
+    keep = torch.ones_like(z, dtype=torch.bool)
+    if 0 < top_k < z.shape[-1]:
+        keep = z >= z.topk(top_k, dim=-1).values[:, -1:]
+    if top_p < 1.0:
+        sorted_z, order = z.masked_fill(~keep, float("-inf")).sort(dim=-1)
+        dropped = sorted_z.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p
+        dropped[:, -1] = False
+        keep &= ~dropped.scatter(1, order, dropped)
+    return keep
 
 
 def add_lora(model: torch.nn.Module, lora: LoraConfig) -> peft.PeftModel:
@@ -216,19 +256,30 @@ class Learner:
 
     total_steps (training steps, for the cosine schedule) and optimizer.warmup_steps count training steps;
     the num_iterations updates of one training step share its learning rate.
+
+    Precision: `model` arrives in model.dtype, which is the compute dtype. In bfloat16 or float16 the
+    trainable weights and AdamW's moments are kept in float32 (master weights: at lr 1e-6 a bfloat16 weight
+    would round most updates away) and forward passes run under autocast in the compute dtype. Full
+    fine-tuning converts the policy to float32 (the reference copy stays in the compute dtype); peft already
+    keeps LoRA adapters in float32. Samplers get the weights in the compute dtype (sampler/__init__.py).
     """
 
     def __init__(self, config: Config, model: torch.nn.Module, total_steps: int):
         self.algorithm = config.algorithm
         self.temperature = config.sampler.temperature or 1.0
+        # The sampler's top-k/top-p support (none when greedy): log-probs are renormalized over it on both sides.
+        sampled = config.sampler.temperature > 0
+        self.top_k = config.sampler.top_k if sampled else 0
+        self.top_p = config.sampler.top_p if sampled else 1.0
         self.micro_batch_size = config.train.micro_batch_size
         self.max_grad_norm = config.optimizer.max_grad_norm
         self.lora = config.model.lora.enabled
         self.device = next(model.parameters()).device
+        self.compute_dtype = next(model.parameters()).dtype
         self.reference = None
         if not self.lora and self.algorithm.kl_coef > 0:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
-        self.policy = add_lora(model, config.model.lora) if self.lora else model
+        self.policy = add_lora(model, config.model.lora) if self.lora else model.float()
         self.trainable_parameters = [p for p in self.policy.parameters() if p.requires_grad]
 
         opt = config.optimizer
@@ -263,15 +314,31 @@ class Learner:
         return self.policy_logprobs(batch)
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
-        """All num_iterations updates on one generation batch; the last update's metrics, with
-        "nonfinite" 1.0 when any update was skipped and the first update's sampler/learner log-prob mismatch."""
+        """All num_iterations updates on one generation batch; the last update's metrics, with "nonfinite" the
+        fraction of the updates skipped (1.0: the policy did not change) and the first update's sampler/learner
+        log-prob mismatch."""
         batch = batch.to(self.device)
         batch.ref_logprobs = self.reference_logprobs(batch)
         batch.old_logprobs = self.old_logprobs(batch)
         updates = [self.step(batch) for _ in range(self.algorithm.num_iterations)]
         # Before the first update the policy is the one that sampled: only then is the mismatch meaningful.
         first = {key: updates[0][key] for key in ("logprob_mismatch/mean", "logprob_mismatch/max")}
-        return updates[-1] | first | {"nonfinite": max(update["nonfinite"] for update in updates)}
+        skipped = sum(update["nonfinite"] for update in updates) / len(updates)
+        return updates[-1] | first | {"nonfinite": skipped}
+
+    def skipped_metrics(self) -> dict[str, float | None]:
+        """The metrics of a step with nothing to learn from (algorithm.filter_zero_variance dropped every
+        group): the keys `train_on` returns, None where they measure a batch or an update, and the learning
+        rate the next update will use (the schedule does not advance)."""
+        measured = [
+            "loss", "grad_norm", "clip/low_frac", "clip/high_frac", "ratio/mean", "ratio/min", "ratio/max",
+            "advantage/mean", "advantage/std", "entropy/mean", "logprob_mismatch/mean", "logprob_mismatch/max",
+        ]
+        if self.algorithm.kl_coef > 0:
+            measured.append("kl/mean")
+        if self.algorithm.tis_cap is not None:
+            measured.append("tis/weight_mean")
+        return dict.fromkeys(measured) | {"lr": self.scheduler.get_last_lr()[0], "nonfinite": 0.0}
 
     def step(self, batch: RolloutBatch) -> dict[str, float]:
         """One optimizer update on `batch`; returns its metrics.
@@ -303,7 +370,7 @@ class Learner:
         parts = []
         for micro in batch.micro_batches(self.micro_batch_size):
             with self._autocast():
-                logp, entropy = completion_logprobs(self.policy, micro, self.temperature)
+                logp, entropy = completion_logprobs(self.policy, micro, self.temperature, self.top_k, self.top_p)
             loss, metrics = policy_loss(
                 logp,
                 micro.old_logprobs,
@@ -328,23 +395,6 @@ class Learner:
             "advantage/std": advantages.std().item() if batch.size > 1 else 0.0,
         }
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights a checkpoint needs to restore the policy: the adapter only with LoRA, else all."""
-        if self.lora:
-            return peft.get_peft_model_state_dict(self.policy)
-        return self.policy.state_dict()
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if self.lora:
-            result = peft.set_peft_model_state_dict(self.policy, state)
-            if result.unexpected_keys:
-                raise GrpoError(
-                    f"the checkpoint's adapter does not match model.lora (unexpected {result.unexpected_keys[:3]}): "
-                    "resume with the model.lora settings the run started with"
-                )
-        else:
-            self.policy.load_state_dict(state)
-
     def state_dict(self) -> dict:
         """Optimizer and schedule state, for resuming."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
@@ -362,11 +412,11 @@ class Learner:
         parts = []
         for micro in batch.micro_batches(self.micro_batch_size):
             with self._autocast():
-                logp, _ = completion_logprobs(model, micro, self.temperature)
+                logp, _ = completion_logprobs(model, micro, self.temperature, self.top_k, self.top_p)
             logp = logp.masked_fill(~micro.completion_mask, 0.0)
             parts.append(F.pad(logp, (0, T - logp.shape[1])))
         model.train(was_training)
         return torch.cat(parts)
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        return compute_autocast(self.device, self.compute_dtype)

@@ -1,7 +1,14 @@
-"""Models: load any causal LM directory, and build the tiny Llama that the CPU demo trains.
+"""Models: the one place that loads weights, and the tiny Llama that the CPU demo trains.
 
-`load_model` / `load_tokenizer` wrap `from_pretrained`: a local directory, or a hub id where a hub is
-reachable. dtype "auto" is bfloat16 on CUDA and float32 on CPU (CPU bf16 matmuls are slow and lossy here).
+Every command loads through here:
+- `load_pretrained(path)`: a model directory (or a hub id where a hub is reachable), or a LoRA adapter
+  directory (a run checkpoint), which is applied to the base model it names and merged;
+- `load_model(model_cfg)`: the same for model.name_or_path, on model.device in model.dtype ("auto" is
+  bfloat16 on CUDA and float32 on CPU, where bf16 matmuls are slow and lossy);
+- `load_checkpoint_weights(model, directory)`: a checkpoint's trained weights (all of them, or the adapter's)
+  into a model already built, as resume does.
+Each checks the weights' names against the model's: a missing or unexpected tensor is a one-line error, never a
+silently random layer.
 
 `grpo init-model` builds a model that nothing has to download: a byte-level BPE tokenizer trained with
 `tokenizers` on the task's text, digits split one per token (so the model sees 47 as 4, 7, the way it has to
@@ -13,10 +20,12 @@ load.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Iterable
 
+import peft
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -52,6 +61,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+def compute_autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """Autocast to `dtype` (model.dtype) when it is below float32: float32 master weights, low-precision math."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def _source(path: str) -> str:
     """What to hand `from_pretrained`: an existing local directory, or a hub id; anything else is an error."""
     if not path:
@@ -78,17 +92,82 @@ def load_tokenizer(path: str):
         raise _load_error(path, exc) from None
 
 
+def is_adapter(model_dir: str | Path) -> bool:
+    """Whether `model_dir` holds a peft LoRA adapter (a run checkpoint with LoRA) rather than a whole model."""
+    return (Path(model_dir) / "adapter_config.json").is_file()
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The starting model a LoRA adapter directory was trained from (its `base_model_name_or_path`)."""
+    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def load_pretrained(path: str, dtype: torch.dtype | str = "auto") -> PreTrainedModel:
+    """The model at `path` on CPU, in `dtype` ("auto": as stored). A LoRA adapter directory is applied to the
+    base model named in its adapter_config.json and merged, so the result is always a plain model."""
+    source = _source(path)
+    if not is_adapter(source):
+        try:
+            return AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        except (OSError, ValueError, KeyError) as exc:
+            raise _load_error(path, exc) from None
+    import peft
+
+    base = adapter_base(source)
+    try:
+        base_model = load_pretrained(base, dtype)
+    except GrpoError as exc:
+        where = Path(source) / "adapter_config.json"
+        raise GrpoError(f"cannot load the base model (base_model_name_or_path in {where}) {base}: {exc}") from None
+    model = peft.get_peft_model(base_model, peft.PeftConfig.from_pretrained(source))
+    load_checkpoint_weights(model, Path(source))
+    return model.merge_and_unload()
+
+
 def load_model(model_cfg: ModelConfig) -> PreTrainedModel:
     """model.name_or_path on model.device in model.dtype, with gradient checkpointing when asked for."""
-    source = _source(model_cfg.name_or_path)
     device = resolve_device(model_cfg.device)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(model_cfg.dtype, device))
-    except (OSError, ValueError, KeyError) as exc:
-        raise _load_error(model_cfg.name_or_path, exc) from None
+    model = load_pretrained(model_cfg.name_or_path, resolve_dtype(model_cfg.dtype, device))
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model.to(device)
+
+
+def load_checkpoint_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Load the weights that `model.save_pretrained(directory)` wrote back into `model`: the adapter's only for a
+    peft model, else every tensor. Raises GrpoError when a tensor is missing (other than one tied to a loaded
+    tensor, such as lm_head to the embeddings) or unexpected, or when the directory holds no weights."""
+    from safetensors.torch import load_file
+
+    adapter = isinstance(model, peft.PeftModel)
+    files = [directory / "adapter_model.safetensors"] if adapter else sorted(directory.glob("model*.safetensors"))
+    files = [path for path in files if path.is_file()]
+    if not files:
+        kind = "LoRA adapter (adapter_model.safetensors)" if adapter else "model weights (model*.safetensors)"
+        raise GrpoError(f"{directory} holds no {kind}; point at a complete checkpoint, or an earlier one")
+    state = {}
+    for path in files:
+        state.update(load_file(path))
+    if adapter:
+        expected = set(peft.get_peft_model_state_dict(model))
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if not missing and not unexpected:
+            peft.set_peft_model_state_dict(model, state)
+    else:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = _untied(model, missing)
+    if missing or unexpected:
+        raise GrpoError(
+            f"the weights in {directory} do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+            "load them with the model and model.lora settings they were trained with"
+        )
+
+
+def _untied(model: torch.nn.Module, missing: list[str]) -> list[str]:
+    """The names in `missing` whose tensor is not shared with a tensor that was loaded."""
+    tensors = model.state_dict(keep_vars=True)
+    loaded = {id(tensor) for name, tensor in tensors.items() if name not in missing}
+    return [name for name in missing if id(tensors[name]) not in loaded]
 
 
 # The tiny model stands in for an instruct model, so recipes with data.use_chat_template=true run on it:

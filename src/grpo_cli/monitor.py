@@ -22,6 +22,8 @@ KL_SPIKE_FLOOR = 0.01
 KL_COLLAPSE_FLOOR = 1e-9
 KL_HISTORY = 10
 TRUNCATION_RATE = 0.2
+# A step where nothing scored and most completions had no answer the verifier could read.
+PARSE_FAILURE_RATE = 0.5
 # Eval: pass@G up by this much while pass@1 is up by less than the flat margin.
 PASS_AT_G_RISE = 0.05
 PASS_AT_1_FLAT = 0.01
@@ -66,8 +68,15 @@ class RunMonitor:
                     "Fix: raise sampler.temperature or algorithm.group_size, or an easier curriculum (data.difficulty)."
                 )
 
-        if self.kl_coef > 0 and "kl/mean" in metrics:
+        if self.kl_coef > 0 and metrics.get("kl/mean") is not None:  # None: a step with no update
             warnings += self._check_kl(step, metrics["kl/mean"])
+
+        if metrics["reward/correct_mean"] == 0 and metrics["verifier/parse_failure_frac"] > PARSE_FAILURE_RATE:
+            warnings.append(
+                f"no completion was correct and the verifier found no answer in {metrics['verifier/parse_failure_frac']:.0%} "
+                "of them: the extraction mode or marker likely does not match how the prompt asks for the answer. "
+                "Check verifier.extract and verifier.marker against data.prompt_template (and samples.jsonl)."
+            )
 
         if metrics["completions/truncated_frac"] > TRUNCATION_RATE:
             warnings.append(

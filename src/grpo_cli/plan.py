@@ -15,11 +15,13 @@ Compute (N train prompts, E epochs, P = train.prompts_per_step, G = algorithm.gr
 Memory, in bytes (b bytes per weight of model.dtype; L layers, h hidden, q = heads x head_dim,
 kv = kv_heads x head_dim, I intermediate, V vocab; S = mean prompt + sampler.max_new_tokens, the padded
 length of a micro-batch; T = train.micro_batch_size x S tokens):
-    policy weights    params x b
+    policy weights    LoRA: params x b; full fine-tuning: params x 4 (float32 master weights, learner.py)
     reference         0 with LoRA (the base with the adapter disabled) or kl_coef = 0, else params x b
-    trainable         LoRA: rank x (in + out) per target module per layer, in float32; else params x b
-    gradients         trainable x the same bytes
+    trainable         LoRA: rank x (in + out) per target module per layer, in float32; else params, float32
+    gradients         trainable x 4
     optimizer state   AdamW's two moments: 2 x gradients
+    autocast copy     full fine-tuning with b < 4: params x b, the weights cast for the forward pass and kept
+                      for backward (learner phase only)
     activations       a layer saves a = 4h + 2q + 2kv + 4I (+ rank per LoRA target) values per token:
                         without gradient checkpointing  T x L x a x b
                         with                            T x (L x h + a) x b   (layer inputs, one layer recomputed)
@@ -27,8 +29,8 @@ length of a micro-batch; T = train.micro_batch_size x S tokens):
     vLLM              gpu_memory_utilization x GPU: its own copy of the weights, the rest KV cache at
                       2 x L x kv x b per token (or the weights + sampler.kv_cache_gb when that is set)
     hf generate       KV cache of sampler.batch_size sequences of S tokens
-Peak = resident (weights .. optimizer state) + activations + logits + sampler memory, or the larger of
-(resident + sampler) and (resident + activations + logits) when the two phases do not overlap (vLLM
+Peak = resident (weights .. optimizer state) + learner phase (activations + logits + autocast copy) + sampler
+memory, or the larger of (resident + sampler) and (resident + learner phase) when the two phases do not overlap (vLLM
 sleep mode, or generation with the policy's own weights through transformers).
 """
 
@@ -47,7 +49,7 @@ GiB = 1024**3
 DEFAULT_GPU_GIB = 80.0  # the reference recipe's H100 80GB
 DEFAULT_MEAN_PROMPT_TOKENS = 128
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-LORA_BYTES = 4  # peft keeps adapter weights in float32 even on a bfloat16 base
+MASTER_BYTES = 4  # trainable weights are float32 whatever model.dtype (learner.py); peft's adapters too
 
 # config.json excerpts of well-known models, keyed by the last part of their hub name.
 KNOWN_CONFIGS = {
@@ -224,19 +226,21 @@ def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: 
     model, lora, sampler = config.model, config.model.lora, config.sampler
     b = DTYPE_BYTES[shape.dtype if model.dtype == "auto" else model.dtype]
     weights = shape.num_params * b
-    components = {"policy weights": weights}
-    notes = {"policy weights": f"{_count(shape.num_params)} parameters x {b} bytes"}
-
     if lora.enabled:
+        components = {"policy weights": weights}
+        notes = {"policy weights": f"{_count(shape.num_params)} parameters x {b} bytes"}
         components["reference"], notes["reference"] = 0, "none: the base model with the adapter disabled"
-        trainable, trainable_bytes = lora_params(shape, lora.rank, lora.target_modules), LORA_BYTES
-        components["LoRA parameters"] = trainable * trainable_bytes
+        trainable = lora_params(shape, lora.rank, lora.target_modules)
+        components["LoRA parameters"] = trainable * MASTER_BYTES
         notes["LoRA parameters"] = f"{_count(trainable)} float32, rank {lora.rank} on {', '.join(lora.target_modules)}"
     else:
+        trainable = shape.num_params
+        components = {"policy weights": trainable * MASTER_BYTES}
+        notes = {"policy weights": f"{_count(trainable)} parameters x 4 bytes: float32 master weights"}
         needs_reference = config.algorithm.kl_coef > 0
         components["reference"] = weights if needs_reference else 0
-        notes["reference"] = "a frozen copy of the policy" if needs_reference else "none: algorithm.kl_coef = 0"
-        trainable, trainable_bytes = shape.num_params, b
+        notes["reference"] = f"a frozen copy in {b}-byte model.dtype" if needs_reference else "none: algorithm.kl_coef = 0"
+    trainable_bytes = MASTER_BYTES
     components["gradients"] = trainable * trainable_bytes
     notes["gradients"] = f"{_count(trainable)} trainable parameters x {trainable_bytes} bytes"
     components["optimizer state"] = 2 * trainable * trainable_bytes
@@ -252,7 +256,10 @@ def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: 
                             f"{'on' if checkpointing else 'off'} ({'off' if checkpointing else 'on'}: {other / GiB:.1f} GiB)")
     components["logits"] = round(tokens * shape.vocab_size * 8)
     notes["logits"] = f"float32 logits and log-softmax, vocab {shape.vocab_size}"
-    learner = resident + components["activations"] + components["logits"]
+    if not lora.enabled and b < MASTER_BYTES:
+        components["autocast copy"] = weights
+        notes["autocast copy"] = f"the weights cast to {b}-byte model.dtype for forward and backward"
+    learner = resident + components["activations"] + components["logits"] + components.get("autocast copy", 0)
 
     kv_per_token = shape.kv_bytes_per_token(b)
     if sampler.name == "vllm":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import GrpoError
 from grpo_cli.progress import Progress
 from grpo_cli.learner import lr_factor
+from grpo_cli.metrics import print_results
 from grpo_cli.models import init_dir, load_model, load_tokenizer
 
 IGNORE = -100  # label of positions without a loss (Hugging Face's convention)
@@ -92,6 +94,7 @@ def train(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, config: 
 def sft_command(args: argparse.Namespace, config: Config) -> None:
     from grpo_cli.evaluate import evaluate
     from grpo_cli.sampler import build_sampler
+    from grpo_cli.sampler.base import sampling_seed
     from grpo_cli.verifier import build_verifier
 
     source = init_dir(config)
@@ -107,14 +110,14 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
     tokenizer = load_tokenizer(source)
     model = load_model(replace(config.model, name_or_path=source))
     pairs = tokenize(train_examples, tokenizer, config, model.config.max_position_embeddings)
-    sampler = build_sampler(config, model, tokenizer)
     print(f"sft: {source} -> {output_dir}, {len(pairs)} examples, {config.sft.steps} steps of {config.sft.batch_size}", flush=True)
 
-    def run_eval() -> dict:
+    def run_eval(step: int) -> dict:
         # Verifier workers are started per eval: idle, they would still cost their start-up during training.
         sampler.sync_weights(model)
         with build_verifier(config.verifier) as verifier:
-            return evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
+            seed = sampling_seed(config.train.seed, "sft_eval", step)
+            return evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed)
 
     def on_step(step: int, loss: float) -> None:
         progress.advance()
@@ -122,23 +125,17 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
             lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps, "cosine")
             print(f"sft step {step}/{config.sft.steps}  loss {loss:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s", flush=True)
         if config.sft.eval_every and step % config.sft.eval_every == 0 and step < config.sft.steps:
-            print(f"sft step {step}  eval {_summary(run_eval())}", flush=True)
+            print_results(f"sft step {step}: eval", {"value": run_eval(step)}, config.eval.pass_at)
 
-    started = time.monotonic()
-    with Progress("sft", config.sft.steps) as progress:
-        losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
-    train_seconds = time.monotonic() - started
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    results = run_eval()
+    with closing(build_sampler(config, model, tokenizer)) as sampler:
+        started = time.monotonic()
+        with Progress("sft", config.sft.steps) as progress:
+            losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
+        train_seconds = time.monotonic() - started
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        results = run_eval(config.sft.steps)
     results |= {"model": str(output_dir), "sft_steps": config.sft.steps, "sft_final_loss": losses[-1], "sft_seconds": train_seconds}
     (output_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"sft done in {train_seconds:.0f}s, saved {output_dir}: {_summary(results)}")
-
-
-def _summary(results: dict) -> str:
-    pass_at = "  ".join(f"{key} {value:.1%}" for key, value in results.items() if key.startswith("pass@"))
-    return (
-        f"{pass_at}  ({results['num_prompts']} prompts x {results['num_samples']} samples, temperature "
-        f"{results['temperature']:g}, parse failures {results['parse_failure_rate']:.1%})"
-    )
+    print(f"sft done in {train_seconds:.0f}s, saved {output_dir}")
+    print_results(f"sft: {output_dir}", {"value": results}, config.eval.pass_at)

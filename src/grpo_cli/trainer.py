@@ -21,6 +21,7 @@ import math
 import random
 import sys
 import time
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +37,15 @@ from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.loggers import RunLoggers, check_installed
-from grpo_cli.models import load_model, load_tokenizer
+from grpo_cli.metrics import completion_metrics, print_results
+from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.preflight import format_report, run_preflight
 from grpo_cli.report import write_report
 from grpo_cli.sampler import build_sampler
+from grpo_cli.sampler.base import sampling_seed
 from grpo_cli.verifier import build_verifier
+from grpo_cli.verifier.self_test import check_verifier
 
 
 @dataclass
@@ -110,15 +114,16 @@ def train(config: Config) -> dict:
     # Data and model load before anything is written, so a bad path fails without touching the run dir.
     train_examples = load_examples(config, "train")
     eval_examples = load_examples(config, "eval")
+    print(check_verifier(config, train_examples), file=sys.stderr)
     tokenizer = load_tokenizer(config.model.name_or_path)
     model = load_model(config.model)
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
     total_steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)
     learner = Learner(config, model, total_steps)
 
-    with build_verifier(config.verifier) as verifier:
+    with build_verifier(config.verifier) as verifier, ExitStack() as stack:
         state = _start_or_resume(config, run_dir, checkpoints, learner, verifier)
-        sampler = build_sampler(config, learner.policy, tokenizer)
+        sampler = stack.enter_context(closing(build_sampler(config, learner.policy, tokenizer)))
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
@@ -133,7 +138,8 @@ def train(config: Config) -> dict:
         console = Console(total_steps, state["step"])
 
         def run_eval(step: int) -> dict:
-            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
+            seed = sampling_seed(config.train.seed, "eval", step)
+            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed)
             results["step"] = step
             warnings = monitor.after_eval(results, config.eval.pass_at)
             evals_log.write(results | {"warnings": warnings})
@@ -155,9 +161,11 @@ def train(config: Config) -> dict:
                 warnings.append("loss or gradient was NaN/inf: the update was skipped")
             metrics["warnings"] = warnings
             metrics_log.write(metrics)
-            for group in groups[: config.train.log_groups_per_step]:
+            logged = groups[: config.train.log_groups_per_step]
+            slowest = max(groups, key=lambda group: max(group["latency_ms"]))  # samples.jsonl always keeps the slowest check
+            for group in logged if any(g is slowest for g in logged) else [*logged, slowest]:
                 samples_log.write({"step": step, **group})
-            loggers.step(step, metrics, groups[: config.train.log_groups_per_step])
+            loggers.step(step, metrics, logged)
             console.step_line(step, metrics)
             console.warn(warnings, step)
             if state["nonfinite_streak"] >= config.train.max_nonfinite_steps:
@@ -191,7 +199,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
 
     tic = time.perf_counter()
     prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in examples]
-    groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed * 100_003 + step)
+    groups = sampler.generate(prompt_ids, n=G, seed=sampling_seed(config.train.seed, "train", step))
     timings["time/sample_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -199,6 +207,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     answers = [ex.answer for ex in examples for _ in range(G)]
     scores = verifier.score([c.text for c in completions], answers, step=step)
     timings["time/verify_s"] = time.perf_counter() - tic
+    latencies_ms = torch.tensor(verifier.latencies_s, dtype=torch.float64) * 1000
 
     rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
     advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
@@ -208,32 +217,28 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     batch = RolloutBatch.build(prompt_ids, groups, advantages)
     if config.algorithm.filter_zero_variance:
         batch = batch.select(stats.keep_mask.repeat_interleave(G))
-    learn = learner.train_on(batch) if batch.size else {"nonfinite": 0.0}
+    learn = learner.train_on(batch) if batch.size else learner.skipped_metrics()
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    if batch.size and not learn["nonfinite"]:
+    if batch.size and learn["nonfinite"] < 1.0:  # some update changed the policy (skipped ones leave it as it was)
         sampler.sync_weights(learner.policy)
     timings["time/sync_s"] = time.perf_counter() - tic
 
-    lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
-    generated_tokens = int(lengths.sum())
+    generated_tokens = sum(len(c.token_ids) for c in completions)
     step_seconds = sum(timings.values())
+    completion_stats = completion_metrics(completions, scores)
     metrics = {
         "step": step,
-        "reward/mean": rewards.mean().item(),
-        "reward/std": rewards.std().item(),
-        "reward/correct_mean": sum(s.correct for s in scores) / len(scores),
+        **completion_stats,
         "groups/any_positive_frac": stats.any_positive_frac,
         "groups/zero_variance_frac": stats.zero_variance_frac,
         "groups/kept_frac": batch.size / len(completions),
-        "completions/len_mean": lengths.mean().item(),
-        "completions/len_max": int(lengths.max()),
-        "completions/truncated_frac": sum(c.finish_reason == "length" for c in completions) / len(completions),
+        "learn/skipped": float(not batch.size),
         "completions/max_new_tokens": config.sampler.max_new_tokens,
-        "verifier/parse_failures": sum(s.reason == "no_answer" for s in scores),
-        "verifier/timeouts": sum(s.reason == "timeout" for s in scores),
-        "verifier/errors": sum(s.reason == "error" for s in scores),
+        "verifier/parse_failure_frac": completion_stats["verifier/parse_failures"] / len(completions),
+        "verifier/latency_p50_ms": latencies_ms.quantile(0.5).item(),
+        "verifier/latency_p99_ms": latencies_ms.quantile(0.99).item(),
         **learn,
         **timings,
         "time/step_s": step_seconds,
@@ -250,6 +255,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
             "reasons": [scores[i].reason for i in members],
             "advantages": [round(advantages[i].item(), 4) for i in members],
             "truncated": [c.finish_reason == "length" for c in group],
+            "latency_ms": [round(latencies_ms[i].item(), 1) for i in members],
         })
     return metrics, logged_groups
 
@@ -279,7 +285,7 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
             "in another train.output_dir"
         )
     saved = checkpoint.load_trainer_state(last)
-    checkpoint.load_policy_weights(learner.policy, last)
+    load_checkpoint_weights(learner.policy, last)
     learner.load_state_dict(saved["learner"])
     checkpoint.set_rng_state(saved["rng"])
     return saved["run"]
@@ -313,7 +319,7 @@ def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, token
         merge_models(best, Path(config.model.name_or_path), config.train.merge_with_reference, merged)
         summary["merged_model"] = str(merged)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    Console.summary(summary, config.eval.pass_at)
+    print_results("GRPO: before and after", {"before": before, "after": after}, config.eval.pass_at)
     return summary
 
 
@@ -334,7 +340,7 @@ class Console:
         self.progress.start()
 
     def step_line(self, step: int, m: dict) -> None:
-        kl = f" kl {m['kl/mean']:.4f}" if "kl/mean" in m else ""
+        kl = f" kl {m['kl/mean']:.4f}" if m.get("kl/mean") is not None else ""
         self.progress.console.print(
             f"step {step:>4}  reward {m['reward/mean']:.3f}  correct {m['reward/correct_mean']:.2f}  "
             f"zero-var {m['groups/zero_variance_frac']:.2f}{kl}  len {m['completions/len_mean']:.0f}  "
@@ -350,16 +356,3 @@ class Console:
     def warn(self, warnings: list[str], step: int) -> None:
         for line in warnings:
             self.progress.console.print(f"[yellow]warning (step {step}): {line}[/]", highlight=False)
-
-    @staticmethod
-    def summary(summary: dict, pass_at: list[int]) -> None:
-        from rich.console import Console as RichConsole
-        from rich.table import Table
-
-        table = Table(title="GRPO: before and after")
-        table.add_column("metric")
-        table.add_column("before", justify="right")
-        table.add_column("after", justify="right")
-        for k in pass_at:
-            table.add_row(f"pass@{k}", f"{summary[f'pass@{k}_before']:.1%}", f"{summary[f'pass@{k}_after']:.1%}")
-        RichConsole().print(table)

@@ -5,21 +5,11 @@ Rewards arrive flat, [num_prompts x G], group-major: completions 0..G-1 answer p
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
 from grpo_cli.algo.stats import zero_variance_groups
-
-
-def combine_rewards(components: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
-    """r_i = sum_c w_c * components[i, c]: several reward signals [B, C] weighted into one reward [B].
-
-    Combined before normalizing, so a component's weight is its share of the advantage.
-    """
-    if components.shape[-1] != len(weights):
-        raise ValueError(f"{components.shape[-1]} reward components but {len(weights)} weights")
-    return components @ torch.tensor(weights, dtype=components.dtype, device=components.device)
 
 
 def group_advantages(

@@ -12,6 +12,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
     The product form never forms a binomial coefficient, so it stays accurate for n in the thousands,
     where C(n, k) overflows a float.
+
+    Args:
+        n: samples of the prompt; c: how many of them are correct; k: the k of pass@k, 1 <= k <= n.
+    Returns:
+        pass@k of the prompt, in [0, 1].
     """
     if not 0 <= c <= n:
         raise ValueError(f"pass@k needs 0 <= c <= n, got c={c}, n={n}")
@@ -26,5 +31,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def mean_pass_at_k(num_correct: Sequence[int], n: int, k: int) -> float:
-    """pass@k averaged over prompts, each with n samples of which num_correct[j] are correct."""
+    """pass@k averaged over prompts.
+
+    Args:
+        num_correct: per prompt, how many of its n samples are correct.
+        n: samples per prompt; k: the k of pass@k.
+    Returns:
+        The mean of pass_at_k(n, c, k) over prompts.
+    """
     return sum(pass_at_k(n, c, k) for c in num_correct) / len(num_correct)

@@ -19,12 +19,27 @@ class GroupStats:
 
 
 def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """[num_prompts] bool: True where every reward of the group is the same."""
+    """Which groups tie.
+
+    Args:
+        rewards: [num_prompts * G], group-major.
+        group_size: G.
+    Returns:
+        [num_prompts] bool, True where every reward of the group is the same.
+    """
     groups = rewards.view(-1, group_size)
     return groups.amax(dim=1) == groups.amin(dim=1)
 
 
 def group_stats(rewards: torch.Tensor, group_size: int) -> GroupStats:
+    """What a batch's groups can teach.
+
+    Args:
+        rewards: [num_prompts * G], group-major.
+        group_size: G.
+    Returns:
+        GroupStats: fractions of tied and of any-positive groups, and the [num_prompts] keep mask.
+    """
     ties = zero_variance_groups(rewards, group_size)
     return GroupStats(
         zero_variance_frac=ties.float().mean().item(),

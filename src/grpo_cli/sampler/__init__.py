@@ -9,11 +9,16 @@ __all__ = ["Completion", "Sampler", "build_sampler"]
 
 
 def build_sampler(config: Config, model, tokenizer) -> Sampler:
-    """The sampler named by `sampler.name`; vLLM is imported only when asked for (it is heavy and optional)."""
+    """The sampler named by `sampler.name`, sampling from `model` (the live model: learner.policy, or the
+    model a command loaded) in model.dtype, also when the model holds float32 master weights (learner.py).
+    vLLM is imported only when asked for (it is heavy and optional). Close it when done (contextlib.closing)."""
+    from grpo_cli.models import resolve_dtype
+
+    dtype = resolve_dtype(config.model.dtype, model.device)
     if config.sampler.name == "vllm":
         from grpo_cli.sampler.vllm import VLLMSampler
 
-        return VLLMSampler(config, model, tokenizer)
+        return VLLMSampler(config, model, tokenizer, dtype)
     from grpo_cli.sampler.hf import HFSampler
 
-    return HFSampler(model, tokenizer, config.sampler)
+    return HFSampler(model, tokenizer, config.sampler, dtype)

@@ -4,31 +4,44 @@ The sampler holds the training model itself (with LoRA, the peft model), so ther
 The prompts x n sequences are left-padded and generated in batches of `sampler.batch_size`.
 
 Log-probs follow sampler/base.py: for the token y_t sampled at step t,
-    logprob_t = log_softmax(z_t / T)[y_t],   z_t the model's raw logits, T the temperature (1 when greedy),
-taken before top-k/top-p truncation. `generate` keeps every step's raw logits to compute them, that is
-batch_size x max_new_tokens x vocab floats: lower sampler.batch_size for large vocabularies.
+    logprob_t = log_softmax(mask(z_t / T))[y_t],   z_t the model's raw logits, T the temperature (1 when greedy),
+mask the top-k/top-p truncation: they are the log of the probability the token was drawn with. They come
+from `generate`'s processed scores (temperature, top-k, top-p applied), kept for every step: batch_size x
+max_new_tokens x vocab floats, so lower sampler.batch_size for large vocabularies.
+
+Every sampling parameter is passed explicitly and the model's generation_config.json is ignored (as the vLLM
+sampler does): a repetition penalty, min_p or top_k there would change the distribution the learner assumes.
+A model held in float32 master weights (learner.py) samples under autocast to the compute dtype.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 from transformers import GenerationConfig
 
 from grpo_cli.config import SamplerConfig
-from grpo_cli.sampler.base import Completion, eos_token_ids
+from grpo_cli.models import compute_autocast
+from grpo_cli.sampler.base import Completion, eos_token_ids, new_token_budget
 
 
 class HFSampler:
-    def __init__(self, model, tokenizer, config: SamplerConfig):
+    def __init__(self, model, tokenizer, config: SamplerConfig, compute_dtype: torch.dtype | None = None):
+        """compute_dtype: model.dtype when the model holds float32 master weights; None: the model's own."""
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
+        self.compute_dtype = compute_dtype or model.dtype
         self.eos_token_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
 
     def sync_weights(self, model) -> None:
         self.model = model
+
+    def close(self) -> None:
+        """Nothing to free: the sampler holds the live model."""
 
     @torch.no_grad()
     def generate(
@@ -41,7 +54,7 @@ class HFSampler:
         self.model.eval()  # no dropout while sampling; the caller's mode comes back in `finally`
         try:
             # A private RNG stream: the same seed gives the same completions, and training's RNG is untouched.
-            with torch.random.fork_rng(devices=_cuda_devices(self.model)):
+            with torch.random.fork_rng(devices=_cuda_devices(self.model)), _plain_generation_config(self.model):
                 torch.manual_seed(seed)
                 completions = []
                 for start in range(0, len(sequences), batch_size):
@@ -58,17 +71,21 @@ class HFSampler:
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
         device = self.model.device
-        output = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            generation_config=self._generation_config(temperature),
+        max_new_tokens = new_token_budget(
+            self.config.max_new_tokens, width, self.model.config.max_position_embeddings, "max_position_embeddings"
         )
+        with compute_autocast(device, self.compute_dtype):
+            output = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=self._generation_config(temperature, max_new_tokens),
+            )
         new_tokens = output.sequences[:, width:]
-        logprob_temperature = temperature if temperature > 0 else 1.0
+        # Scores: the logits after temperature (none when greedy) and top-k/top-p (-inf outside the support).
         logprobs = torch.stack(
             [
-                torch.log_softmax(step_logits / logprob_temperature, dim=-1).gather(-1, step_tokens[:, None])[:, 0]
-                for step_logits, step_tokens in zip(output.logits, new_tokens.T)
+                torch.log_softmax(step_scores.float(), dim=-1).gather(-1, step_tokens[:, None])[:, 0]
+                for step_scores, step_tokens in zip(output.scores, new_tokens.T)
             ],
             dim=1,
         )
@@ -85,23 +102,33 @@ class HFSampler:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(token_ids=tokens, logprobs=logprobs[:length], text=text, finish_reason=finish_reason)
 
-    def _generation_config(self, temperature: float) -> GenerationConfig:
+    def _generation_config(self, temperature: float, max_new_tokens: int) -> GenerationConfig:
         greedy = temperature == 0
         return GenerationConfig(
             do_sample=not greedy,
             temperature=1.0 if greedy else temperature,
             top_k=0 if greedy else self.config.top_k,
             top_p=1.0 if greedy else self.config.top_p,
-            # A model's generation_config.json may ask for a repetition penalty; it would make the sampling
-            # distribution differ from the log-prob convention the learner relies on.
-            repetition_penalty=1.0,
-            max_new_tokens=self.config.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             use_cache=True,
             return_dict_in_generate=True,
-            output_logits=True,
+            output_scores=True,
         )
+
+
+@contextmanager
+def _plain_generation_config(model):
+    """generate() fills every setting the given config leaves unset (min_p, repetition_penalty,
+    no_repeat_ngram_size, ...) from model.generation_config: hold a blank one while sampling."""
+    transformers_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = transformers_model.generation_config
+    transformers_model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        transformers_model.generation_config = saved
 
 
 def _cuda_devices(model) -> list[int]:

@@ -1,16 +1,20 @@
 """`sampler=vllm`: a vLLM engine in the training process, its weights overwritten in place after every step.
 
-Generation: one request per prompt with SamplingParams(n=G), so the G completions share the prompt's KV
-blocks. Prompt i gets seed `seed + i * n`; vLLM gives its j-th completion seed + i * n + j, so no two
-completions of a call share a random stream.
+The engine serves the model the command holds, not model.name_or_path: it starts from the directory that
+model was loaded from (for a peft model, its base model's) with dummy weights, then receives the live
+weights (sync_weights), in model.dtype. So `grpo sft sft.init_from=DIR` samples its SFT model and `grpo eval`
+of a LoRA checkpoint samples the merged adapter.
 
-Log-probs follow sampler/base.py, logprob_t = log_softmax(z_t / T)[y_t]. vLLM's `logprobs_mode` decides
-what it returns:
-    raw_logprobs        log_softmax(z_t)[y_t]                the default; wrong whenever T != 1
-    processed_logprobs  log_softmax(mask(z_t / T))[y_t]      mask = the top-k/top-p truncation
-so the engine runs with processed_logprobs: with top_p = 1 and top_k = 0 (the GRPO setting) mask is the
-identity and the values are the convention's exactly; greedy (T = 0) returns log_softmax(z_t). With
-truncation on, they are renormalised over the kept tokens: higher than the learner's by -log(kept mass).
+Generation: one request per prompt with SamplingParams(n=G), so the G completions share the prompt's KV
+blocks. Prompt i of a call with seed s gets seed sampling_seed(s, i) (sampler/base.py); vLLM gives its j-th
+completion that seed + j. max_tokens is capped per prompt so that prompt and completion fit the engine's
+max_model_len (sampler.max_model_len, at most the model's max_position_embeddings).
+
+Log-probs follow sampler/base.py, logprob_t = log_softmax(mask(z_t / T))[y_t], mask the top-k/top-p
+truncation. vLLM's `logprobs_mode` decides what it returns:
+    raw_logprobs        log_softmax(z_t)[y_t]                the default; wrong whenever T != 1 or truncating
+    processed_logprobs  log_softmax(mask(z_t / T))[y_t]      the convention
+so the engine runs with processed_logprobs; greedy (T = 0) returns log_softmax(z_t).
 
 Weight sync: `collective_rpc("reload_weights", weights_iterator=...)` hands the learner's tensors to vLLM's
 in-place reloader, which reruns each layer's weight processing (on CPU, linear weights are repacked into
@@ -47,11 +51,12 @@ from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
 
 from grpo_cli.config import Config
-from grpo_cli.sampler.base import Completion, eos_token_ids
+from grpo_cli.sampler.base import Completion, eos_token_ids, new_token_budget, sampling_seed
 
 
 class VLLMSampler:
-    def __init__(self, config: Config, model, tokenizer):
+    def __init__(self, config: Config, model, tokenizer, dtype: torch.dtype):
+        """Serve `model` (the live model, see the module docstring) in `dtype` (model.dtype)."""
         self.config = config.sampler
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids(model, tokenizer)
@@ -65,13 +70,17 @@ class VLLMSampler:
         # The engine core must run in this process for weights to move by reference; vLLM reads this at start.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         set_num_threads, learner_threads = torch.set_num_threads, torch.get_num_threads()
+        self.dtype = dtype
+        self.max_model_len = min(self.config.max_model_len, model.config.max_position_embeddings)
         self.llm = LLM(
-            model=config.model.name_or_path,
-            dtype=str(model.dtype).removeprefix("torch."),
+            model=model_directory(model),
+            # The weights come from the live model right below: reading them from the directory would be wasted.
+            load_format="dummy",
+            dtype=str(dtype).removeprefix("torch."),
             seed=config.train.seed,
             gpu_memory_utilization=self.config.gpu_memory_utilization,
             kv_cache_memory_bytes=None if kv_cache_gb is None else int(kv_cache_gb * 2**30),
-            max_model_len=min(self.config.max_model_len, model.config.max_position_embeddings),
+            max_model_len=self.max_model_len,
             enable_sleep_mode=self.sleep_mode,
             logprobs_mode="processed_logprobs",
             # Sampling defaults (repetition penalty, ...) must not come from the model's generation_config.json.
@@ -90,17 +99,16 @@ class VLLMSampler:
         # Every reload warns that the rotary embedding "failed to load": it has no checkpoint weights and keeps
         # its cos/sin cache, as it should. (Set after the engine starts: vLLM reconfigures its loggers then.)
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
-        # The live model may already differ from its directory (resumed run, adapter loaded).
         self.sync_weights(model)
 
-    def sampling_params(self, n: int, seed: int, temperature: float) -> SamplingParams:
+    def sampling_params(self, n: int, seed: int, temperature: float, max_tokens: int) -> SamplingParams:
         return SamplingParams(
             n=n,
             seed=seed,
             temperature=temperature,
             top_p=self.config.top_p,
             top_k=self.config.top_k,
-            max_tokens=self.config.max_new_tokens,
+            max_tokens=max_tokens,
             stop_token_ids=self.eos_token_ids,
             logprobs=0,  # the sampled token's log-prob only
             detokenize=False,
@@ -116,7 +124,16 @@ class VLLMSampler:
         # vLLM refuses n > 1 when greedy: one completion is asked for and repeated, the n are identical anyway.
         copies = n if temperature == 0 else 1
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
-        params = [self.sampling_params(n // copies, seed + i * n, temperature) for i in range(len(prompt_ids))]
+        context_key = "sampler.max_model_len, max_position_embeddings"
+        params = [
+            self.sampling_params(
+                n // copies,
+                sampling_seed(seed, i),
+                temperature,
+                new_token_budget(self.config.max_new_tokens, len(ids), self.max_model_len, context_key),
+            )
+            for i, ids in enumerate(prompt_ids)
+        ]
         with torch_threads(self.engine_threads):
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         if self.sleep_mode:
@@ -141,14 +158,19 @@ class VLLMSampler:
     def sync_weights(self, model) -> None:
         if self.asleep:
             self.llm.wake_up(tags=["weights"])  # the KV cache stays freed until the next generate
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": checkpoint_weights(model), "is_checkpoint_format": True}
-        )
+        weights = ((name, tensor.to(self.dtype)) for name, tensor in checkpoint_weights(model))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:
         """Stop the engine, freeing its weights and KV cache."""
         self.llm.llm_engine.engine_core.shutdown()
+
+
+def model_directory(model) -> str:
+    """Where `model` was loaded from: its config and tokenizer, for the engine (a peft model: its base's)."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return base.config._name_or_path
 
 
 @contextmanager

@@ -47,6 +47,11 @@ class Verifier:
         return self._pool.map([(completion, answer, step, split) for completion, answer in zip(completions, answers)])
 
     @property
+    def latencies_s(self) -> list[float]:
+        """Seconds each completion of the last score() call took, from dispatch to verdict, in its order."""
+        return self._pool.latencies_s
+
+    @property
     def worker_pids(self) -> list[int]:
         return self._pool.pids
 

@@ -1,4 +1,5 @@
-"""`grpo verify INPUT.jsonl [overrides]` and `grpo verify --answer 18 --completion "..."`.
+"""`grpo verify INPUT.jsonl [overrides]`, `grpo verify --answer 18 --completion "..."` and
+`grpo verify --self-test [overrides]` (self_test.py: the training data's own answers must score 1).
 
 One JSON line per row (reward, correct, extracted, reason, components) goes to --output or stdout, in
 input order; a summary (accuracy, parse failures, timeouts, errors, checks/s) goes to stderr. Rows are
@@ -15,16 +16,22 @@ import time
 from pathlib import Path
 
 from grpo_cli.config import Config
-from grpo_cli.data.loaders import jsonl_rows
+from grpo_cli.data.loaders import jsonl_rows, load_examples
 from grpo_cli.errors import GrpoError
 from grpo_cli.progress import Progress
 from grpo_cli.verifier import Score, build_verifier
+from grpo_cli.verifier.self_test import check_verifier
 
 # Rows scored per call: large enough to keep every worker busy, small enough for the progress to move.
 PROGRESS_CHUNK = 256
 
 
 def verify_command(args: argparse.Namespace, config: Config) -> None:
+    if args.self_test:
+        if args.input or args.answer is not None or args.completion is not None:
+            raise GrpoError("--self-test checks the training data named by the config: give overrides, not INPUT.jsonl or --answer/--completion")
+        print(check_verifier(config, load_examples(config, "train")))
+        return
     completions, answers = _rows(args)
     with build_verifier(config.verifier) as verifier:
         start = time.perf_counter()

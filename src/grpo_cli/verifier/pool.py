@@ -81,13 +81,15 @@ class _Worker:
 
 
 class WorkerPool:
-    """`map(tasks)` runs score_one(*task) for every task on num_workers processes; results in task order."""
+    """`map(tasks)` runs score_one(*task) for every task on num_workers processes; results in task order, and
+    each task's latency (seconds from sending it to a worker to its answer, a kill or a crash) in `latencies_s`."""
 
     def __init__(self, score_one: Callable[..., Score], num_workers: int, timeout_s: float, soft_timeout: bool, preload: list[str]):
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(preload)
         self.score_one, self.timeout_s, self.soft_timeout = score_one, timeout_s, soft_timeout
         self.hard_limit_s = HARD_LIMIT * timeout_s
+        self.latencies_s: list[float] = []
         self.workers = [self._spawn() for _ in range(num_workers)]
         for worker in self.workers:
             worker.wait_ready()
@@ -98,13 +100,19 @@ class WorkerPool:
 
     def map(self, tasks: list[tuple]) -> list[Score]:
         results: list[Score | None] = [None] * len(tasks)
+        self.latencies_s = [0.0] * len(tasks)
         queue = collections.deque(range(len(tasks)))
-        running: dict[_Worker, tuple[int, float]] = {}  # worker -> (task index, hard deadline)
+        running: dict[_Worker, tuple[int, float]] = {}  # worker -> (task index, time.monotonic() when sent)
         while queue or running:
             self._dispatch(tasks, queue, running)
             self._collect(results, running)
             self._kill_overdue(results, running)
         return results
+
+    def _finish(self, results: list, running: dict, worker: _Worker, score: Score) -> None:
+        index, sent = running.pop(worker)
+        results[index] = score
+        self.latencies_s[index] = time.monotonic() - sent
 
     def _dispatch(self, tasks: list[tuple], queue: collections.deque, running: dict) -> None:
         idle = [worker for worker in self.workers if worker.ready and worker not in running]
@@ -116,32 +124,31 @@ class WorkerPool:
                 queue.appendleft(index)
                 self._replace(worker)
                 continue
-            running[worker] = (index, time.monotonic() + self.hard_limit_s)
+            running[worker] = (index, time.monotonic())
 
     def _collect(self, results: list, running: dict) -> None:
         """Wait for the next answer (or a replacement worker's READY), at most until the first deadline."""
         waiting = list(running) + [worker for worker in self.workers if not worker.ready]
-        deadline = min((deadline for _, deadline in running.values()), default=None)
+        deadline = min((sent + self.hard_limit_s for _, sent in running.values()), default=None)
         for conn in wait([worker.conn for worker in waiting], None if deadline is None else max(0.0, deadline - time.monotonic())):
             worker = next(worker for worker in waiting if worker.conn is conn)
             try:
                 message = conn.recv()
             except (EOFError, OSError):  # it crashed: a segfault, the OOM killer, a kill from outside
                 if worker in running:
-                    results[running.pop(worker)[0]] = Score.failed("error")
+                    self._finish(results, running, worker, Score.failed("error"))
                 self._replace(worker)
                 continue
             if message == READY:
                 worker.ready = True
             else:
-                results[running.pop(worker)[0]] = message
+                self._finish(results, running, worker, message)
 
     def _kill_overdue(self, results: list, running: dict) -> None:
         now = time.monotonic()
-        for worker, (index, deadline) in list(running.items()):
-            if now >= deadline:
-                del running[worker]
-                results[index] = Score.failed("timeout")
+        for worker, (_, sent) in list(running.items()):
+            if now >= sent + self.hard_limit_s:
+                self._finish(results, running, worker, Score.failed("timeout"))
                 self._replace(worker)
 
     def _spawn(self) -> _Worker:
