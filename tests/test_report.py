@@ -76,11 +76,12 @@ def test_a_real_run_writes_a_page_whose_every_chart_has_data(tiny_model, tmp_pat
     assert drawn["kl"] == 3 and drawn["pass_at_k"] == 2 * 3 and drawn["reward"] == 3 + 3 + 3 and drawn["time"] == 4 * 3
 
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 3 * 2 and all(len(group["truncated"]) == 4 for group in samples)
+    # 2 groups a step, plus the group of the slowest check when it is not one of them.
+    assert 3 * 2 <= len(samples) <= 3 * 3 and all(len(group["truncated"]) == 4 for group in samples)
     for filter_ in ("all", "correct", "wrong", "no_answer", "truncated"):
         assert len(choose(browser, filter_)) == expected_shown(samples, filter_), filter_
     # The untrained model writes 12 tokens of noise: every completion is cut off and has no answer.
-    assert expected_shown(samples, "truncated") == expected_shown(samples, "all") == 24
+    assert expected_shown(samples, "truncated") == expected_shown(samples, "all") == 4 * len(samples)
     assert expected_shown(samples, "correct") == 0
     assert browser.errors == []
 

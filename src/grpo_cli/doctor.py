@@ -5,7 +5,7 @@ bfloat16 support; whether vLLM imports (in a child process: a broken install may
 `--vllm-start` whether an engine starts and generates on a tiny model built in a temporary folder; whether the
 code sandbox isolates a program here (bubblewrap); and the free disk under train.output_dir.
 A problem is what stops the configured run (`sampler=vllm` without a working vLLM, `verifier=code` without a
-namespaces, bfloat16 where the device has none, too little disk); it exits 1 when there is one, else 0.
+working sandbox, bfloat16 where the device has none, too little disk); it exits 1 when there is one, else 0.
 """
 
 from __future__ import annotations

@@ -163,9 +163,10 @@ def train(config: Config) -> dict:
             metrics_log.write(metrics)
             logged = groups[: config.train.log_groups_per_step]
             slowest = max(groups, key=lambda group: max(group["latency_ms"]))  # samples.jsonl always keeps the slowest check
-            for group in logged if any(g is slowest for g in logged) else [*logged, slowest]:
+            written = logged if any(g is slowest for g in logged) else [*logged, slowest]
+            for group in written:
                 samples_log.write({"step": step, **group})
-            loggers.step(step, metrics, logged)
+            loggers.step(step, metrics, written)
             console.step_line(step, metrics)
             console.warn(warnings, step)
             if state["nonfinite_streak"] >= config.train.max_nonfinite_steps:
