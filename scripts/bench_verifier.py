@@ -1,11 +1,18 @@
-"""Verifier throughput: checks/s with 1 and 2 workers, in batches of 128 completions (16 prompts x G=8).
+"""Verifier throughput and worst-case latency.
 
     .venv/bin/python scripts/bench_verifier.py               # every case
     .venv/bin/python scripts/bench_verifier.py --checks 256  # the first 256 of each kind: a smoke run
 
+Throughput: checks/s with 1 and 2 workers, in batches of 128 completions (16 prompts x G=8).
 Numeric: the 1,319 GSM8K reference solutions, each against its `#### N` answer and against N+1
 (extract=gsm8k). LaTeX: \\boxed{} answers in equivalent and wrong forms (fractions, roots, pi, powers,
-intervals) against LaTeX references (extract=boxed). Target: >= 2,000 numeric checks/s with 2 workers.
+intervals) against LaTeX references (extract=boxed). Mixed: the labelled MATH-style outputs of
+tests/data/math_outputs_labelled.jsonl (matrices, intervals, sets, units, text; extract=auto).
+Target: >= 2,000 numeric checks/s with 2 workers.
+
+Latency: each labelled output and each adversarial input (power towers, 10,000!, deep nesting, 5,000
+characters of LaTeX, long lists, unit bait) scored alone, wall clock from the parent, against
+timeout_s = 1. Target: no check over 2 x timeout_s (the pool kills a worker at 1.5 x).
 """
 
 from __future__ import annotations
@@ -20,8 +27,26 @@ from grpo_cli.config import VerifierConfig
 from grpo_cli.verifier import build_verifier
 
 GSM8K_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+LABELLED = Path(__file__).resolve().parents[1] / "tests" / "data" / "math_outputs_labelled.jsonl"
 BATCH = 128
 NUMERIC_TARGET = 2000
+TIMEOUT_S = 1.0
+ADVERSARIAL = [
+    (r"\boxed{7^{7^{7^{7}}}}", "2"),
+    (r"\boxed{9^9^9^9}", "2"),
+    (r"\boxed{10000!}", "2"),
+    (r"\boxed{\frac{1}{2006!}}", r"\frac{1}{2004!}"),
+    (r"\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}", "1"),
+    (r"\boxed{" + "(" * 45 + "x" + ")" * 45 + "}", "x"),
+    (r"\boxed{" + "+".join(f"x^{{{i}}}" for i in range(400)) + "}", "x"),
+    (r"\boxed{" + ", ".join(str(i) for i in range(2000)) + "}", ", ".join(str(i) for i in range(2000))),
+    (r"\boxed{" + r"\sqrt{" * 40 + "2" + "}" * 40 + "}", "1"),
+    (r"\boxed{\sin^{2}(x)+\cos^{2}(x)+\tan(x)^{50}}", "1"),
+    (r"\boxed{\begin{pmatrix}" + r" \\ ".join(" & ".join(str(i * j) for j in range(20)) for i in range(20)) + r"\end{pmatrix}}", "1"),
+    ("FINAL: 5 " + "km/" * 200 + "h", "5 m/s"),
+    ("FINAL: 1.45 kilograms per cubic meter per second", "1450 g"),
+    ("\\(" * 5000 + " 7", "7"),
+]
 
 
 def numeric_cases() -> tuple[list[str], list[str]]:
@@ -50,8 +75,9 @@ def latex_cases(n: int = 2000, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def checks_per_second(extract: str, workers: int, completions: list[str], answers: list[str]) -> tuple[float, float]:
-    """(checks/s, accuracy) over batches of BATCH, after one warm-up batch."""
-    with build_verifier(VerifierConfig(extract=extract, timeout_s=1.0, num_workers=workers)) as verifier:
+    """(checks/s, accuracy) over batches of BATCH, after one warm-up batch. One pass only: a second would
+    find its answers in the workers' parse caches."""
+    with build_verifier(VerifierConfig(extract=extract, timeout_s=TIMEOUT_S, num_workers=workers)) as verifier:
         verifier.score(completions[:BATCH], answers[:BATCH])
         start = time.perf_counter()
         correct = 0
@@ -60,11 +86,30 @@ def checks_per_second(extract: str, workers: int, completions: list[str], answer
         return len(completions) / (time.perf_counter() - start), correct / len(completions)
 
 
+def labelled_cases() -> tuple[list[str], list[str]]:
+    rows = [json.loads(line) for line in LABELLED.read_text().splitlines()]
+    return [row["completion"] for row in rows], [row["answer"] for row in rows]
+
+
+def latencies(completions: list[str], answers: list[str]) -> tuple[list[float], list[str]]:
+    """(wall-clock seconds, reason) of each check scored alone on a 1-worker pool (auto extraction)."""
+    seconds, reasons = [], []
+    with build_verifier(VerifierConfig(extract="auto", timeout_s=TIMEOUT_S, num_workers=1)) as verifier:
+        verifier.score(completions[:1], answers[:1])
+        for completion, answer in zip(completions, answers):
+            start = time.perf_counter()
+            [score] = verifier.score([completion], [answer])
+            seconds.append(time.perf_counter() - start)
+            reasons.append(score.reason)
+    return seconds, reasons
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="verifier checks/s with 1 and 2 workers")
-    parser.add_argument("--checks", type=int, metavar="N", help="time only the first N checks of each kind (default: all)")
+    parser = argparse.ArgumentParser(description="verifier checks/s with 1 and 2 workers, and worst-case latency")
+    parser.add_argument("--checks", type=int, metavar="N", help="only the first N checks of each kind (default: all)")
     args = parser.parse_args()
-    for name, extract, (completions, answers) in [("numeric (GSM8K)", "gsm8k", numeric_cases()), ("LaTeX", "boxed", latex_cases())]:
+    cases = [("numeric (GSM8K)", "gsm8k", numeric_cases()), ("LaTeX", "boxed", latex_cases()), ("mixed (labelled)", "auto", labelled_cases())]
+    for name, extract, (completions, answers) in cases:
         completions, answers = completions[: args.checks], answers[: args.checks]
         rates = {}
         for workers in (1, 2):
@@ -73,6 +118,15 @@ def main() -> None:
         print(f"{name:16} 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
         if extract == "gsm8k":
             print(f"{name:16} 2 workers / target {NUMERIC_TARGET}: {rates[2] / NUMERIC_TARGET:.2f}x")
+    for name, (completions, answers) in [("labelled", labelled_cases()), ("adversarial", tuple(map(list, zip(*ADVERSARIAL))))]:
+        seconds, reasons = latencies(completions[: args.checks], answers[: args.checks])
+        ordered = sorted(seconds)
+        p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        print(
+            f"latency {name:12} {len(seconds)} checks alone: p50 {1000 * p50:.0f} ms, p99 {1000 * p99:.0f} ms, "
+            f"max {1000 * ordered[-1]:.0f} ms = {ordered[-1] / TIMEOUT_S:.2f} x timeout_s (target < 2); "
+            f"{reasons.count('timeout')} timeouts"
+        )
 
 
 if __name__ == "__main__":

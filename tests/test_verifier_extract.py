@@ -81,7 +81,53 @@ def test_auto_prefers_a_box_then_the_latest_phrase_then_latex_then_a_number():
     assert extract_answer("I paid $18 and $20 for 2 items", "auto") == Extraction("2", False)
 
 
+def test_chains_of_boxes_are_read_in_linear_time():
+    start = time.perf_counter()
+    assert extract_answer(", ".join([r"\boxed{1}"] * 5000), "auto").answer == "1"
+    assert extract_answer((" " * 500).join([r"\boxed{1}", r"\boxed{2}"] * 100), "auto").answer == "1, 2"
+    assert time.perf_counter() - start < 1.0
+
+
 def test_auto_stays_linear_on_unclosed_latex_delimiters():
     start = time.perf_counter()
     assert extract_answer("\\(" * 5000 + " 7", "auto").answer == "7"
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        (r"\boxed{2}, \boxed{5}, \boxed{9}", "2, 5, 9"),
+        (r"$\boxed{2}$, $\boxed{5}$ and $\boxed{9}$.", "2, 5, 9"),
+        (r"$x = \boxed{2}$, $y = \boxed{3}$", "x = 2, y = 3"),
+        (r"\boxed{5} \quad \boxed{5}", "5"),  # a repeated box counts once
+        (r"We get \boxed{4}. Checking again, the total is \boxed{5}.", "5"),  # prose between: the last box alone
+        (r"(a) \boxed{3} (b) \boxed{4}", "4"),
+    ],
+)
+def test_boxes_one_after_another_are_one_answer(text, answer):
+    assert extract_answer(text, "boxed") == Extraction(answer, True)
+    assert extract_answer(text, "auto") == Extraction(answer, True)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        (r"so x is \frac{7}{3}", r"\frac{7}{3}"),
+        (r"so x is -\dfrac{7}{3} here", r"-\dfrac{7}{3}"),
+        (r"in all 4,\! 321,\! 000 people", r"4,\! 321,\! 000"),
+        (r"about 1\,000 m", r"1\,000"),
+        ("The code is QX7TB, or 3x2", None),  # digits inside words are no numbers
+        ("it weighs 7kg", "7"),
+    ],
+)
+def test_last_number_reads_latex_fractions_and_thin_spaces_but_no_digits_inside_words(text, number):
+    found = extract_answer(text, "last_number")
+    assert (found.answer if found else None) == number
+
+
+def test_prices_are_no_latex_span():
+    """pandoc's rule: no space inside the dollars, no digit after the closing one."""
+    text = "1. Apples: 4 x $2 = $8\n2. Bread: $3\n3. Total: $8 + $3 = $11\n\nThe total cost is **$11**."
+    assert extract_answer(text, "auto").answer == "$11"
+    assert extract_answer(r"so the area is $x^2 + 1$ and that is all", "auto").answer == "x^2 + 1"

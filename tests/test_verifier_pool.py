@@ -170,15 +170,16 @@ def test_version_and_config_hash_identify_what_scored_a_run(verifier):
     assert config_hash(dataclasses.replace(base, num_workers=7)) == config_hash(base)  # cannot change a score
     for change in ({"extract": "auto"}, {"rel_tol": 1e-4}, {"timeout_s": 1.0}, {"rewards": RewardConfig(format_bonus=0.1)}):
         assert config_hash(dataclasses.replace(base, **change)) != config_hash(base)
-    assert verifier.version.startswith("math-v1 math-verify-0.")
+    assert verifier.version.startswith("math-v2 math-verify-0.")
 
 
-def test_each_gsm8k_reference_solution_scores_one_against_its_answer_and_zero_against_the_next_integer():
+@pytest.mark.parametrize("extract", ["gsm8k", "auto"])
+def test_each_gsm8k_reference_solution_scores_one_against_its_answer_and_zero_against_the_next_integer(extract):
     rows = [json.loads(line) for line in (GSM8K_DIR / "test.jsonl").read_text().splitlines()]
     assert len(rows) == 1319
     solutions = [row["answer"] for row in rows]
     answers = [row["answer"].rsplit("####", 1)[1].strip().replace(",", "") for row in rows]
-    with build_verifier(VerifierConfig(extract="gsm8k", timeout_s=1.0, num_workers=2)) as verifier:
+    with build_verifier(VerifierConfig(extract=extract, timeout_s=1.0, num_workers=2)) as verifier:
         right = verifier.score(solutions, answers)
         off_by_one = verifier.score(solutions, [str(int(a) + 1) for a in answers])
     assert [s.reward for s in right] == [1.0] * 1319

@@ -25,9 +25,10 @@ from grpo_cli.verifier.score import Score
 __all__ = ["Score", "Verifier", "build_verifier"]
 
 # Bump when a change to extraction, normalization, equivalence or rewards can change a score.
-RULES_VERSION = 1
-# Imported once by the forkserver that forks the workers, so a new worker starts without importing sympy.
-WORKER_MODULES = ["grpo_cli.verifier.rewards"]
+RULES_VERSION = 2
+# Imported once by the forkserver that forks the workers, so a new worker starts without importing sympy,
+# and with the first-use costs of a math check (pint's registry included) paid (warm.py).
+WORKER_MODULES = ["grpo_cli.verifier.rewards", "grpo_cli.verifier.warm"]
 
 
 class Verifier:
@@ -84,4 +85,4 @@ def config_hash(cfg: VerifierConfig) -> str:
 def _version(cfg: VerifierConfig) -> str:
     if cfg.name == "code":
         return f"code-v{RULES_VERSION}"
-    return f"math-v{RULES_VERSION} math-verify-{package_version('math-verify')} sympy-{package_version('sympy')}"
+    return f"math-v{RULES_VERSION} math-verify-{package_version('math-verify')} sympy-{package_version('sympy')} pint-{package_version('pint')}"

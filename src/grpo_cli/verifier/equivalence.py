@@ -1,6 +1,7 @@
 """Does a predicted answer equal the reference? Exact, then numeric, then symbolic.
 
-  1. exact: the cleaned texts are equal, ignoring case and spaces ("Tuesday", "12.5 kg").
+  1. exact: the cleaned texts are equal, ignoring case and spaces but one between two letters or digits
+     ("Tuesday", "12.5 kg"; "2 1/4" is not "21/4").
   2. numeric: numbers are exact rationals. Two integers or terminating decimals must be equal
      (1450000 is not 1450001, 0 is not 0.0000001). When either value has no finite decimal expansion
      (1/3, \\pi, \\sqrt{2}, 1/2004!) the other is taken as an approximation of it: equal when
@@ -8,22 +9,30 @@
      No absolute tolerance: 1/2004! is not 1/2006!. Constant expressions are evaluated to 30 digits.
      Percent: "X%" reads as X/100 or as X when only one side carries a percent sign (50% matches 0.5
      and 50); 0.5 never matches 50.
-  3. symbolic: expressions with variables, sets, intervals and equations go to math-verify's verify
+     Units (units.py, pint): two units of the same dimension are converted and equal within rel_tol
+     (1.45 kg is 1450 g); units of different dimensions never match (3.5 kg is not 3.5 m); words that
+     are no unit ("12 boxes") are dropped; a number without a unit is read in the other side's unit.
+  3. multiple choice: "(C) 12" against "(C) 12" needs letter and value, against "C" the letter, against
+     "12" the value. Matrices: the same shape and each entry equal by the rules above; a one-row or one-column matrix
+     is also the tuple of its entries.
+  4. symbolic: expressions with variables, sets, intervals and equations go to math-verify's verify
      (sympy simplification), which is only asked once the numeric rules above could not decide.
 Lists must have the same length (a one-element answer never matches a two-element one) and match as
 multisets; bracketed items keep order and must use the same brackets: (0,9) is not [0,9).
+Two equations are equal up to rearrangement and scaling (3x-6y+2=0 is y=x/2+1/3): lhs - rhs of one is a
+nonzero constant times the other's. An equation against an expression goes to math-verify, which compares
+"y = 2x+1" with 2x+1 by its right side.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from fractions import Fraction
 
 from math_verify import verify
-from sympy import Basic, Expr, Rational
+from sympy import Basic, Equality, Expr, Rational, cancel
 
-from grpo_cli.verifier.normalize import Answer, Expression, Items, Number, Text, clean
+from grpo_cli.verifier.normalize import Answer, Choice, Expression, Items, Matrix, Number, Text, clean, squash
 
 # math-verify warns on every call made without its own timeout; our worker pool enforces verifier.timeout_s.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -33,19 +42,34 @@ MAX_EXACT = 10**1000  # rational expressions up to this size are evaluated exact
 
 
 def texts_match(pred: str, gold: str) -> bool:
-    return _squash(clean(pred)) == _squash(clean(gold))
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", "", text).lower()
+    return squash(clean(pred)) == squash(clean(gold))
 
 
 def answers_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
+    if isinstance(pred, Choice) or isinstance(gold, Choice):
+        return _choices_match(pred, gold, rel_tol)
+    if isinstance(pred, Matrix) or isinstance(gold, Matrix):
+        return _matrices_match(pred, gold, rel_tol)
     if isinstance(pred, Items) or isinstance(gold, Items):
         return isinstance(pred, Items) and isinstance(gold, Items) and _items_match(pred, gold, rel_tol)
     if isinstance(pred, Text) or isinstance(gold, Text):
         return pred == gold
+    if pred.unit and gold.unit and pred.unit != gold.unit:
+        from grpo_cli.verifier.units import scale_between  # pint only for two different unit words
+
+        scale = scale_between(pred.unit, gold.unit)
+        if scale is None:
+            return False
+        if scale != 1:
+            return any(_converted_match(p, scale, g, rel_tol) for p, g in _readings(pred, gold))
     return any(_values_match(p, g, rel_tol) for p, g in _readings(pred, gold))
+
+
+def _converted_match(pred: Fraction | Basic, scale: Fraction, gold: Fraction | Basic, rel_tol: float) -> bool:
+    """pred x scale against gold within rel_tol, whatever their decimal expansions."""
+    if isinstance(pred, Fraction) and isinstance(gold, Fraction):
+        return _close(pred * scale, gold, Fraction(rel_tol))
+    return _expressions_match(_as_sympy(pred) * _as_sympy(scale), _as_sympy(gold), rel_tol)
 
 
 def _readings(pred: Answer, gold: Answer) -> list[tuple]:
@@ -104,7 +128,46 @@ def _expressions_match(pred: Basic, gold: Basic, rel_tol: float) -> bool:
             if isinstance(exact_pred, Rational) and isinstance(exact_gold, Rational):
                 return _values_match(exact_pred, exact_gold, rel_tol)
         return bool(_close(p, g, rel_tol))
+    if isinstance(pred, Equality) and isinstance(gold, Equality):
+        return _equations_match(pred, gold)
     return verify(gold, pred, timeout_seconds=None)
+
+
+def _equations_match(pred: Equality, gold: Equality) -> bool:
+    """Equal up to rearrangement and scaling: (lhs - rhs) of one is a nonzero constant times the other's.
+    math-verify agrees but needs about half a second a pair, close to the default timeout."""
+    pred_zero, gold_zero = pred.lhs - pred.rhs, gold.lhs - gold.rhs
+    if pred_zero == 0 or gold_zero == 0:
+        return False
+    ratio = cancel(pred_zero / gold_zero)
+    return bool(ratio.is_number and ratio.is_finite and ratio != 0)
+
+
+def _choices_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
+    """ "(C) 12" against "C" or "(C) 13" compares letters, against "12" values; a letter is never a value."""
+    if isinstance(pred, Choice) and isinstance(gold, Choice):
+        return pred.letter == gold.letter and (pred.value is None or gold.value is None or answers_match(pred.value, gold.value, rel_tol))
+    if isinstance(pred, Choice):
+        return pred.value is not None and answers_match(pred.value, gold, rel_tol)
+    return gold.value is not None and answers_match(pred, gold.value, rel_tol)
+
+
+def _matrices_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
+    pred_entries, gold_entries = _grid(pred), _grid(gold)
+    if pred_entries is None or gold_entries is None or pred_entries[0] != gold_entries[0]:
+        return False
+    return all(answers_match(p, g, rel_tol) for p, g in zip(pred_entries[1], gold_entries[1]))
+
+
+def _grid(answer: Answer) -> tuple[tuple[int, int] | str, tuple[Answer, ...]] | None:
+    """(shape, entries row by row); a vector (one row, one column, or a tuple) has shape "vector"."""
+    if isinstance(answer, Items) and answer.brackets == "()":
+        return "vector", answer.items
+    if not isinstance(answer, Matrix):
+        return None
+    entries = tuple(entry for row in answer.rows for entry in row)
+    vector = len(answer.rows) == 1 or len(answer.rows[0]) == 1
+    return ("vector" if vector else (len(answer.rows), len(answer.rows[0]))), entries
 
 
 def _items_match(pred: Items, gold: Items, rel_tol: float) -> bool:
