@@ -102,7 +102,9 @@ class WandbLogger(Logger):
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(project="grpo-cli", name=run_dir.name, dir=str(run_dir), mode="offline")
+        # quiet: W&B's closing table of every metric would bury the run's own summary.
+        self.run = wandb.init(project="grpo-cli", name=run_dir.name, dir=str(run_dir), mode="offline",
+                              settings=wandb.Settings(quiet=True))
 
     def hyperparameters(self, config: dict) -> None:
         self.run.config.update(config)
