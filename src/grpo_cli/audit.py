@@ -15,6 +15,7 @@ import csv
 import html
 import json
 import random
+from contextlib import closing
 from pathlib import Path
 
 from grpo_cli.errors import GrpoError
@@ -42,8 +43,6 @@ def correct_from_checkpoint(run_dir: Path, checkpoint: str, n: int, seed: int) -
     """Sample G completions per training prompt from a checkpoint, a batch of prompts at a time, until n are
     correct or MAX_PROMPTS_PER_ROW x n prompts were tried; the correct ones as sheet rows."""
     import dataclasses
-    from contextlib import closing
-
     import yaml
 
     from grpo_cli.config import Config

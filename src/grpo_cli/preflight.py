@@ -20,6 +20,7 @@ import argparse
 import random
 import resource
 import time
+from contextlib import closing
 
 import torch
 
@@ -172,8 +173,7 @@ def preflight_command(args: argparse.Namespace, config: Config) -> None:
     num_eval_prompts = len(load_examples(config, "eval")[: config.eval.num_prompts])
     tokenizer = load_tokenizer(config.model.name_or_path)
     learner = Learner(config, load_model(config.model), total_steps=1)
-    sampler = build_sampler(config, learner.policy, tokenizer)
-    with build_verifier(config.verifier) as verifier:
+    with closing(build_sampler(config, learner.policy, tokenizer)) as sampler, build_verifier(config.verifier) as verifier:
         report = run_preflight(config, train_examples, num_eval_prompts, tokenizer, sampler, verifier, learner)
     print(format_report(report))
     if args.strict and report["groups/any_positive_frac"] < MIN_POSITIVE_GROUP_FRACTION:
