@@ -31,6 +31,8 @@ demo: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/grpo init-model recipe=demo
 	OMP_NUM_THREADS=1 $(VENV)/bin/grpo sft recipe=demo
 	OMP_NUM_THREADS=1 $(VENV)/bin/grpo train recipe=demo
+	# The report page (refreshed by train) with its PNG charts; prints the page's path.
+	$(VENV)/bin/grpo report runs/demo
 
 clean:
 	rm -rf $(VENV) runs

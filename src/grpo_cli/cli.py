@@ -112,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--mean-prompt-tokens", type=_positive, metavar="N", help="mean prompt length (default 128)")
     plan.add_argument("--mean-completion-tokens", type=_positive, metavar="N",
                       help="mean completion length (default sampler.max_new_tokens / 2)")
+    preflight = command("preflight", "sample training prompts x G from the starting model: enough signal to learn? how long?")
+    preflight.add_argument("--strict", action="store_true", help="exit 1 when too few groups have a positive reward")
+    doctor = command("doctor", "versions, devices, vLLM, code sandbox, free disk: can this configuration run here?")
+    doctor.add_argument("--vllm-start", action="store_true", help="also start a vLLM engine on a tiny model (slow)")
+    audit = command("audit", "a review sheet of completions with correct answers, for a human to judge the reasoning",
+                    overrides=False)
+    audit.add_argument("run_dir", nargs="?", metavar="RUN_DIR")
+    audit.add_argument("--n", type=int, default=50, help="completions to draw (default 50)")
+    audit.add_argument("--checkpoint", metavar="best|last|STEP", help="sample fresh from this checkpoint, not samples.jsonl")
+    audit.add_argument("--seed", type=int, default=0)
+    audit.add_argument("--out", metavar="DIR", help="where to write sheet.csv and sheet.html (default RUN_DIR/audit)")
+    audit.add_argument("--score", metavar="SHEET", help="score a filled sheet: the share judged logically wrong")
+    report = command("report", "write RUN_DIR/report/index.html (charts, warnings, samples, summary) and PNG charts", overrides=False)
+    report.add_argument("run_dir", metavar="RUN_DIR")
     return parser
 
 
@@ -126,6 +140,10 @@ HANDLERS = {
     "export": "grpo_cli.export:export_command",
     "merge": "grpo_cli.export:merge_command",
     "plan": "grpo_cli.plan:plan_command",
+    "report": "grpo_cli.report:report_command",
+    "preflight": "grpo_cli.preflight:preflight_command",
+    "doctor": "grpo_cli.doctor:doctor_command",
+    "audit": "grpo_cli.audit:audit_command",
 }
 
 

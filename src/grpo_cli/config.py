@@ -239,6 +239,10 @@ class TrainConfig:
     )
     max_nonfinite_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf steps in a row", **POSITIVE})
     log_groups_per_step: int = field(default=2, metadata={"help": "whole groups written to samples.jsonl per step", **NON_NEGATIVE})
+    preflight: bool = field(default=False, metadata={"help": "run grpo preflight's checks before step 1 (a report; the run goes on)"})
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(
+        default_factory=list, metadata={"help": "also log to these (local files in the run dir; each an optional extra)"}
+    )
 
 
 @dataclass
@@ -251,6 +255,11 @@ class EvalConfig:
         metadata={"help": "eval sampling temperature (null: sampler.temperature)", **check(lambda v: v is None or v >= 0, "must be >= 0, or null (use sampler.temperature)")},
     )
     output: str = field(default="", metadata={"help": "grpo eval: the JSON file (empty: <train.output_dir>/eval.json)"})
+
+
+@dataclass
+class PreflightConfig:
+    num_prompts: int = field(default=32, metadata={"help": "training prompts grpo preflight samples G times each", **POSITIVE})
 
 
 @dataclass
@@ -267,6 +276,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig, metadata={"help": "the GRPO objective"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "the training loop"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+    preflight: PreflightConfig = field(default_factory=PreflightConfig, metadata={"help": "grpo preflight: is the task learnable from this model"})
 
     @property
     def completions_per_step(self) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from grpo_cli.checkpoint import read_pointer, step_dir_name
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import HUB_ID, adapter_base, is_adapter, load_pretrained, load_tokenizer
+from grpo_cli.progress import Progress
 
 
 def resolve_checkpoint(run_dir: str | Path, checkpoint: str) -> Path:
@@ -74,9 +75,12 @@ def export_checkpoint(run_dir: str | Path, checkpoint: str, out_dir: str | Path)
     step_dir = resolve_checkpoint(run_dir, checkpoint)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, step_dir)
-    model = load_pretrained(str(step_dir))
-    model.save_pretrained(out_dir)
-    _save_tokenizer(step_dir, out_dir)
+    with Progress("export", 2) as progress:  # loading (and merging LoRA), then writing: both take minutes at 7B
+        model = load_pretrained(str(step_dir))
+        progress.advance()
+        model.save_pretrained(out_dir)
+        _save_tokenizer(step_dir, out_dir)
+        progress.advance()
     return step_dir
 
 
@@ -98,10 +102,11 @@ def merge_models(a_dir: str | Path, b_dir: str | Path, weight: float, out_dir: s
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
     _check_same_tensors(state_a, state_b, what)
     # A new dict rather than in-place updates: tied tensors (embeddings and lm_head) share storage in state_a.
-    merged = {
-        name: (weight * a.float() + (1.0 - weight) * state_b[name].float()).to(a.dtype)
-        for name, a in state_a.items()
-    }
+    merged = {}
+    with Progress("merge", len(state_a)) as progress:
+        for name, a in state_a.items():
+            merged[name] = (weight * a.float() + (1.0 - weight) * state_b[name].float()).to(a.dtype)
+            progress.advance()
     model_a.load_state_dict(merged)
     model_a.save_pretrained(out_dir)
     _save_tokenizer(a_dir, out_dir)

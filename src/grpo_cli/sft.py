@@ -26,6 +26,7 @@ from grpo_cli.config import Config
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import GrpoError
+from grpo_cli.progress import Progress
 from grpo_cli.learner import lr_factor
 from grpo_cli.metrics import print_results
 from grpo_cli.models import init_dir, load_model, load_tokenizer
@@ -119,6 +120,7 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
             return evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed)
 
     def on_step(step: int, loss: float) -> None:
+        progress.advance()
         if step % config.sft.log_every == 0 or step == config.sft.steps:
             lr = config.sft.lr * lr_factor(step - 1, config.sft.warmup_steps, config.sft.steps, "cosine")
             print(f"sft step {step}/{config.sft.steps}  loss {loss:.4f}  lr {lr:.2e}  {time.monotonic() - started:.0f}s", flush=True)
@@ -127,7 +129,8 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
 
     with closing(build_sampler(config, model, tokenizer)) as sampler:
         started = time.monotonic()
-        losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
+        with Progress("sft", config.sft.steps) as progress:
+            losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
         train_seconds = time.monotonic() - started
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)

@@ -36,9 +36,12 @@ from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
+from grpo_cli.loggers import RunLoggers, check_installed
 from grpo_cli.metrics import completion_metrics, print_results
 from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
+from grpo_cli.preflight import format_report, run_preflight
+from grpo_cli.report import write_report
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.base import sampling_seed
 from grpo_cli.verifier import build_verifier
@@ -104,6 +107,7 @@ def train_command(args, config: Config) -> None:
 def train(config: Config) -> dict:
     run_dir = Path(config.train.output_dir)
     checkpoints = run_dir / "checkpoints"
+    check_installed(config.train.report_to)
     torch.manual_seed(config.train.seed)
     random.seed(config.train.seed)
 
@@ -126,15 +130,23 @@ def train(config: Config) -> dict:
         for log in (metrics_log, samples_log, evals_log):
             log.drop_after(state["step"])
         monitor = RunMonitor(kl_coef=config.algorithm.kl_coef)
+        loggers = RunLoggers(config.train.report_to, run_dir, config.to_dict())
+        if config.train.preflight and state["step"] == 0:
+            report = run_preflight(config, train_examples, len(eval_examples[: config.eval.num_prompts]), tokenizer,
+                                   sampler, verifier, learner)
+            print(format_report(report), file=sys.stderr)
         console = Console(total_steps, state["step"])
 
         def run_eval(step: int) -> dict:
             seed = sampling_seed(config.train.seed, "eval", step)
             results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed)
             results["step"] = step
-            evals_log.write(results)
+            warnings = monitor.after_eval(results, config.eval.pass_at)
+            evals_log.write(results | {"warnings": warnings})
             console.eval_line(step, results, config.eval.pass_at)
-            console.warn(monitor.after_eval(results, config.eval.pass_at), step)
+            console.warn(warnings, step)
+            loggers.eval(step, results)
+            write_report(run_dir, pngs=False)
             return results
 
         if state["before"] is None:
@@ -151,8 +163,10 @@ def train(config: Config) -> dict:
             metrics_log.write(metrics)
             logged = groups[: config.train.log_groups_per_step]
             slowest = max(groups, key=lambda group: max(group["latency_ms"]))  # samples.jsonl always keeps the slowest check
-            for group in logged if any(g is slowest for g in logged) else [*logged, slowest]:
+            written = logged if any(g is slowest for g in logged) else [*logged, slowest]
+            for group in written:
                 samples_log.write({"step": step, **group})
+            loggers.step(step, metrics, written)
             console.step_line(step, metrics)
             console.warn(warnings, step)
             if state["nonfinite_streak"] >= config.train.max_nonfinite_steps:
@@ -173,7 +187,10 @@ def train(config: Config) -> dict:
                 _save(checkpoints, step, learner, tokenizer, state)
 
         console.progress.stop()
-    return _finish(config, run_dir, checkpoints, state, tokenizer)
+        loggers.close()
+    summary = _finish(config, run_dir, checkpoints, state, tokenizer)
+    print(f"report: {write_report(run_dir, pngs=False)} (PNG charts: grpo report {run_dir})")
+    return summary
 
 
 def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> tuple[dict, list[dict]]:
@@ -238,6 +255,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
             "rewards": [scores[i].reward for i in members],
             "reasons": [scores[i].reason for i in members],
             "advantages": [round(advantages[i].item(), 4) for i in members],
+            "truncated": [c.finish_reason == "length" for c in group],
             "latency_ms": [round(latencies_ms[i].item(), 1) for i in members],
         })
     return metrics, logged_groups

@@ -18,8 +18,12 @@ from pathlib import Path
 from grpo_cli.config import Config
 from grpo_cli.data.loaders import jsonl_rows, load_examples
 from grpo_cli.errors import GrpoError
+from grpo_cli.progress import Progress
 from grpo_cli.verifier import Score, build_verifier
 from grpo_cli.verifier.self_test import check_verifier
+
+# Rows scored per call: large enough to keep every worker busy, small enough for the progress to move.
+PROGRESS_CHUNK = 256
 
 
 def verify_command(args: argparse.Namespace, config: Config) -> None:
@@ -31,7 +35,11 @@ def verify_command(args: argparse.Namespace, config: Config) -> None:
     completions, answers = _rows(args)
     with build_verifier(config.verifier) as verifier:
         start = time.perf_counter()
-        scores = verifier.score(completions, answers)
+        scores = []
+        with Progress("verify", len(completions)) as progress:
+            for first in range(0, len(completions), PROGRESS_CHUNK):
+                scores += verifier.score(completions[first : first + PROGRESS_CHUNK], answers[first : first + PROGRESS_CHUNK])
+                progress.advance(len(completions[first : first + PROGRESS_CHUNK]))
         elapsed = time.perf_counter() - start
         identity = f"{verifier.version} config {verifier.config_hash}"
     lines = "".join(json.dumps(dataclasses.asdict(score)) + "\n" for score in scores)
