@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from grpo_cli.algo.advantages import group_advantages
+from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.config import AlgorithmConfig, Config
 from grpo_cli.learner import Learner, RolloutBatch, completion_logprobs, lr_factor, token_logprobs
 from grpo_cli.models import load_checkpoint_weights
@@ -51,7 +51,7 @@ def make_groups(seed: int = 0) -> tuple[list[list[int]], list[list[Completion]]]
 
 def make_batch(algorithm: AlgorithmConfig) -> RolloutBatch:
     prompts, groups = make_groups()
-    advantages = group_advantages(torch.tensor(REWARDS), GROUP_SIZE, algorithm.scale_rewards, algorithm.std_eps)
+    advantages = compute_advantages(torch.tensor(REWARDS), algorithm)
     return RolloutBatch.build(prompts, groups, advantages)
 
 

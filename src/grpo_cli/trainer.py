@@ -4,7 +4,7 @@
         prompts  <- the next train.prompts_per_step prompts (fractional epochs, reshuffled each epoch)
         groups   <- G completions per prompt from the sampler              (time/sample_s)
         rewards  <- the verifier's score of every completion                (time/verify_s)
-        A        <- (r - mean_group) / (std_group + eps)                    (algo/advantages.py)
+        A        <- algorithm.advantage, e.g. (r - mean_group) / (std_group + eps)   (algo/advantages.py)
         repeat algorithm.num_iterations times: one clipped policy-gradient step with KL to the reference
                                                                             (learner.py, algo/loss.py)
         push the new weights to the sampler                                 (time/sync_s)
@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from grpo_cli import checkpoint
-from grpo_cli.algo.advantages import group_advantages
+from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.algo.stats import group_stats
 from grpo_cli.config import Config
 from grpo_cli.data.loaders import encode_prompt, load_examples
@@ -194,7 +194,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     latencies_ms = torch.tensor(verifier.latencies_s, dtype=torch.float64) * 1000
 
     rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
-    advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
+    advantages = compute_advantages(rewards, config.algorithm)
     stats = group_stats(rewards, G)
 
     tic = time.perf_counter()
