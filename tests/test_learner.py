@@ -251,8 +251,8 @@ def test_train_on_runs_num_iterations_updates_from_one_set_of_old_logprobs():
     assert updates[-1]["logprob_mismatch/mean"] > updates[0]["logprob_mismatch/mean"]  # the policy moved since sampling
     assert metrics["ratio/max"] > 1.0  # the last of the three updates saw the policy move away from old
     assert set(metrics) == {
-        "loss", "kl/mean", "clip/low_frac", "clip/high_frac", "ratio/mean", "ratio/min", "ratio/max",
-        "entropy/mean", "advantage/mean", "advantage/std", "grad_norm", "lr", "nonfinite", *mismatch_keys,
+        "loss", "kl/mean", "kl/clamped", "clip/low_frac", "clip/high_frac", "clip/logratio_clamped", "ratio/mean",
+        "ratio/min", "ratio/max", "entropy/mean", "advantage/mean", "advantage/std", "grad_norm", "lr", "nonfinite", *mismatch_keys,
     }
     for p_driven, p_by_hand in zip(driven.trainable_parameters, by_hand.trainable_parameters):
         assert torch.equal(p_driven, p_by_hand)

@@ -216,13 +216,13 @@ class AlgorithmConfig:
         metadata={"help": "G, completions per prompt", **check(lambda v: v >= 2, "G must be >= 2: advantages compare completions within a group")},
     )
     advantage: str = field(
-        default="grpo", metadata={"help": "advantage estimator: grpo, rloo, reinforce_pp (algo/advantages.py)", **registered("advantages", "ADVANTAGE_ESTIMATORS")}
+        default="grpo", metadata={"help": "advantage estimator, a function registered in algo/advantages.py", **registered("advantages", "ADVANTAGE_ESTIMATORS")}
     )
     policy_loss: str = field(
-        default="ppo_clip", metadata={"help": "per-token policy loss: ppo_clip, dual_clip, cispo (algo/loss.py)", **registered("loss", "POLICY_LOSSES")}
+        default="ppo_clip", metadata={"help": "per-token policy loss, a function registered in algo/loss.py", **registered("loss", "POLICY_LOSSES")}
     )
     kl_coef: float = field(default=0.0, metadata={"help": "weight of the KL penalty to the reference (0: no reference pass)", **check(lambda v: v >= 0, "the KL coefficient must be >= 0")})
-    kl_estimator: str = field(default="k3", metadata={"help": "per-token KL estimator: Schulman's k1, k2, k3 (algo/kl.py)", **registered("kl", "KL_ESTIMATORS")})
+    kl_estimator: str = field(default="k3", metadata={"help": "per-token KL estimator (Schulman's k1, k2, k3), registered in algo/kl.py", **registered("kl", "KL_ESTIMATORS")})
     clip_eps_low: float = field(default=0.2, metadata={"help": "the ratio is clipped below at 1 - clip_eps_low", **NON_NEGATIVE})
     clip_eps_high: float = field(default=0.2, metadata={"help": "the ratio is clipped above at 1 + clip_eps_high (clip-higher: > low)", **NON_NEGATIVE})
     dual_clip_c: float = field(
