@@ -89,11 +89,11 @@ def test_each_estimator_gives_the_hand_computed_reinforce_gradient(advantage, ex
         torch.testing.assert_close(logp.grad[i, :n], torch.full((n,), -a / (8 * n), dtype=torch.float64))
 
 
-@pytest.mark.parametrize("advantage", ADVANTAGE_ESTIMATORS.names())
-@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+@pytest.mark.parametrize(
+    "advantage,scale_rewards",
+    [("grpo", "batch"), ("grpo", "none")] + [(name, "group") for name in ADVANTAGE_ESTIMATORS.names()],
+)
 def test_zero_variance_groups_have_exactly_zero_advantage(advantage, scale_rewards):
-    if advantage != "grpo" and scale_rewards != "group":
-        pytest.skip("scale_rewards applies to grpo only")
     # 0.1 + 0.1 + 0.1 rounds, so an unguarded (r - mean) would be ~1e-17, not 0
     values = [0.1, 0.1, 0.1, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     advantages = advantages_of(values, 3, advantage=advantage, scale_rewards=scale_rewards)
@@ -110,7 +110,6 @@ def test_all_zero_variance_batch_gives_zero_policy_gradient_and_says_so():
     stats = group_stats(rewards, 4)
     assert stats.zero_variance_frac == 1.0
     assert stats.any_positive_frac == 0.5
-    assert not stats.keep_mask.any()
 
     gen = torch.Generator().manual_seed(0)
     logp = (-torch.rand(8, 5, generator=gen)).requires_grad_(True)
@@ -137,4 +136,3 @@ def test_group_stats_by_hand():
     assert stats.zero_variance_frac == pytest.approx(2 / 3)
     assert stats.any_positive_frac == pytest.approx(2 / 3)
     assert zero_variance_groups(rewards, 4).tolist() == [True, False, True]
-    assert stats.keep_mask.tolist() == [False, True, False]
