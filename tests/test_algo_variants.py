@@ -17,7 +17,7 @@ from grpo_cli.config import AlgorithmConfig, Config
 from grpo_cli.data import Example
 from grpo_cli.errors import ConfigError
 from grpo_cli.sampler.base import Completion
-from grpo_cli.trainer import PromptSchedule, grpo_step
+from grpo_cli.trainer import PromptSchedule, grpo_step, set_aside_after
 from grpo_cli.verifier.score import Score
 
 
@@ -209,3 +209,49 @@ def test_three_training_steps_of_each_variant(variant, tiny_model, tmp_path):
     if variant == "dapo":
         # all 24 tokens long, at the budget: the full penalty -1
         assert all(m["reward/overlong_penalty_mean"] == -1 and m["groups/resample_rounds"] == 0 for m in metrics)
+
+
+def test_set_aside_prompts_are_replaced_by_others_and_the_step_keeps_its_size():
+    schedule = PromptSchedule(num_prompts=10, prompts_per_step=4, epochs=1.0, seed=0)
+    scheduled = schedule.indices(0)
+    unscheduled = [i for i in range(10) if i not in scheduled]
+    set_aside = {scheduled[0], scheduled[2], unscheduled[0]}
+    indices = schedule.indices(0, set_aside)
+    assert indices[:2] == [scheduled[1], scheduled[3]] and len(indices) == 4 == len(set(indices))
+    assert not set(indices) & set_aside
+    assert indices == schedule.indices(0, set_aside)  # seeded by the step
+    # one prompt left: it, then set-aside prompts in schedule order rather than a short step
+    assert schedule.indices(0, set(range(10)) - {unscheduled[1]}) == [unscheduled[1], *scheduled[:3]]
+
+
+def test_set_aside_after_a_step_by_hand():
+    config = Config()
+    config.data.skip_solved, config.data.skip_unsolved = 2.0, 0.5
+    groups = [{"reasons": ["correct", "correct"]}, {"reasons": ["wrong", "no_answer"]}, {"reasons": ["correct", "wrong"]}]
+    # at epoch 1.25: prompt 3 is solved (out until 3.25), 4 unsolved (until 1.75), 5 mixed (stays in); of the
+    # earlier set-aside prompts, 0 is still out (active) and 1 came back
+    after = set_aside_after(config.data, [3, 4, 5], groups, 1.25, active={0}, set_aside={0: 2.0, 1: 1.0})
+    assert after == {0: 2.0, 3: 3.25, 4: 1.75}
+    config.data.skip_solved = 0.0
+    assert set_aside_after(config.data, [3, 4, 5], groups, 1.25, active=set(), set_aside={}) == {4: 1.75}
+
+
+def test_unsolved_prompts_sit_out_an_epoch(tiny_model, tmp_path):
+    # 12 prompts, 4 a step: an epoch is 3 steps. The untrained model solves nothing, so with skip_unsolved=1
+    # step 1's prompts return at epoch 1.0 (step 4) while steps 2 and 3's are still out: step 4 trains on
+    # step 1's prompts.
+    out = tmp_path / "skip"
+    main([
+        "train", *TINY_RUN, f"model.name_or_path={tiny_model}", f"train.output_dir={out}", "train.max_steps=4",
+        "data.num_train=12", "train.epochs=2", "data.skip_unsolved=1", "train.log_groups_per_step=4",
+    ])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    prompts_of = {step: {g["prompt"] for g in samples if g["step"] == step} for step in (1, 2, 3, 4)}
+    assert all(m["reward/correct_mean"] == 0 for m in metrics)
+    assert len(prompts_of[1] | prompts_of[2] | prompts_of[3]) == 12
+    assert prompts_of[4] == prompts_of[1]
+    schedule = PromptSchedule(num_prompts=12, prompts_per_step=4, epochs=1.0, seed=0)
+    still_out = set(schedule.indices(1)) | set(schedule.indices(2))
+    assert [m["data/skipped_frac"] for m in metrics] == [0, 0, 0, len(set(schedule.indices(3)) & still_out) / 4]
+    assert metrics[3]["data/skipped_frac"] > 0

@@ -193,6 +193,12 @@ class DataConfig:
         metadata={"help": "harbor: the levels to generate", **check(lambda v: v and set(v) <= {1, 2, 3}, "must list harbor levels from 1, 2, 3")},
     )
     seed: int = field(default=1234, metadata={"help": "harbor: generator seed"})
+    skip_solved: float = field(
+        default=0.0, metadata={"help": "set aside for this many epochs a prompt whose latest group was all correct (0: never)", **NON_NEGATIVE}
+    )
+    skip_unsolved: float = field(
+        default=0.0, metadata={"help": "set aside for this many epochs a prompt whose latest group was all wrong (0: never)", **NON_NEGATIVE}
+    )
 
 
 @dataclass

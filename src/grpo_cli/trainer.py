@@ -1,7 +1,8 @@
 """The GRPO training loop (`grpo train`), written to read like the algorithm:
 
     for each step:
-        prompts  <- the next train.prompts_per_step prompts (fractional epochs, reshuffled each epoch)
+        prompts  <- the next train.prompts_per_step prompts (fractional epochs, reshuffled each epoch), those
+                    set aside by data.skip_solved / skip_unsolved replaced
         groups   <- G completions per prompt from the sampler              (time/sample_s)
         rewards  <- the verifier's score of every completion                (time/verify_s)
         A        <- algorithm.advantage, e.g. (r - mean_group) / (std_group + eps)   (algo/advantages.py)
@@ -24,6 +25,7 @@ import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection
 
 import torch
 import yaml
@@ -67,12 +69,21 @@ class PromptSchedule:
     def epoch_at(self, step: int) -> float:
         return step * self.prompts_per_step / self.num_prompts
 
-    def indices(self, step: int) -> list[int]:
+    def indices(self, step: int, set_aside: Collection[int] = ()) -> list[int]:
+        """The prompts of `step`; those in `set_aside` (data.skip_solved/skip_unsolved) are replaced by prompts
+        drawn at random, seeded by the step, from the rest (kept when too few are left)."""
         start = step * self.prompts_per_step
         positions = [divmod(position, self.num_prompts) for position in range(start, start + self.prompts_per_step)]
         # Shuffle each epoch the step draws from once, not once per prompt (a step can cross an epoch boundary).
         permutations = {epoch: self._permutation(epoch) for epoch in {epoch for epoch, _ in positions}}
-        return [permutations[epoch][offset] for epoch, offset in positions]
+        drawn = [permutations[epoch][offset] for epoch, offset in positions]
+        if not set_aside:
+            return drawn
+        kept = [i for i in drawn if i not in set_aside]
+        pool = [i for i in range(self.num_prompts) if i not in set_aside and i not in kept]
+        replacements = random.Random(f"{self.seed}:{step}:set_aside").sample(pool, min(len(drawn) - len(kept), len(pool)))
+        shortfall = len(drawn) - len(kept) - len(replacements)
+        return kept + replacements + [i for i in drawn if i in set_aside][:shortfall]
 
     def resample_indices(self, step: int, resample_round: int) -> list[int]:
         """The prompts of dynamic sampling's extra round `resample_round` (>= 1) at `step`: prompts_per_step
@@ -149,12 +160,17 @@ def train(config: Config) -> dict:
         if state["before"] is None:
             state["before"] = run_eval(0)
         for step in range(state["step"] + 1, total_steps + 1):
-            examples = [train_examples[i] for i in schedule.indices(step - 1)]
+            epoch = schedule.epoch_at(step - 1)
+            set_aside = {i for i, until in state.setdefault("set_aside", {}).items() if until > epoch}
+            indices = schedule.indices(step - 1, set_aside)
+            examples = [train_examples[i] for i in indices]
             metrics, groups = grpo_step(
                 config, step, examples, tokenizer, sampler, verifier, learner,
                 resample=lambda r: [train_examples[i] for i in schedule.resample_indices(step - 1, r)],
             )
             metrics["epoch"] = schedule.epoch_at(step)
+            metrics["data/skipped_frac"] = len(set(schedule.indices(step - 1)) & set_aside) / len(indices)
+            state["set_aside"] = set_aside_after(config.data, indices, groups, epoch, set_aside, state["set_aside"])
             warnings = monitor.after_step(step, metrics)
             state["nonfinite_streak"] = state["nonfinite_streak"] + 1 if metrics["nonfinite"] else 0
             if metrics["nonfinite"]:
@@ -283,6 +299,20 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
     return metrics, logged_groups
 
 
+def set_aside_after(data, indices, groups, epoch, active, set_aside) -> dict[int, float]:
+    """The prompts set aside after a step, prompt index -> the epoch it returns at: those still out at `epoch`
+    (`active`), and the step's prompts whose group was all correct (for data.skip_solved epochs) or all wrong
+    (data.skip_unsolved). `groups` are grpo_step's, the step's prompts (`indices`) first."""
+    kept = {i: until for i, until in set_aside.items() if i in active}
+    for index, group in zip(indices, groups):
+        correct = [reason == "correct" for reason in group["reasons"]]
+        if data.skip_solved and all(correct):
+            kept[index] = epoch + data.skip_solved
+        elif data.skip_unsolved and not any(correct):
+            kept[index] = epoch + data.skip_unsolved
+    return kept
+
+
 def shaped_rewards(config, scores, completions, step) -> torch.Tensor:
     """The rewards [B] the advantage estimator sees: the verifier's, or with verifier.rewards.normalize=
     per_component its components normalized per group and summed (algo/rewards.py); plus DAPO's overlong
@@ -306,7 +336,7 @@ def shaped_rewards(config, scores, completions, step) -> torch.Tensor:
 
 def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
     identity = {"verifier_version": verifier.version, "verifier_config_hash": verifier.config_hash}
-    fresh = {"step": 0, "before": None, "best": None, "last_eval": {}, "nonfinite_streak": 0}
+    fresh = {"step": 0, "before": None, "best": None, "last_eval": {}, "nonfinite_streak": 0, "set_aside": {}}
     last = checkpoint.read_pointer(checkpoints, "last")
     if not config.resume:
         if last is not None:
