@@ -17,7 +17,7 @@ from grpo_cli.config import AlgorithmConfig, Config
 from grpo_cli.data import Example
 from grpo_cli.errors import ConfigError
 from grpo_cli.sampler.base import Completion
-from grpo_cli.trainer import PromptSchedule, grpo_step, set_aside_after
+from grpo_cli.trainer import PromptSchedule, grpo_step, locked_prompts, set_aside_after
 from grpo_cli.verifier.score import Score
 
 
@@ -255,3 +255,45 @@ def test_unsolved_prompts_sit_out_an_epoch(tiny_model, tmp_path):
     still_out = set(schedule.indices(1)) | set(schedule.indices(2))
     assert [m["data/skipped_frac"] for m in metrics] == [0, 0, 0, len(set(schedule.indices(3)) & still_out) / 4]
     assert metrics[3]["data/skipped_frac"] > 0
+
+
+def test_harbor_examples_carry_their_level_and_the_curriculum_locks_later_levels():
+    from grpo_cli.data.harbor import generate
+
+    config = Config()
+    config.data.difficulty, config.data.difficulty_steps = [1, 3], [0, 5]
+    config.data.num_train, config.data.num_eval = 60, 10
+    train, _ = generate(config.data)
+    assert {example.level for example in train} == {1, 3}
+    level_3 = {i for i, example in enumerate(train) if example.level == 3}
+    # level 3 is first drawn at step 5
+    assert locked_prompts(train, config.data, 1) == locked_prompts(train, config.data, 4) == level_3
+    assert locked_prompts(train, config.data, 5) == set()
+    config.data.difficulty_steps = []
+    assert locked_prompts(train, config.data, 1) == set()
+
+
+def test_difficulty_steps_need_one_start_per_harbor_level():
+    with pytest.raises(ConfigError, match=r"data.difficulty_steps=\[0, 5\]: needs data.name=harbor and one start"):
+        compose([*TINY_RUN, "data.difficulty=[1,2,3]", "data.difficulty_steps=[0,5]"])
+    with pytest.raises(ConfigError, match="the first 0"):
+        compose([*TINY_RUN, "data.difficulty=[1,2]", "data.difficulty_steps=[3,5]"])
+
+
+def test_the_first_steps_draw_only_the_unlocked_level(tiny_model, tmp_path):
+    out = tmp_path / "curriculum"
+    main([
+        "train", *TINY_RUN, f"model.name_or_path={tiny_model}", f"train.output_dir={out}", "train.max_steps=2",
+        "data.num_train=40", "data.difficulty=[1,2]", "data.difficulty_steps=[0,2]", "train.log_groups_per_step=4",
+    ])
+    config = compose([*TINY_RUN, "data.num_train=40", "data.difficulty=[1,2]"])
+    from grpo_cli.data.harbor import generate
+
+    level_of = {example.question: example.level for example in generate(config.data)[0]}
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {level_of[g["prompt"]] for g in samples if g["step"] == 1} == {1}
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    schedule = PromptSchedule(num_prompts=40, prompts_per_step=4, epochs=1.0, seed=0)
+    train = generate(config.data)[0]
+    assert metrics[0]["data/skipped_frac"] == sum(train[i].level == 2 for i in schedule.indices(0)) / 4
+    assert metrics[0]["data/skipped_frac"] > 0 and metrics[1]["data/skipped_frac"] == 0

@@ -193,6 +193,10 @@ class DataConfig:
         metadata={"help": "harbor: the levels to generate", **check(lambda v: v and set(v) <= {1, 2, 3}, "must list harbor levels from 1, 2, 3")},
     )
     seed: int = field(default=1234, metadata={"help": "harbor: generator seed"})
+    difficulty_steps: list[int] = field(
+        default_factory=list,
+        metadata={"help": "harbor curriculum: the training step at which each level of data.difficulty is first drawn, e.g. [0, 50, 100] (empty: all from the start)"},
+    )
     skip_solved: float = field(
         default=0.0, metadata={"help": "set aside for this many epochs a prompt whose latest group was all correct (0: never)", **NON_NEGATIVE}
     )
@@ -342,6 +346,12 @@ class Config:
                 raise ConfigError(
                     f"eval.pass_at={self.eval.pass_at}: each k must be in [1, n] with n = eval.num_samples = {self.eval_num_samples}"
                 )
+        steps = self.data.difficulty_steps
+        if steps and (len(steps) != len(self.data.difficulty) or min(steps) != 0 or self.data.name != "harbor"):
+            raise ConfigError(
+                f"data.difficulty_steps={steps}: needs data.name=harbor and one start step per level of "
+                f"data.difficulty={self.data.difficulty}, the first 0"
+            )
         algorithm = self.algorithm
         if algorithm.overlong_buffer >= self.sampler.max_new_tokens:
             raise ConfigError(

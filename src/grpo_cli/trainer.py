@@ -2,7 +2,8 @@
 
     for each step:
         prompts  <- the next train.prompts_per_step prompts (fractional epochs, reshuffled each epoch), those
-                    set aside by data.skip_solved / skip_unsolved replaced
+                    set aside (data.skip_solved / skip_unsolved) or of a level not yet reached
+                    (data.difficulty_steps) replaced
         groups   <- G completions per prompt from the sampler              (time/sample_s)
         rewards  <- the verifier's score of every completion                (time/verify_s)
         A        <- algorithm.advantage, e.g. (r - mean_group) / (std_group + eps)   (algo/advantages.py)
@@ -162,14 +163,14 @@ def train(config: Config) -> dict:
         for step in range(state["step"] + 1, total_steps + 1):
             epoch = schedule.epoch_at(step - 1)
             set_aside = {i for i, until in state.setdefault("set_aside", {}).items() if until > epoch}
-            indices = schedule.indices(step - 1, set_aside)
+            indices = schedule.indices(step - 1, set_aside | locked_prompts(train_examples, config.data, step))
             examples = [train_examples[i] for i in indices]
             metrics, groups = grpo_step(
                 config, step, examples, tokenizer, sampler, verifier, learner,
                 resample=lambda r: [train_examples[i] for i in schedule.resample_indices(step - 1, r)],
             )
             metrics["epoch"] = schedule.epoch_at(step)
-            metrics["data/skipped_frac"] = len(set(schedule.indices(step - 1)) & set_aside) / len(indices)
+            metrics["data/skipped_frac"] = len(set(schedule.indices(step - 1)) - set(indices)) / len(indices)
             state["set_aside"] = set_aside_after(config.data, indices, groups, epoch, set_aside, state["set_aside"])
             warnings = monitor.after_step(step, metrics)
             state["nonfinite_streak"] = state["nonfinite_streak"] + 1 if metrics["nonfinite"] else 0
@@ -297,6 +298,14 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
             "latency_ms": [round(latencies_ms[i].item(), 1) for i in members],
         })
     return metrics, logged_groups
+
+
+def locked_prompts(examples, data, step: int) -> set[int]:
+    """The train prompts whose Harbor level data.difficulty_steps has not reached at `step` (1-based)."""
+    locked_levels = {level for level, start in zip(data.difficulty, data.difficulty_steps) if start > step}
+    if not locked_levels:
+        return set()
+    return {i for i, example in enumerate(examples) if example.level in locked_levels}
 
 
 def set_aside_after(data, indices, groups, epoch, active, set_aside) -> dict[int, float]:
