@@ -349,11 +349,14 @@ class Learner:
         group): the keys `train_on` returns, None where they measure a batch or an update, and the learning
         rate the next update will use (the schedule does not advance)."""
         measured = [
-            "loss", "grad_norm", "clip/low_frac", "clip/high_frac", "ratio/mean", "ratio/min", "ratio/max",
-            "advantage/mean", "advantage/std", "entropy/mean", "logprob_mismatch/mean", "logprob_mismatch/max",
+            "loss", "grad_norm", "clip/low_frac", "clip/high_frac", "clip/logratio_clamped", "ratio/mean",
+            "ratio/min", "ratio/max", "advantage/mean", "advantage/std", "entropy/mean", "logprob_mismatch/mean",
+            "logprob_mismatch/max",
         ]
+        if self.algorithm.policy_loss == "dual_clip":
+            measured.append("clip/dual_frac")
         if self.algorithm.kl_coef > 0:
-            measured.append("kl/mean")
+            measured += ["kl/mean", "kl/clamped"]
         if self.algorithm.tis_cap is not None:
             measured.append("tis/weight_mean")
         return dict.fromkeys(measured) | {"lr": self.scheduler.get_last_lr()[0], "nonfinite": 0.0}

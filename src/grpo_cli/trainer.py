@@ -247,17 +247,20 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
         trained = torch.arange(len(groups))
     trained_completions = (trained[:, None] * G + torch.arange(G)).view(-1)
     advantages = torch.zeros(len(completions))
-    advantages[trained_completions] = compute_advantages(shaped[trained_completions], config.algorithm)
 
     tic = time.perf_counter()
-    batch = RolloutBatch.build(
-        [prompt_ids[g] for g in trained], [groups[g] for g in trained], advantages[trained_completions]
-    )
-    learn = learner.train_on(batch) if batch.size else learner.skipped_metrics()
+    if len(trained):
+        advantages[trained_completions] = compute_advantages(shaped[trained_completions], config.algorithm)
+        batch = RolloutBatch.build(
+            [prompt_ids[g] for g in trained], [groups[g] for g in trained], advantages[trained_completions]
+        )
+        learn = learner.train_on(batch)
+    else:
+        learn = learner.skipped_metrics()
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    if batch.size and learn["nonfinite"] < 1.0:  # some update changed the policy (skipped ones leave it as it was)
+    if len(trained) and learn["nonfinite"] < 1.0:  # some update changed the policy (skipped ones leave it as it was)
         sampler.sync_weights(learner.policy)
     timings["time/sync_s"] = time.perf_counter() - tic
 
@@ -269,9 +272,9 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
         **completion_stats,
         "groups/any_positive_frac": stats.any_positive_frac,
         "groups/zero_variance_frac": 1.0 - varied.float().mean().item(),
-        "groups/kept_frac": batch.size / len(completions),
+        "groups/kept_frac": len(trained_completions) / len(completions),
         "groups/resample_rounds": resample_round,
-        "learn/skipped": float(not batch.size),
+        "learn/skipped": float(not len(trained)),
         "completions/max_new_tokens": config.sampler.max_new_tokens,
         "verifier/parse_failure_frac": completion_stats["verifier/parse_failures"] / len(completions),
         "verifier/latency_p50_ms": latencies_ms.quantile(0.5).item(),

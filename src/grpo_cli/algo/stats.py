@@ -37,7 +37,7 @@ def group_stats(rewards: torch.Tensor, group_size: int) -> GroupStats:
         rewards: [num_prompts * G], group-major.
         group_size: G.
     Returns:
-        GroupStats: fractions of tied and of any-positive groups, and the [num_prompts] keep mask.
+        GroupStats: fractions of tied and of any-positive groups.
     """
     ties = zero_variance_groups(rewards, group_size)
     return GroupStats(
