@@ -245,7 +245,7 @@ class AlgorithmConfig:
             **registered("loss", "LOSS_AGGREGATIONS"),
         },
     )
-    scale_rewards: Literal["group", "batch", "none"] = field(default="group", metadata={"help": "advantages divided by the group's std, the batch's, or not at all"})
+    scale_rewards: Literal["group", "batch", "none"] = field(default="group", metadata={"help": "advantage=grpo: advantages divided by the group's std, the batch's, or not at all"})
     std_eps: float = field(default=1e-4, metadata={"help": "added to the std before dividing", **POSITIVE})
     importance_level: Literal["token", "sequence"] = field(default="token", metadata={"help": "one ratio per token (GRPO) or per sequence (GSPO)"})
     mask_truncated: bool = field(default=False, metadata={"help": "drop completions that hit max_new_tokens from the loss"})
