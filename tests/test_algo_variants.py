@@ -124,7 +124,10 @@ class ScriptedSampler:
 class ScriptedVerifier:
     """Answer "varied": completion 0 of the group scores 1, the rest 0; any other answer: all 0 (a tie)."""
 
+    latencies_s: list[float] = []
+
     def score(self, texts, answers, step=0):
+        self.latencies_s = [0.001] * len(texts)
         return [Score(float(a == "varied" and t == "0"), a == "varied" and t == "0", None, "wrong") for t, a in zip(texts, answers)]
 
 
