@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from grpo_cli.algo.advantages import group_advantages
+from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.config import AlgorithmConfig, Config
 from grpo_cli.learner import Learner, RolloutBatch, completion_logprobs, lr_factor, token_logprobs
 from grpo_cli.models import load_checkpoint_weights
@@ -51,7 +51,7 @@ def make_groups(seed: int = 0) -> tuple[list[list[int]], list[list[Completion]]]
 
 def make_batch(algorithm: AlgorithmConfig) -> RolloutBatch:
     prompts, groups = make_groups()
-    advantages = group_advantages(torch.tensor(REWARDS), GROUP_SIZE, algorithm.scale_rewards, algorithm.std_eps)
+    advantages = compute_advantages(torch.tensor(REWARDS), algorithm)
     return RolloutBatch.build(prompts, groups, advantages)
 
 
@@ -251,8 +251,8 @@ def test_train_on_runs_num_iterations_updates_from_one_set_of_old_logprobs():
     assert updates[-1]["logprob_mismatch/mean"] > updates[0]["logprob_mismatch/mean"]  # the policy moved since sampling
     assert metrics["ratio/max"] > 1.0  # the last of the three updates saw the policy move away from old
     assert set(metrics) == {
-        "loss", "kl/mean", "clip/low_frac", "clip/high_frac", "ratio/mean", "ratio/min", "ratio/max",
-        "entropy/mean", "advantage/mean", "advantage/std", "grad_norm", "lr", "nonfinite", *mismatch_keys,
+        "loss", "kl/mean", "kl/clamped", "clip/low_frac", "clip/high_frac", "clip/logratio_clamped", "ratio/mean",
+        "ratio/min", "ratio/max", "entropy/mean", "advantage/mean", "advantage/std", "grad_norm", "lr", "nonfinite", *mismatch_keys,
     }
     for p_driven, p_by_hand in zip(driven.trainable_parameters, by_hand.trainable_parameters):
         assert torch.equal(p_driven, p_by_hand)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import types
 import typing
 import warnings
@@ -32,6 +33,12 @@ POSITIVE = check(lambda v: v > 0, "must be > 0")
 NON_NEGATIVE = check(lambda v: v >= 0, "must be >= 0")
 POSITIVE_OR_NONE = check(lambda v: v is None or v > 0, "must be > 0, or null")
 FRACTION = check(lambda v: 0 <= v <= 1, "must be in [0, 1]")
+
+
+def registered(module: str, registry: str) -> dict:
+    """Field metadata: the value must name a function of the Registry `registry` in grpo_cli.algo.`module`
+    (imported when a config is checked: algo/ imports this module)."""
+    return {"registry": lambda: getattr(importlib.import_module(f"grpo_cli.algo.{module}"), registry)}
 
 
 @dataclass
@@ -115,6 +122,10 @@ class RewardConfig:
     length_penalty: float = field(default=0.0, metadata={"help": "subtracted per 1,000 characters of completion", **NON_NEGATIVE})
     custom: Optional[str] = field(default=None, metadata={"help": "a reward function package.module:function, called as fn(completion, answer) -> float"})
     custom_weight: float = field(default=1.0, metadata={"help": "weight of the custom reward"})
+    normalize: Literal["none", "per_component"] = field(
+        default="none",
+        metadata={"help": "per_component: each component normalized within its group, then weighted and summed (algo/rewards.py); none: summed as they are"},
+    )
 
 
 @dataclass
@@ -182,6 +193,16 @@ class DataConfig:
         metadata={"help": "harbor: the levels to generate", **check(lambda v: v and set(v) <= {1, 2, 3}, "must list harbor levels from 1, 2, 3")},
     )
     seed: int = field(default=1234, metadata={"help": "harbor: generator seed"})
+    difficulty_steps: list[int] = field(
+        default_factory=list,
+        metadata={"help": "harbor curriculum: the training step at which each level of data.difficulty is first drawn, e.g. [0, 50, 100] (empty: all from the start)"},
+    )
+    skip_solved: float = field(
+        default=0.0, metadata={"help": "set aside for this many epochs a prompt whose latest group was all correct (0: never)", **NON_NEGATIVE}
+    )
+    skip_unsolved: float = field(
+        default=0.0, metadata={"help": "set aside for this many epochs a prompt whose latest group was all wrong (0: never)", **NON_NEGATIVE}
+    )
 
 
 @dataclass
@@ -204,18 +225,44 @@ class AlgorithmConfig:
         default=8,
         metadata={"help": "G, completions per prompt", **check(lambda v: v >= 2, "G must be >= 2: advantages compare completions within a group")},
     )
+    advantage: str = field(
+        default="grpo", metadata={"help": "advantage estimator, a function registered in algo/advantages.py", **registered("advantages", "ADVANTAGE_ESTIMATORS")}
+    )
+    policy_loss: str = field(
+        default="ppo_clip", metadata={"help": "per-token policy loss, a function registered in algo/loss.py", **registered("loss", "POLICY_LOSSES")}
+    )
     kl_coef: float = field(default=0.0, metadata={"help": "weight of the KL penalty to the reference (0: no reference pass)", **check(lambda v: v >= 0, "the KL coefficient must be >= 0")})
-    kl_estimator: Literal["k1", "k2", "k3"] = field(default="k3", metadata={"help": "per-token KL estimator (Schulman's k1, k2, k3)"})
+    kl_estimator: str = field(default="k3", metadata={"help": "per-token KL estimator (Schulman's k1, k2, k3), registered in algo/kl.py", **registered("kl", "KL_ESTIMATORS")})
     clip_eps_low: float = field(default=0.2, metadata={"help": "the ratio is clipped below at 1 - clip_eps_low", **NON_NEGATIVE})
     clip_eps_high: float = field(default=0.2, metadata={"help": "the ratio is clipped above at 1 + clip_eps_high (clip-higher: > low)", **NON_NEGATIVE})
-    loss_agg: Literal["seq_mean", "token_mean", "seq_sum_norm"] = field(
-        default="seq_mean", metadata={"help": "how token losses are averaged: per sequence (GRPO), per token (DAPO), by a constant (Dr. GRPO)"}
+    dual_clip_c: float = field(
+        default=3.0, metadata={"help": "dual_clip: a token with A < 0 loses at most -c A (ratio above c: no gradient)", **check(lambda v: v > 1, "must be > 1")}
     )
-    scale_rewards: Literal["group", "batch", "none"] = field(default="group", metadata={"help": "advantages divided by the group's std, the batch's, or not at all"})
+    loss_agg: str = field(
+        default="seq_mean",
+        metadata={
+            "help": "how token losses are averaged: per sequence (GRPO), per token (DAPO), by sampler.max_new_tokens (Dr. GRPO)",
+            **registered("loss", "LOSS_AGGREGATIONS"),
+        },
+    )
+    scale_rewards: Literal["group", "batch", "none"] = field(default="group", metadata={"help": "advantage=grpo: advantages divided by the group's std, the batch's, or not at all"})
     std_eps: float = field(default=1e-4, metadata={"help": "added to the std before dividing", **POSITIVE})
     importance_level: Literal["token", "sequence"] = field(default="token", metadata={"help": "one ratio per token (GRPO) or per sequence (GSPO)"})
     mask_truncated: bool = field(default=False, metadata={"help": "drop completions that hit max_new_tokens from the loss"})
     filter_zero_variance: bool = field(default=False, metadata={"help": "drop groups whose rewards are all equal (DAPO dynamic sampling)"})
+    max_resample_rounds: int = field(
+        default=0,
+        metadata={"help": "with filter_zero_variance: sample up to this many more batches of prompts until the step holds train.prompts_per_step groups whose rewards differ (DAPO)", **NON_NEGATIVE},
+    )
+    overlong_buffer: int = field(
+        default=0,
+        metadata={"help": "DAPO soft overlong punishment: the reward falls linearly by up to 1 over the last this-many tokens of sampler.max_new_tokens (0: off)", **NON_NEGATIVE},
+    )
+    entropy_mask_top: float = field(
+        default=1.0,
+        metadata={"help": "policy loss only on this fraction of the batch's tokens with the highest entropy (1: all)", **check(lambda v: 0 < v <= 1, "must be in (0, 1]")},
+    )
+    entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus: this times the policy's per-token entropy is subtracted from the loss", **NON_NEGATIVE})
     num_iterations: int = field(default=1, metadata={"help": "mu, optimizer updates per generation batch", **POSITIVE})
     tis_cap: Optional[float] = field(
         default=None, metadata={"help": "truncated importance sampling against the sampler's log-probs, capped at this weight", **POSITIVE_OR_NONE}
@@ -309,6 +356,28 @@ class Config:
                 raise ConfigError(
                     f"eval.pass_at={self.eval.pass_at}: each k must be in [1, n] with n = eval.num_samples = {self.eval_num_samples}"
                 )
+        steps = self.data.difficulty_steps
+        if steps and (len(steps) != len(self.data.difficulty) or min(steps) != 0 or self.data.name != "harbor"):
+            raise ConfigError(
+                f"data.difficulty_steps={steps}: needs data.name=harbor and one start step per level of "
+                f"data.difficulty={self.data.difficulty}, the first 0"
+            )
+        algorithm = self.algorithm
+        if algorithm.overlong_buffer >= self.sampler.max_new_tokens:
+            raise ConfigError(
+                f"algorithm.overlong_buffer={algorithm.overlong_buffer}: must be below sampler.max_new_tokens="
+                f"{self.sampler.max_new_tokens} (the penalty covers the last overlong_buffer tokens of the budget)"
+            )
+        if algorithm.max_resample_rounds and not algorithm.filter_zero_variance:
+            raise ConfigError(
+                f"algorithm.max_resample_rounds={algorithm.max_resample_rounds}: resampling replaces the groups "
+                "algorithm.filter_zero_variance drops; set filter_zero_variance=true, or max_resample_rounds=0"
+            )
+        if algorithm.scale_rewards != "group" and algorithm.advantage != "grpo":
+            raise ConfigError(
+                f"algorithm.scale_rewards={algorithm.scale_rewards}: applies to algorithm.advantage=grpo only, "
+                f"not {algorithm.advantage}; drop it or use advantage=grpo"
+            )
         if len(self.optimizer.betas) != 2 or not all(0 <= b < 1 for b in self.optimizer.betas):
             raise ConfigError(f"optimizer.betas={self.optimizer.betas}: needs two numbers in [0, 1)")
         if self.sampler.temperature == 0 and self.algorithm.group_size > 1:
@@ -380,6 +449,12 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         rule = fields[name].metadata.get("check")
         if rule and converted is not None and not rule[0](converted):
             raise ConfigError(f"{key}={value!r}: {rule[1]}")
+        registry = fields[name].metadata.get("registry")
+        if registry and converted not in registry().names():
+            names = registry().names()
+            close = difflib.get_close_matches(str(converted), names, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{key}={value!r}: unknown; {hint}known: {', '.join(names)}")
         values[name] = converted
     return cls(**values)
 
@@ -416,6 +491,8 @@ def _walk(cls: type, prefix: str):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
         allowed = ", ".join(map(str, choices)) if choices else f.metadata.get("check", (None, ""))[1]
+        if "registry" in f.metadata:
+            allowed = ", ".join(f.metadata["registry"]().names())
         yield KeyInfo(prefix + f.name, _type_text(tp), default, allowed, f.metadata["help"])
 
 

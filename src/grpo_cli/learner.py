@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from grpo_cli.algo.loss import BatchTotals, loss_mask, merge_metrics, policy_loss
+from grpo_cli.algo.loss import BatchTotals, high_entropy_mask, loss_mask, merge_metrics, policy_loss
 from grpo_cli.config import Config, LoraConfig
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import compute_autocast
@@ -46,7 +46,8 @@ class RolloutBatch:
         completion_mask [B, T]                        |  1  1   0
 
     advantages [B]; sampler_logprobs [B, T] (the sampling engine's); truncated [B] (stopped at the length
-    limit); old_logprobs and ref_logprobs [B, T], filled in by Learner.train_on.
+    limit); old_logprobs, ref_logprobs [B, T] and pg_mask [B, T] (algorithm.entropy_mask_top), filled in by
+    Learner.train_on.
     """
 
     input_ids: torch.Tensor
@@ -57,6 +58,7 @@ class RolloutBatch:
     truncated: torch.Tensor
     old_logprobs: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
+    pg_mask: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -112,7 +114,7 @@ class RolloutBatch:
         completion_end = int(self.completion_mask.sum(dim=1).max())
         columns = slice(prompt_start, P + completion_end)
         trimmed = {"input_ids": self.input_ids[:, columns], "attention_mask": self.attention_mask[:, columns]}
-        for name in ("completion_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs"):
+        for name in ("completion_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "pg_mask"):
             tensor = getattr(self, name)
             trimmed[name] = None if tensor is None else tensor[:, :completion_end]
         return dataclasses.replace(self, **trimmed)
@@ -126,7 +128,8 @@ def completion_logprobs(
     model: torch.nn.Module, batch: RolloutBatch, temperature: float, top_k: int = 0, top_p: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs [B, T] of the completion tokens of `batch` (one micro-batch) under `model`, and the policy's
-    entropy [B, T] at each completion position (detached); top_k/top_p as in token_logprobs."""
+    entropy [B, T] at each completion position (differentiable like the log-probs); top_k/top_p as in
+    token_logprobs."""
     T = batch.completion_mask.shape[1]
     P = batch.input_ids.shape[1] - T
     # Positions count from each prompt's first real token, as when the completion was sampled (rotary models
@@ -152,30 +155,33 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log softmax(z)[token] = z[token] - logsumexp(z), z = logits / T in fp32 outside the top-k/top-p support
     set to -inf (sampling_support), and the entropy H = logsumexp(z) - sum_v softmax(z)_v z_v of that same
-    distribution; logits [B, T, V], tokens [B, T]. With top_k = 0 and top_p = 1 nothing is truncated.
+    distribution; logits [B, T, V], tokens [B, T]. With top_k = 0 and top_p = 1 nothing is truncated. Both are
+    differentiable when the logits are (the entropy bonus needs H's gradient).
 
-    Only `chunk_tokens` rows of fp32 z exist at a time. Each chunk's log-prob is recomputed in backward
-    (checkpoint) rather than kept, so autograd holds no fp32 copy of the logits either.
+    Only `chunk_tokens` rows of fp32 z exist at a time. Each chunk is recomputed in backward (checkpoint)
+    rather than kept, so autograd holds no fp32 copy of the logits either.
     """
     flat_logits, flat_tokens = logits.flatten(0, 1), tokens.flatten()
     logps, entropies = [], []
     for logits_chunk, tokens_chunk in zip(flat_logits.split(chunk_tokens), flat_tokens.split(chunk_tokens)):
         args = (logits_chunk, tokens_chunk, temperature, top_k, top_p)
         if logits_chunk.requires_grad:
-            logps.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False))
+            logp, entropy = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
         else:
-            logps.append(_chunk_logprobs(*args))
-        with torch.no_grad():
-            z = _truncated_scores(*args)
-            entropies.append(
-                torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z.clamp(min=torch.finfo(z.dtype).min)).sum(dim=-1)
-            )
+            logp, entropy = _chunk_logprobs(*args)
+        logps.append(logp)
+        entropies.append(entropy)
     return torch.cat(logps).view_as(tokens), torch.cat(entropies).view_as(tokens)
 
 
-def _chunk_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+def _chunk_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     z = _truncated_scores(logits, tokens, temperature, top_k, top_p)
-    return z.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(z, dim=-1)
+    log_normalizer = torch.logsumexp(z, dim=-1)
+    # -inf outside the support: clamped, so that 0 x -inf does not turn the sum into NaN
+    entropy = log_normalizer - (torch.softmax(z, dim=-1) * z.clamp(min=torch.finfo(z.dtype).min)).sum(dim=-1)
+    return z.gather(-1, tokens[:, None])[:, 0] - log_normalizer, entropy
 
 
 def _truncated_scores(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
@@ -266,6 +272,7 @@ class Learner:
 
     def __init__(self, config: Config, model: torch.nn.Module, total_steps: int):
         self.algorithm = config.algorithm
+        self.generation_budget = config.sampler.max_new_tokens
         self.temperature = config.sampler.temperature or 1.0
         # The sampler's top-k/top-p support (none when greedy): log-probs are renormalized over it on both sides.
         sampled = config.sampler.temperature > 0
@@ -298,13 +305,13 @@ class Learner:
             return None
         if self.lora:
             with self.policy.disable_adapter():
-                return self._logprobs(self.policy, batch)
-        return self._logprobs(self.reference, batch)
+                return self._logprobs(self.policy, batch)[0]
+        return self._logprobs(self.reference, batch)[0]
 
     @torch.no_grad()
     def policy_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         """[B, T] completion log-probs under the current policy (0 at padding)."""
-        return self._logprobs(self.policy, batch)
+        return self._logprobs(self.policy, batch)[0]
 
     def old_logprobs(self, batch: RolloutBatch) -> torch.Tensor | None:
         """The policy's log-probs before this batch's updates; None when num_iterations is 1 (the loss then
@@ -313,6 +320,16 @@ class Learner:
             return None
         return self.policy_logprobs(batch)
 
+    @torch.no_grad()
+    def high_entropy_tokens(self, batch: RolloutBatch) -> torch.Tensor | None:
+        """[B, T] bool: the loss tokens that keep their policy loss under algorithm.entropy_mask_top, ranked over
+        the whole batch by the policy's entropy before this batch's updates; None when it is 1 (all tokens)."""
+        if self.algorithm.entropy_mask_top == 1:
+            return None
+        _, entropy = self._logprobs(self.policy, batch)
+        mask = loss_mask(batch.completion_mask, batch.truncated, self.algorithm)
+        return high_entropy_mask(entropy, mask, self.algorithm.entropy_mask_top)
+
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
         """All num_iterations updates on one generation batch; the last update's metrics, with "nonfinite" the
         fraction of the updates skipped (1.0: the policy did not change) and the first update's sampler/learner
@@ -320,6 +337,7 @@ class Learner:
         batch = batch.to(self.device)
         batch.ref_logprobs = self.reference_logprobs(batch)
         batch.old_logprobs = self.old_logprobs(batch)
+        batch.pg_mask = self.high_entropy_tokens(batch)
         updates = [self.step(batch) for _ in range(self.algorithm.num_iterations)]
         # Before the first update the policy is the one that sampled: only then is the mismatch meaningful.
         first = {key: updates[0][key] for key in ("logprob_mismatch/mean", "logprob_mismatch/max")}
@@ -331,11 +349,14 @@ class Learner:
         group): the keys `train_on` returns, None where they measure a batch or an update, and the learning
         rate the next update will use (the schedule does not advance)."""
         measured = [
-            "loss", "grad_norm", "clip/low_frac", "clip/high_frac", "ratio/mean", "ratio/min", "ratio/max",
-            "advantage/mean", "advantage/std", "entropy/mean", "logprob_mismatch/mean", "logprob_mismatch/max",
+            "loss", "grad_norm", "clip/low_frac", "clip/high_frac", "clip/logratio_clamped", "ratio/mean",
+            "ratio/min", "ratio/max", "advantage/mean", "advantage/std", "entropy/mean", "logprob_mismatch/mean",
+            "logprob_mismatch/max",
         ]
+        if self.algorithm.policy_loss == "dual_clip":
+            measured.append("clip/dual_frac")
         if self.algorithm.kl_coef > 0:
-            measured.append("kl/mean")
+            measured += ["kl/mean", "kl/clamped"]
         if self.algorithm.tis_cap is not None:
             measured.append("tis/weight_mean")
         return dict.fromkeys(measured) | {"lr": self.scheduler.get_last_lr()[0], "nonfinite": 0.0}
@@ -365,7 +386,7 @@ class Learner:
         """
         self.policy.train()
         batch = batch.to(self.device)
-        totals = BatchTotals.of(loss_mask(batch.completion_mask, batch.truncated, self.algorithm))
+        totals = BatchTotals.of(loss_mask(batch.completion_mask, batch.truncated, self.algorithm), self.generation_budget)
         num_completion_tokens = max(int(batch.completion_mask.sum()), 1)
         parts = []
         for micro in batch.micro_batches(self.micro_batch_size):
@@ -381,9 +402,11 @@ class Learner:
                 truncated=micro.truncated,
                 sampler_logp=micro.sampler_logprobs,
                 totals=totals,
+                entropy=entropy,
+                pg_mask=micro.pg_mask,
             )
             loss.backward()
-            metrics["entropy/mean"] = entropy.masked_fill(~micro.completion_mask, 0.0).sum() / num_completion_tokens
+            metrics["entropy/mean"] = entropy.detach().masked_fill(~micro.completion_mask, 0.0).sum() / num_completion_tokens
             # The engine's log-probs against ours for the same tokens: weight sync or numerics gone wrong.
             mismatch = (logp.detach() - micro.sampler_logprobs).abs().masked_fill(~micro.completion_mask, 0.0)
             metrics["logprob_mismatch/mean"] = mismatch.sum() / num_completion_tokens
@@ -403,20 +426,21 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
-    def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
-        """[B, T] completion log-probs (0 at padding) in eval mode (no dropout), micro-batch by micro-batch."""
+    def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T] completion log-probs and entropies (0 at padding) in eval mode (no dropout), micro-batch by
+        micro-batch."""
         was_training = model.training
         model.eval()
         batch = batch.to(self.device)
         T = batch.completion_mask.shape[1]
-        parts = []
+        logps, entropies = [], []
         for micro in batch.micro_batches(self.micro_batch_size):
             with self._autocast():
-                logp, _ = completion_logprobs(model, micro, self.temperature, self.top_k, self.top_p)
-            logp = logp.masked_fill(~micro.completion_mask, 0.0)
-            parts.append(F.pad(logp, (0, T - logp.shape[1])))
+                logp, entropy = completion_logprobs(model, micro, self.temperature, self.top_k, self.top_p)
+            for tensor, parts in ((logp, logps), (entropy, entropies)):
+                parts.append(F.pad(tensor.masked_fill(~micro.completion_mask, 0.0), (0, T - tensor.shape[1])))
         model.train(was_training)
-        return torch.cat(parts)
+        return torch.cat(logps), torch.cat(entropies)
 
     def _autocast(self) -> torch.autocast:
         return compute_autocast(self.device, self.compute_dtype)

@@ -1,10 +1,12 @@
 """The GRPO training loop (`grpo train`), written to read like the algorithm:
 
     for each step:
-        prompts  <- the next train.prompts_per_step prompts (fractional epochs, reshuffled each epoch)
+        prompts  <- the next train.prompts_per_step prompts (fractional epochs, reshuffled each epoch), those
+                    set aside (data.skip_solved / skip_unsolved) or of a level not yet reached
+                    (data.difficulty_steps) replaced
         groups   <- G completions per prompt from the sampler              (time/sample_s)
         rewards  <- the verifier's score of every completion                (time/verify_s)
-        A        <- (r - mean_group) / (std_group + eps)                    (algo/advantages.py)
+        A        <- algorithm.advantage, e.g. (r - mean_group) / (std_group + eps)   (algo/advantages.py)
         repeat algorithm.num_iterations times: one clipped policy-gradient step with KL to the reference
                                                                             (learner.py, algo/loss.py)
         push the new weights to the sampler                                 (time/sync_s)
@@ -24,13 +26,15 @@ import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection
 
 import torch
 import yaml
 
 from grpo_cli import checkpoint
-from grpo_cli.algo.advantages import group_advantages
-from grpo_cli.algo.stats import group_stats
+from grpo_cli.algo.advantages import compute_advantages
+from grpo_cli.algo.rewards import overlong_penalty, per_component_rewards
+from grpo_cli.algo.stats import group_stats, zero_variance_groups
 from grpo_cli.config import Config
 from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import ConfigError, GrpoError
@@ -45,6 +49,8 @@ from grpo_cli.report import write_report
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.base import sampling_seed
 from grpo_cli.verifier import build_verifier
+from grpo_cli.verifier.rewards import component_weights
+from grpo_cli.verifier.score import COMPONENTS
 from grpo_cli.verifier.self_test import check_verifier
 
 
@@ -67,12 +73,27 @@ class PromptSchedule:
     def epoch_at(self, step: int) -> float:
         return step * self.prompts_per_step / self.num_prompts
 
-    def indices(self, step: int) -> list[int]:
+    def indices(self, step: int, set_aside: Collection[int] = ()) -> list[int]:
+        """The prompts of `step`; those in `set_aside` (data.skip_solved/skip_unsolved) are replaced by prompts
+        drawn at random, seeded by the step, from the rest (kept when too few are left)."""
         start = step * self.prompts_per_step
         positions = [divmod(position, self.num_prompts) for position in range(start, start + self.prompts_per_step)]
         # Shuffle each epoch the step draws from once, not once per prompt (a step can cross an epoch boundary).
         permutations = {epoch: self._permutation(epoch) for epoch in {epoch for epoch, _ in positions}}
-        return [permutations[epoch][offset] for epoch, offset in positions]
+        drawn = [permutations[epoch][offset] for epoch, offset in positions]
+        if not set_aside:
+            return drawn
+        kept = [i for i in drawn if i not in set_aside]
+        pool = [i for i in range(self.num_prompts) if i not in set_aside and i not in kept]
+        replacements = random.Random(f"{self.seed}:{step}:set_aside").sample(pool, min(len(drawn) - len(kept), len(pool)))
+        shortfall = len(drawn) - len(kept) - len(replacements)
+        return kept + replacements + [i for i in drawn if i in set_aside][:shortfall]
+
+    def resample_indices(self, step: int, resample_round: int) -> list[int]:
+        """The prompts of dynamic sampling's extra round `resample_round` (>= 1) at `step`: prompts_per_step
+        drawn at random, seeded by step and round, so a resumed run draws the same ones."""
+        rng = random.Random(f"{self.seed}:{step}:{resample_round}")
+        return rng.sample(range(self.num_prompts), min(self.prompts_per_step, self.num_prompts))
 
     def _permutation(self, epoch: int) -> list[int]:
         order = list(range(self.num_prompts))
@@ -152,9 +173,17 @@ def train(config: Config) -> dict:
         if state["before"] is None:
             state["before"] = run_eval(0)
         for step in range(state["step"] + 1, total_steps + 1):
-            examples = [train_examples[i] for i in schedule.indices(step - 1)]
-            metrics, groups = grpo_step(config, step, examples, tokenizer, sampler, verifier, learner)
+            epoch = schedule.epoch_at(step - 1)
+            set_aside = {i for i, until in state.setdefault("set_aside", {}).items() if until > epoch}
+            indices = schedule.indices(step - 1, set_aside | locked_prompts(train_examples, config.data, step))
+            examples = [train_examples[i] for i in indices]
+            metrics, groups = grpo_step(
+                config, step, examples, tokenizer, sampler, verifier, learner,
+                resample=lambda r: [train_examples[i] for i in schedule.resample_indices(step - 1, r)],
+            )
             metrics["epoch"] = schedule.epoch_at(step)
+            metrics["data/skipped_frac"] = len(set(schedule.indices(step - 1)) - set(indices)) / len(indices)
+            state["set_aside"] = set_aside_after(config.data, indices, groups, epoch, set_aside, state["set_aside"])
             warnings = monitor.after_step(step, metrics)
             state["nonfinite_streak"] = state["nonfinite_streak"] + 1 if metrics["nonfinite"] else 0
             if metrics["nonfinite"]:
@@ -193,36 +222,62 @@ def train(config: Config) -> dict:
     return summary
 
 
-def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> tuple[dict, list[dict]]:
-    """One GRPO step on a batch of prompts; returns the step's metrics and its groups for samples.jsonl."""
+def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, resample=None) -> tuple[dict, list[dict]]:
+    """One GRPO step on a batch of prompts; returns the step's metrics and its groups for samples.jsonl.
+
+    With algorithm.filter_zero_variance and max_resample_rounds (DAPO dynamic sampling), while fewer than
+    train.prompts_per_step groups have rewards that differ, round r = 1, 2, ... samples the prompts
+    `resample(r)` as well; the first prompts_per_step such groups train.
+    """
     G = config.algorithm.group_size
-    timings = {}
+    timings = {"time/sample_s": 0.0, "time/verify_s": 0.0}
+    step_examples, prompt_ids, groups, scores, latencies_s = [], [], [], [], []
+    for resample_round in range(config.algorithm.max_resample_rounds + 1):
+        if resample_round:
+            examples = resample(resample_round)
+        tic = time.perf_counter()
+        round_prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in examples]
+        seed_parts = (config.train.seed, "train", step) + (("resample", resample_round) if resample_round else ())
+        round_groups = sampler.generate(round_prompt_ids, n=G, seed=sampling_seed(*seed_parts))
+        timings["time/sample_s"] += time.perf_counter() - tic
 
-    tic = time.perf_counter()
-    prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in examples]
-    groups = sampler.generate(prompt_ids, n=G, seed=sampling_seed(config.train.seed, "train", step))
-    timings["time/sample_s"] = time.perf_counter() - tic
-
-    tic = time.perf_counter()
-    completions = [c for group in groups for c in group]
-    answers = [ex.answer for ex in examples for _ in range(G)]
-    scores = verifier.score([c.text for c in completions], answers, step=step)
-    timings["time/verify_s"] = time.perf_counter() - tic
-    latencies_ms = torch.tensor(verifier.latencies_s, dtype=torch.float64) * 1000
+        tic = time.perf_counter()
+        answers = [ex.answer for ex in examples for _ in range(G)]
+        scores += verifier.score([c.text for group in round_groups for c in group], answers, step=step)
+        timings["time/verify_s"] += time.perf_counter() - tic
+        latencies_s += verifier.latencies_s
+        step_examples += examples
+        prompt_ids += round_prompt_ids
+        groups += round_groups
+        completions = [c for group in groups for c in group]
+        shaped = shaped_rewards(config, scores, completions, step)
+        varied = ~zero_variance_groups(shaped, G)
+        if not config.algorithm.filter_zero_variance or int(varied.sum()) >= config.train.prompts_per_step:
+            break
+    latencies_ms = torch.tensor(latencies_s, dtype=torch.float64) * 1000
 
     rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
-    advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
     stats = group_stats(rewards, G)
+    if config.algorithm.filter_zero_variance:
+        trained = varied.nonzero()[:, 0][: config.train.prompts_per_step]
+    else:
+        trained = torch.arange(len(groups))
+    trained_completions = (trained[:, None] * G + torch.arange(G)).view(-1)
+    advantages = torch.zeros(len(completions))
 
     tic = time.perf_counter()
-    batch = RolloutBatch.build(prompt_ids, groups, advantages)
-    if config.algorithm.filter_zero_variance:
-        batch = batch.select(stats.keep_mask.repeat_interleave(G))
-    learn = learner.train_on(batch) if batch.size else learner.skipped_metrics()
+    if len(trained):
+        advantages[trained_completions] = compute_advantages(shaped[trained_completions], config.algorithm)
+        batch = RolloutBatch.build(
+            [prompt_ids[g] for g in trained], [groups[g] for g in trained], advantages[trained_completions]
+        )
+        learn = learner.train_on(batch)
+    else:
+        learn = learner.skipped_metrics()
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    if batch.size and learn["nonfinite"] < 1.0:  # some update changed the policy (skipped ones leave it as it was)
+    if len(trained) and learn["nonfinite"] < 1.0:  # some update changed the policy (skipped ones leave it as it was)
         sampler.sync_weights(learner.policy)
     timings["time/sync_s"] = time.perf_counter() - tic
 
@@ -233,9 +288,10 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
         "step": step,
         **completion_stats,
         "groups/any_positive_frac": stats.any_positive_frac,
-        "groups/zero_variance_frac": stats.zero_variance_frac,
-        "groups/kept_frac": batch.size / len(completions),
-        "learn/skipped": float(not batch.size),
+        "groups/zero_variance_frac": 1.0 - varied.float().mean().item(),
+        "groups/kept_frac": len(trained_completions) / len(completions),
+        "groups/resample_rounds": resample_round,
+        "learn/skipped": float(not len(trained)),
         "completions/max_new_tokens": config.sampler.max_new_tokens,
         "verifier/parse_failure_frac": completion_stats["verifier/parse_failures"] / len(completions),
         "verifier/latency_p50_ms": latencies_ms.quantile(0.5).item(),
@@ -245,8 +301,12 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
         "time/step_s": step_seconds,
         "tokens_per_s": generated_tokens / step_seconds,
     }
+    if config.algorithm.overlong_buffer:
+        lengths = torch.tensor([len(c.token_ids) for c in completions])
+        penalties = overlong_penalty(lengths, config.sampler.max_new_tokens, config.algorithm.overlong_buffer)
+        metrics["reward/overlong_penalty_mean"] = penalties.mean().item()
     logged_groups = []
-    for g, (example, group) in enumerate(zip(examples, groups)):
+    for g, (example, group) in enumerate(zip(step_examples, groups)):
         members = range(g * G, (g + 1) * G)
         logged_groups.append({
             "prompt": example.question,
@@ -261,9 +321,52 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     return metrics, logged_groups
 
 
+def locked_prompts(examples, data, step: int) -> set[int]:
+    """The train prompts whose Harbor level data.difficulty_steps has not reached at `step` (1-based)."""
+    locked_levels = {level for level, start in zip(data.difficulty, data.difficulty_steps) if start > step}
+    if not locked_levels:
+        return set()
+    return {i for i, example in enumerate(examples) if example.level in locked_levels}
+
+
+def set_aside_after(data, indices, groups, epoch, active, set_aside) -> dict[int, float]:
+    """The prompts set aside after a step, prompt index -> the epoch it returns at: those still out at `epoch`
+    (`active`), and the step's prompts whose group was all correct (for data.skip_solved epochs) or all wrong
+    (data.skip_unsolved). `groups` are grpo_step's, the step's prompts (`indices`) first."""
+    kept = {i: until for i, until in set_aside.items() if i in active}
+    for index, group in zip(indices, groups):
+        correct = [reason == "correct" for reason in group["reasons"]]
+        if data.skip_solved and all(correct):
+            kept[index] = epoch + data.skip_solved
+        elif data.skip_unsolved and not any(correct):
+            kept[index] = epoch + data.skip_unsolved
+    return kept
+
+
+def shaped_rewards(config, scores, completions, step) -> torch.Tensor:
+    """The rewards [B] the advantage estimator sees: the verifier's, or with verifier.rewards.normalize=
+    per_component its components normalized per group and summed (algo/rewards.py); plus DAPO's overlong
+    penalty when algorithm.overlong_buffer is set."""
+    G = config.algorithm.group_size
+    if config.verifier.rewards.normalize == "per_component":
+        weights = component_weights(config.verifier.rewards, step)
+        names = [name for name in COMPONENTS if weights[name]]
+        unweighted = [[s.components[name] / weights[name] for name in names] for s in scores]
+        rewards = per_component_rewards(
+            torch.tensor(unweighted, dtype=torch.float64), torch.tensor([weights[name] for name in names]), G,
+            config.algorithm.std_eps,
+        ).float()
+    else:
+        rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+    if config.algorithm.overlong_buffer:
+        lengths = torch.tensor([len(c.token_ids) for c in completions])
+        rewards = rewards + overlong_penalty(lengths, config.sampler.max_new_tokens, config.algorithm.overlong_buffer)
+    return rewards
+
+
 def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
     identity = {"verifier_version": verifier.version, "verifier_config_hash": verifier.config_hash}
-    fresh = {"step": 0, "before": None, "best": None, "last_eval": {}, "nonfinite_streak": 0}
+    fresh = {"step": 0, "before": None, "best": None, "last_eval": {}, "nonfinite_streak": 0, "set_aside": {}}
     last = checkpoint.read_pointer(checkpoints, "last")
     if not config.resume:
         if last is not None:

@@ -1,4 +1,4 @@
-"""Group statistics that tell whether a batch can teach anything, and the DAPO zero-variance filter.
+"""Group statistics that tell whether a batch can teach anything; zero_variance_groups is DAPO's filter.
 
 A group whose G rewards all tie (all wrong, or all right) has zero advantage everywhere: it costs a learner
 pass and contributes only the KL term. Rewards are flat [num_prompts x G], group-major.
@@ -15,7 +15,6 @@ import torch
 class GroupStats:
     zero_variance_frac: float  # groups whose rewards all tie
     any_positive_frac: float  # groups with at least one reward > 0
-    keep_mask: torch.Tensor  # [num_prompts] bool: the groups DAPO dynamic sampling keeps (rewards differ)
 
 
 def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -38,11 +37,10 @@ def group_stats(rewards: torch.Tensor, group_size: int) -> GroupStats:
         rewards: [num_prompts * G], group-major.
         group_size: G.
     Returns:
-        GroupStats: fractions of tied and of any-positive groups, and the [num_prompts] keep mask.
+        GroupStats: fractions of tied and of any-positive groups.
     """
     ties = zero_variance_groups(rewards, group_size)
     return GroupStats(
         zero_variance_frac=ties.float().mean().item(),
         any_positive_frac=(rewards.view(-1, group_size) > 0).any(dim=1).float().mean().item(),
-        keep_mask=~ties,
     )

@@ -11,3 +11,4 @@ class Example:
     question: str  # the raw problem text; format_prompt() turns it into model input
     answer: str  # the reference the verifier compares against
     solution: str = ""  # a worked solution for SFT (ends in the answer line), empty when the dataset has none
+    level: int = 0  # the Harbor difficulty level (data.difficulty_steps); 0 for other datasets

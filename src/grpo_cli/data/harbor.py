@@ -285,25 +285,30 @@ def generate(data: DataConfig) -> tuple[list[Example], list[Example]]:
     wanted = data.num_eval + data.num_train
     seen: set[str] = set()
     problems: list[Problem] = []
+    levels: list[int] = []
     # Level 1 alone has about 10^5 distinct questions; give up well before drawing forever.
     for _ in range(20 * wanted):
         if len(problems) == wanted:
             break
-        family = rng.choice(LEVELS[rng.choice(data.difficulty)])
-        problem = family(rng)
+        level = rng.choice(data.difficulty)
+        problem = rng.choice(LEVELS[level])(rng)
         if problem.question not in seen:
             seen.add(problem.question)
             problems.append(problem)
+            levels.append(level)
     else:
         raise GrpoError(
             f"data.num_train + data.num_eval = {wanted}: more than the distinct problems found at levels "
             f"{data.difficulty}; ask for fewer or add levels (data.difficulty=[1,2,3])"
         )
 
-    def examples(split: str, chunk: list[Problem]) -> list[Example]:
-        return [Example(f"harbor-{split}-{i:05d}", p.question, p.answer, p.solution) for i, p in enumerate(chunk)]
+    def examples(split: str, chunk: slice) -> list[Example]:
+        return [
+            Example(f"harbor-{split}-{i:05d}", p.question, p.answer, p.solution, level)
+            for i, (p, level) in enumerate(zip(problems[chunk], levels[chunk]))
+        ]
 
-    return examples("train", problems[data.num_eval :]), examples("eval", problems[: data.num_eval])
+    return examples("train", slice(data.num_eval, None)), examples("eval", slice(None, data.num_eval))
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> None:

@@ -76,9 +76,10 @@ def build_verifier(cfg: VerifierConfig) -> Verifier:
 
 
 def config_hash(cfg: VerifierConfig) -> str:
-    """12 hex digits of SHA-256 over every setting that can change a score (num_workers cannot)."""
+    """12 hex digits of SHA-256 over every setting that can change a score (num_workers, rewards.normalize cannot)."""
     settings = dataclasses.asdict(cfg)
     del settings["num_workers"]
+    del settings["rewards"]["normalize"]  # how the trainer combines components, not a score
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 

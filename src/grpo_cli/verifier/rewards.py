@@ -26,14 +26,25 @@ from grpo_cli.verifier.score import Check, Score
 CustomReward = Callable[[str, str], float]
 
 
-def compose(check: Check, completion: str, answer: str, step: int, rewards: RewardConfig, custom: CustomReward | None) -> Score:
+def component_weights(rewards: RewardConfig, step: int) -> dict[str, float]:
+    """Each component's weight at `step`: Score.components[c] = weight[c] x the unweighted value, which is
+    correctness, well_formed (1/0), characters / 1000 and the custom reward."""
     anneal = max(0.0, 1.0 - step / rewards.format_anneal_steps) if rewards.format_anneal_steps else 1.0
-    length_penalty = rewards.length_penalty * len(completion) / 1000
+    return {
+        "correctness": rewards.correctness_weight,
+        "format": rewards.format_bonus * anneal,
+        "length": -rewards.length_penalty,
+        "custom": rewards.custom_weight,
+    }
+
+
+def compose(check: Check, completion: str, answer: str, step: int, rewards: RewardConfig, custom: CustomReward | None) -> Score:
+    weights = component_weights(rewards, step)
     components = {
-        "correctness": rewards.correctness_weight * check.correctness,
-        "format": rewards.format_bonus * anneal * check.well_formed,
-        "length": -length_penalty if length_penalty else 0.0,
-        "custom": rewards.custom_weight * _call_custom(custom, completion, answer) if custom else 0.0,
+        "correctness": weights["correctness"] * check.correctness,
+        "format": weights["format"] * check.well_formed,
+        "length": weights["length"] * len(completion) / 1000 if rewards.length_penalty else 0.0,
+        "custom": weights["custom"] * _call_custom(custom, completion, answer) if custom else 0.0,
     }
     return Score(
         reward=sum(components.values()),
