@@ -150,6 +150,8 @@ class DataConfig:
     num_eval: int = field(default=2000, metadata=POSITIVE)
     difficulty: list[int] = field(default_factory=lambda: [1, 2, 3], metadata=check(lambda v: v and set(v) <= {1, 2, 3}, "must list harbor levels from 1, 2, 3"))
     seed: int = 1234
+    num_select: int = field(default=200, metadata={"help": "prompts of the select split, which chooses the best checkpoint (harbor: generated apart from train and eval; jsonl/gsm8k without data.select_path: the last rows of the train file, not trained on)", **POSITIVE})
+    select_path: str = field(default="", metadata={"help": "jsonl/gsm8k: a JSONL file for the select split (\"\": carve data.num_select rows off the train file)"})
 
 
 @dataclass
@@ -197,6 +199,7 @@ class TrainConfig:
     merge_with_reference: Optional[float] = field(default=None, metadata=check(lambda v: v is None or 0 <= v <= 1, "must be a weight in [0, 1], or null"))
     max_nonfinite_steps: int = field(default=3, metadata=POSITIVE)
     log_groups_per_step: int = field(default=2, metadata=check(lambda v: v >= 0, "must be >= 0"))
+    max_initial_mismatch: float = field(default=0.05, metadata={"help": "warn when step-1 sampler/learner log-prob mismatch exceeds this (nats per token)", **POSITIVE})
 
 
 @dataclass

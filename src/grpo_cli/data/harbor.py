@@ -279,10 +279,12 @@ LEVELS: dict[int, list[Callable[[random.Random], Problem]]] = {
 }
 
 
-def generate(data: DataConfig) -> tuple[list[Example], list[Example]]:
-    """(train, eval): data.num_train and data.num_eval distinct problems of data.difficulty's levels."""
+def generate(data: DataConfig) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, eval, select): data.num_train, data.num_eval and data.num_select distinct problems of
+    data.difficulty's levels. Eval is drawn first, train next and select last, so neither the eval nor the
+    train split depends on the sizes of the splits drawn after it."""
     rng = random.Random(data.seed)
-    wanted = data.num_eval + data.num_train
+    wanted = data.num_eval + data.num_train + data.num_select
     seen: set[str] = set()
     problems: list[Problem] = []
     # Level 1 alone has about 10^5 distinct questions; give up well before drawing forever.
@@ -296,14 +298,19 @@ def generate(data: DataConfig) -> tuple[list[Example], list[Example]]:
             problems.append(problem)
     else:
         raise GrpoError(
-            f"data.num_train + data.num_eval = {wanted}: more than the distinct problems found at levels "
-            f"{data.difficulty}; ask for fewer or add levels (data.difficulty=[1,2,3])"
+            f"data.num_train + data.num_eval + data.num_select = {wanted}: more than the distinct problems found at "
+            f"levels {data.difficulty}; ask for fewer or add levels (data.difficulty=[1,2,3])"
         )
 
     def examples(split: str, chunk: list[Problem]) -> list[Example]:
         return [Example(f"harbor-{split}-{i:05d}", p.question, p.answer, p.solution) for i, p in enumerate(chunk)]
 
-    return examples("train", problems[data.num_eval :]), examples("eval", problems[: data.num_eval])
+    train_end = data.num_eval + data.num_train
+    return (
+        examples("train", problems[data.num_eval : train_end]),
+        examples("eval", problems[: data.num_eval]),
+        examples("select", problems[train_end:]),
+    )
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> None:
@@ -314,13 +321,15 @@ def write_jsonl(path: Path, examples: list[Example]) -> None:
 
 
 def data_command(args: argparse.Namespace, config: Config) -> None:
-    """`grpo data harbor --out DIR`: DIR/train.jsonl and DIR/eval.jsonl, byte-identical for the same config."""
-    train, evaluation = generate(config.data)
+    """`grpo data harbor --out DIR`: DIR/train.jsonl, eval.jsonl and select.jsonl, byte-identical for the same
+    config."""
+    train, evaluation, select = generate(config.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "eval.jsonl", evaluation)
+    write_jsonl(out / "select.jsonl", select)
     print(
-        f"wrote {len(train)} train and {len(evaluation)} eval problems (levels {config.data.difficulty}, "
-        f"seed {config.data.seed}) to {out}/train.jsonl and {out}/eval.jsonl"
+        f"wrote {len(train)} train, {len(evaluation)} eval and {len(select)} select problems (levels "
+        f"{config.data.difficulty}, seed {config.data.seed}) to {out}/train.jsonl, eval.jsonl and select.jsonl"
     )
