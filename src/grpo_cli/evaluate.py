@@ -22,7 +22,8 @@ from grpo_cli.errors import GrpoError
 def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Config, seed: int) -> dict:
     """Sample n = config.eval_num_samples per prompt (the first eval.num_prompts), verify, summarize.
 
-    Returns pass@k for each k in eval.pass_at, plus num_prompts, num_samples, temperature,
+    Returns pass@k for each k in eval.pass_at and for k = 1 (checkpoint selection and the health checks
+    read it) whether listed or not, plus num_prompts, num_samples, temperature,
     mean_reward, parse_failure_rate (no answer found), mean_length (tokens) and truncation_rate
     (stopped by sampler.max_new_tokens), the last four over all prompts x n completions.
     """
@@ -38,7 +39,7 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     scores = verifier.score([completion.text for completion in completions], answers, split="eval")
 
     num_correct = [sum(score.correct for score in scores[i * n : (i + 1) * n]) for i in range(len(examples))]
-    results: dict = {f"pass@{k}": mean_pass_at_k(num_correct, n, k) for k in config.eval.pass_at}
+    results: dict = {f"pass@{k}": mean_pass_at_k(num_correct, n, k) for k in sorted({1, *config.eval.pass_at})}
     total = len(completions)
     results |= {
         "num_prompts": len(examples),

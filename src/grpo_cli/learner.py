@@ -215,7 +215,10 @@ class Learner:
     made only when algorithm.kl_coef > 0.
 
     total_steps (training steps, for the cosine schedule) and optimizer.warmup_steps count training steps;
-    the num_iterations updates of one training step share its learning rate.
+    the num_iterations updates of one training step share its learning rate. The schedule advances once per
+    `train_on` call, that is per training step, whether its updates were applied or skipped (non-finite, or
+    no completions kept): the learning rate of training step s is the schedule's value at s, whatever
+    happened before, and the scheduler's state in a checkpoint restores it exactly.
     """
 
     def __init__(self, config: Config, model: torch.nn.Module, total_steps: int):
@@ -235,9 +238,8 @@ class Learner:
         self.optimizer = torch.optim.AdamW(
             self.trainable_parameters, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay
         )
-        mu = self.algorithm.num_iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda update: lr_factor(update // mu, opt.warmup_steps, total_steps, opt.schedule)
+            self.optimizer, lambda step: lr_factor(step, opt.warmup_steps, total_steps, opt.schedule)
         )
 
     @torch.no_grad()
@@ -263,21 +265,26 @@ class Learner:
         return self.policy_logprobs(batch)
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
-        """All num_iterations updates on one generation batch; the last update's metrics, with
-        "nonfinite" 1.0 when any update was skipped and the first update's sampler/learner log-prob mismatch."""
+        """One training step: all num_iterations updates on one generation batch, then the schedule moves to
+        the next step. Returns the last update's metrics, with "nonfinite" 1.0 when any update was skipped and
+        the first update's sampler/learner log-prob mismatch; only {"nonfinite": 0.0} for an empty batch."""
+        if not batch.size:
+            self.scheduler.step()
+            return {"nonfinite": 0.0}
         batch = batch.to(self.device)
         batch.ref_logprobs = self.reference_logprobs(batch)
         batch.old_logprobs = self.old_logprobs(batch)
         updates = [self.step(batch) for _ in range(self.algorithm.num_iterations)]
+        self.scheduler.step()
         # Before the first update the policy is the one that sampled: only then is the mismatch meaningful.
         first = {key: updates[0][key] for key in ("logprob_mismatch/mean", "logprob_mismatch/max")}
         return updates[-1] | first | {"nonfinite": max(update["nonfinite"] for update in updates)}
 
     def step(self, batch: RolloutBatch) -> dict[str, float]:
-        """One optimizer update on `batch`; returns its metrics.
+        """One optimizer update on `batch` at the current training step's learning rate; returns its metrics.
 
-        A non-finite loss or gradient norm skips the update, as if it never happened (weights, optimizer
-        and schedule untouched), and sets metrics["nonfinite"] to 1.0, so the trainer can count and stop.
+        A non-finite loss or gradient norm skips the update, as if it never happened (weights and optimizer
+        untouched), and sets metrics["nonfinite"] to 1.0, so the trainer can count and stop.
         """
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.backward(batch)
@@ -286,7 +293,6 @@ class Learner:
         lr = self.scheduler.get_last_lr()[0]
         if finite:
             self.optimizer.step()
-            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return metrics | {"grad_norm": grad_norm, "lr": lr, "nonfinite": float(not finite)}
 

@@ -10,6 +10,9 @@
         push the new weights to the sampler                                 (time/sync_s)
         log metrics, health warnings; evaluate and checkpoint when due
 
+Every eval scores the eval split (what the run reports) and, after step 0, the select split (which chooses
+the best checkpoint), so the figures reported for the best checkpoint are not the ones that chose it.
+
 Everything a run writes lives in train.output_dir: config.yaml, run.json (verifier identity), metrics.jsonl,
 samples.jsonl, evals.jsonl, checkpoints/, summary.json and, with train.merge_with_reference, merged/.
 """
@@ -38,6 +41,9 @@ from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
 from grpo_cli.verifier import build_verifier
+
+# Keys that decide which prompts each step sees (with every data.* key): a resumed run must keep them.
+DATA_ORDER_KEYS = ("train.prompts_per_step", "algorithm.group_size", "train.epochs", "train.seed")
 
 
 @dataclass
@@ -105,25 +111,32 @@ def train(config: Config) -> dict:
     # Data and model load before anything is written, so a bad path fails without touching the run dir.
     train_examples = load_examples(config, "train")
     eval_examples = load_examples(config, "eval")
+    select_examples = load_examples(config, "select")
     tokenizer = load_tokenizer(config.model.name_or_path)
     model = load_model(config.model)
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
     total_steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)
     learner = Learner(config, model, total_steps)
 
+    monitor = RunMonitor(kl_coef=config.algorithm.kl_coef, max_initial_mismatch=config.train.max_initial_mismatch)
+
     with build_verifier(config.verifier) as verifier:
-        state = _start_or_resume(config, run_dir, checkpoints, learner, verifier)
+        state, resume_warnings = _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor)
         sampler = build_sampler(config, learner.policy, tokenizer)
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
         for log in (metrics_log, samples_log, evals_log):
             log.drop_after(state["step"])
-        monitor = RunMonitor(kl_coef=config.algorithm.kl_coef)
         console = Console(total_steps, state["step"])
+        console.warn(resume_warnings, state["step"])
 
         def run_eval(step: int) -> dict:
             results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=config.train.seed)
+            if step > 0:  # a candidate for the best checkpoint: score it on the select split too
+                select = evaluate(sampler, tokenizer, select_examples, verifier, config, seed=config.train.seed)
+                results |= {f"select/{key}": select[key] for key in select if key.startswith("pass@")}
+                results["select/num_prompts"] = select["num_prompts"]
             results["step"] = step
             evals_log.write(results)
             console.eval_line(step, results, config.eval.pass_at)
@@ -157,11 +170,11 @@ def train(config: Config) -> dict:
             if (config.train.eval_every and step % config.train.eval_every == 0) or is_last:
                 results = run_eval(step)
                 state["last_eval"] = results
-                if state["best"] is None or results["pass@1"] > state["best"]["pass@1"]:
+                if state["best"] is None or results["select/pass@1"] > state["best"]["select/pass@1"]:
                     state["best"] = results
             if step % config.train.save_every == 0 or is_last or state["last_eval"].get("step") == step:
                 state["step"] = step
-                _save(checkpoints, step, learner, tokenizer, state)
+                _save(checkpoints, step, learner, tokenizer, state, monitor)
 
         console.progress.stop()
     return _finish(config, run_dir, checkpoints, state, tokenizer)
@@ -191,7 +204,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     batch = RolloutBatch.build(prompt_ids, groups, advantages)
     if config.algorithm.filter_zero_variance:
         batch = batch.select(stats.keep_mask.repeat_interleave(G))
-    learn = learner.train_on(batch) if batch.size else {"nonfinite": 0.0}
+    learn = learner.train_on(batch)
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -236,7 +249,9 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     return metrics, logged_groups
 
 
-def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
+def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -> tuple[dict, list[str]]:
+    """The run state to continue from (fresh, or restored from checkpoints/last with the learner, RNG and
+    monitor), and warnings for settings changed since the run started."""
     identity = {"verifier_version": verifier.version, "verifier_config_hash": verifier.config_hash}
     fresh = {"step": 0, "before": None, "best": None, "last_eval": {}, "nonfinite_streak": 0}
     last = checkpoint.read_pointer(checkpoints, "last")
@@ -249,7 +264,7 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         (run_dir / "run.json").write_text(json.dumps(identity, indent=2) + "\n")
-        return fresh
+        return fresh, []
     if last is None:
         raise ConfigError(f"resume=true but {checkpoints} has no checkpoint yet; drop resume=true to start the run")
     recorded = json.loads((run_dir / "run.json").read_text())
@@ -260,15 +275,55 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
             "rewards before and after would not be comparable. Restore the verifier settings, or start a new run "
             "in another train.output_dir"
         )
+    changed = config_changes(yaml.safe_load((run_dir / "config.yaml").read_text()), config.to_dict())
     saved = checkpoint.load_trainer_state(last)
     checkpoint.load_policy_weights(learner.policy, last)
     learner.load_state_dict(saved["learner"])
     checkpoint.set_rng_state(saved["rng"])
-    return saved["run"]
+    monitor.load_state_dict(saved["monitor"])
+    warnings = []
+    if changed:
+        warnings.append(
+            "resuming with settings changed since the run started (config.yaml): "
+            + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        )
+    return saved["run"], warnings
 
 
-def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict) -> None:
-    trainer_state = {"run": dict(state), "learner": learner.state_dict(), "rng": checkpoint.rng_state()}
+def config_changes(started: dict, now: dict) -> dict[str, tuple]:
+    """{dotted key: (value the run started with, value now)} for every setting that differs, `resume`
+    aside. Raises ConfigError, naming the key and both values, when one decides which prompts each step
+    sees (DATA_ORDER_KEYS and every data.* key): the resumed steps would train on other data."""
+    before, after = _flatten(started), _flatten(now)
+    changed = {
+        key: (before.get(key, "<unset>"), after.get(key, "<unset>"))
+        for key in sorted(before.keys() | after.keys())
+        if key != "resume" and before.get(key, "<unset>") != after.get(key, "<unset>")
+    }
+    refused = [key for key in changed if key in DATA_ORDER_KEYS or key.startswith("data.")]
+    if refused:
+        values = ", ".join(f"{key}={changed[key][1]!r} (the run started with {changed[key][0]!r})" for key in refused)
+        raise ConfigError(
+            f"resume=true with {values}: it changes which prompts each step sees. Restore the run's value, or "
+            "start a new run in another train.output_dir"
+        )
+    return changed
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict, monitor: RunMonitor) -> None:
+    trainer_state = {
+        "run": dict(state), "learner": learner.state_dict(), "rng": checkpoint.rng_state(), "monitor": monitor.state_dict()
+    }
     path = checkpoint.save_checkpoint(checkpoints, step, learner.policy, tokenizer, trainer_state)
     best = state["best"]
     if best is not None and best["step"] == step:
@@ -287,7 +342,10 @@ def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, token
     summary |= {"steps": state["step"], "num_eval_prompts": after["num_prompts"]}
     best = checkpoint.read_pointer(checkpoints, "best")
     if best is not None:
-        summary |= {"best_checkpoint": str(best), "best_step": state["best"]["step"], "pass@1_best": state["best"]["pass@1"]}
+        # Eval-split figures of the checkpoint that the select split chose, and the score that chose it.
+        chosen = state["best"]
+        summary |= {f"{key}_best": chosen[key] for key in chosen if key.startswith(("pass@", "select/pass@"))}
+        summary |= {"best_checkpoint": str(best), "best_step": chosen["step"], "num_select_prompts": chosen["select/num_prompts"]}
     if config.train.merge_with_reference is not None and best is not None:
         from grpo_cli.export import merge_models
 
@@ -327,7 +385,10 @@ class Console:
 
     def eval_line(self, step: int, results: dict, pass_at: list[int]) -> None:
         figures = "  ".join(f"pass@{k} {results[f'pass@{k}']:.3f}" for k in pass_at)
-        self.progress.console.print(f"[bold]eval[/] step {step:>4}  {figures}  (n={results['num_prompts']} prompts)")
+        line = f"[bold]eval[/] step {step:>4}  {figures}  (n={results['num_prompts']} prompts)"
+        if "select/pass@1" in results:
+            line += f"  select pass@1 {results['select/pass@1']:.3f} (n={results['select/num_prompts']})"
+        self.progress.console.print(line)
 
     def warn(self, warnings: list[str], step: int) -> None:
         for line in warnings:
