@@ -107,6 +107,8 @@ def train(config: Config) -> dict:
     checkpoints = run_dir / "checkpoints"
     torch.manual_seed(config.train.seed)
     random.seed(config.train.seed)
+    # Before anything loads: a refused change fails in a second, not after loading a 7B model.
+    resume_warnings = _resume_warnings(config, run_dir)
 
     # Data and model load before anything is written, so a bad path fails without touching the run dir.
     train_examples = load_examples(config, "train")
@@ -121,7 +123,7 @@ def train(config: Config) -> dict:
     monitor = RunMonitor(kl_coef=config.algorithm.kl_coef, max_initial_mismatch=config.train.max_initial_mismatch)
 
     with build_verifier(config.verifier) as verifier:
-        state, resume_warnings = _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor)
+        state = _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor)
         sampler = build_sampler(config, learner.policy, tokenizer)
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
@@ -249,9 +251,9 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
     return metrics, logged_groups
 
 
-def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -> tuple[dict, list[str]]:
-    """The run state to continue from (fresh, or restored from checkpoints/last with the learner, RNG and
-    monitor), and warnings for settings changed since the run started."""
+def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -> dict:
+    """The run state to continue from: fresh, or restored from checkpoints/last with the learner, RNG and
+    monitor."""
     identity = {"verifier_version": verifier.version, "verifier_config_hash": verifier.config_hash}
     fresh = {"step": 0, "before": None, "best": None, "last_eval": {}, "nonfinite_streak": 0}
     last = checkpoint.read_pointer(checkpoints, "last")
@@ -264,7 +266,7 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         (run_dir / "run.json").write_text(json.dumps(identity, indent=2) + "\n")
-        return fresh, []
+        return fresh
     if last is None:
         raise ConfigError(f"resume=true but {checkpoints} has no checkpoint yet; drop resume=true to start the run")
     recorded = json.loads((run_dir / "run.json").read_text())
@@ -275,19 +277,26 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -
             "rewards before and after would not be comparable. Restore the verifier settings, or start a new run "
             "in another train.output_dir"
         )
-    changed = config_changes(yaml.safe_load((run_dir / "config.yaml").read_text()), config.to_dict())
     saved = checkpoint.load_trainer_state(last)
     checkpoint.load_policy_weights(learner.policy, last)
     learner.load_state_dict(saved["learner"])
     checkpoint.set_rng_state(saved["rng"])
     monitor.load_state_dict(saved["monitor"])
-    warnings = []
-    if changed:
-        warnings.append(
-            "resuming with settings changed since the run started (config.yaml): "
-            + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
-        )
-    return saved["run"], warnings
+    return saved["run"]
+
+
+def _resume_warnings(config: Config, run_dir: Path) -> list[str]:
+    """With resume=true, compare the settings with those the run started with (its config.yaml)."""
+    started = run_dir / "config.yaml"
+    if not config.resume or not started.exists():
+        return []
+    changed = config_changes(yaml.safe_load(started.read_text()), config.to_dict())
+    if not changed:
+        return []
+    return [
+        "resuming with settings changed since the run started (config.yaml): "
+        + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+    ]
 
 
 def config_changes(started: dict, now: dict) -> dict[str, tuple]:
