@@ -8,9 +8,9 @@ trainer_state.pt (ignored here); `<run>/checkpoints/best` and `last` are one-lin
 
 Merging: merged = weight * A + (1 - weight) * B for every tensor, computed in float32 and stored in A's
 dtype, so weight 1.0 and 0.0 give back A and B bit for bit (for finite weights). It streams: tensors are read
-one at a time from the inputs' safetensors files (memory-mapped) and written shard by shard in A's layout, so
-its peak memory is about one shard, never a whole model. A LoRA adapter input reads its base's tensors and
-adds the adapter's scaling x B @ A to the weights it targets, as peft's merge_and_unload does.
+one at a time from the inputs' safetensors files (memory-mapped) and appended one at a time to shards in A's
+layout, so besides the page cache it holds a few tensors, never a whole model. A LoRA adapter input reads its
+base's tensors and adds the adapter's scaling x B @ A to the weights it targets, as peft's merge_and_unload does.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ import torch
 from grpo_cli.checkpoint import read_pointer, step_dir_name
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import HUB_ID
+
+# The safetensors dtype names a model's weights use, and their torch types.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
 
 
 def resolve_checkpoint(run_dir: str | Path, checkpoint: str) -> Path:
@@ -124,9 +130,7 @@ def merge_models(a_dir: str | Path, b_dir: str | Path, weight: float, out_dir: s
     """Write weight * A + (1 - weight) * B, tensor by tensor, as a plain model directory with A's config,
     tokenizer and shard layout. A and B are model directories or LoRA adapter directories (merged into their
     base first); they must share the architecture, tensor names and shapes. Sums are in float32, results in
-    A's dtype. Only one output shard is in memory at a time."""
-    from safetensors.torch import save_file
-
+    A's dtype. Only the tensor being merged is in memory, never a whole model or shard."""
     if not 0.0 <= weight <= 1.0:
         raise GrpoError(f"--weight {weight}: must be in [0, 1] (1 keeps A, 0 keeps B)")
     a_dir, b_dir, out_dir = Path(a_dir), Path(b_dir), Path(out_dir)
@@ -144,13 +148,32 @@ def merge_models(a_dir: str | Path, b_dir: str | Path, weight: float, out_dir: s
         if (a.model_dir / name).is_file():
             shutil.copyfile(a.model_dir / name, out_dir / name)
     for shard, names in a.shards.items():
-        merged = {
-            name: (weight * tensor_a.float() + (1.0 - weight) * b.tensor(name).float()).to(tensor_a.dtype)
+        merged = (
+            (weight * tensor_a.float() + (1.0 - weight) * b.tensor(name).float()).to(tensor_a.dtype)
             for name in names
             for tensor_a in [a.tensor(name)]
-        }
-        save_file(merged, out_dir / shard, metadata={"format": "pt"})
+        )
+        _write_safetensors(out_dir / shard, {name: (a.dtypes[name], a.shapes[name]) for name in names}, merged)
     _save_tokenizer(a_dir, out_dir)
+
+
+def _write_safetensors(path: Path, layout: dict[str, tuple[str, list[int]]], tensors) -> None:
+    """A safetensors file of the tensors named in `layout` ({name: (safetensors dtype, shape)}), in that
+    order, written as `tensors` yields them: the header first, then each tensor's bytes, one at a time."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (dtype, shape) in layout.items():
+        size = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the format aligns the data to 8 bytes, padding the header with spaces
+    with path.open("wb") as f:
+        f.write(len(encoded).to_bytes(8, "little") + encoded)
+        for (name, (dtype, shape)), tensor in zip(layout.items(), tensors, strict=True):
+            if tensor.dtype != SAFETENSORS_DTYPES[dtype] or list(tensor.shape) != shape:
+                raise GrpoError(f"{path}: tensor {name} came out {tensor.dtype} {list(tensor.shape)}, not {dtype} {shape}")
+            f.write(tensor.contiguous().view(-1).view(torch.uint8).numpy().data)
 
 
 class StreamedWeights:
@@ -159,7 +182,8 @@ class StreamedWeights:
     targets, as peft's merge_and_unload does; the adapter's own tensors are small and read at once.
 
     Attributes: model_dir (the directory the tensors and config come from), architectures, shards (file
-    name -> tensor names, in the directory's layout) and shapes (tensor name -> shape)."""
+    name -> tensor names, in the directory's layout), shapes and dtypes (tensor name -> shape, and
+    safetensors dtype name)."""
 
     def __init__(self, model_dir: Path):
         from safetensors import safe_open
@@ -183,9 +207,12 @@ class StreamedWeights:
         self._files = {shard: safe_open(str(model_dir / shard), framework="pt") for shard in files}
         self.shards = {shard: list(handle.keys()) for shard, handle in self._files.items()}
         self._where = {name: shard for shard, names in self.shards.items() for name in names}
-        self.shapes = {
-            name: list(self._files[shard].get_slice(name).get_shape()) for name, shard in self._where.items()
-        }
+        slices = {name: self._files[shard].get_slice(name) for name, shard in self._where.items()}
+        self.shapes = {name: list(piece.get_shape()) for name, piece in slices.items()}
+        self.dtypes = {name: piece.get_dtype() for name, piece in slices.items()}
+        unknown = {dtype for dtype in self.dtypes.values() if dtype not in SAFETENSORS_DTYPES}
+        if unknown:
+            raise GrpoError(f"{model_dir}: tensors of dtype {', '.join(sorted(unknown))}, which merging does not support")
         missing = [name for name in self.lora if name not in self._where]
         if missing:
             raise GrpoError(f"{model_dir}: the adapter targets {missing[0]}, which its base model does not have")
