@@ -132,3 +132,30 @@ def test_step_one_logprob_mismatch_is_a_warning_in_metrics_jsonl(tiny_model, tmp
     assert step["logprob_mismatch/mean"] == pytest.approx(0.5, abs=1e-3)
     (warning,) = [w for w in step["warnings"] if "max_initial_mismatch" in w]
     assert "0.5 nats per token (> train.max_initial_mismatch=0.05)" in warning and "chat template" in warning
+
+
+def test_rng_state_restores_python_torch_and_every_cuda_device(monkeypatch):
+    import random
+
+    import torch
+
+    state = checkpoint.rng_state()
+    drawn = (random.random(), torch.rand(3))
+    checkpoint.set_rng_state(state)
+    assert random.random() == drawn[0] and torch.equal(torch.rand(3), drawn[1])
+    if torch.cuda.is_available():  # on a GPU machine, the real devices
+        state = checkpoint.rng_state()
+        on_gpu = torch.rand(3, device="cuda")
+        checkpoint.set_rng_state(state)
+        assert torch.equal(torch.rand(3, device="cuda"), on_gpu)
+    else:
+        assert "cuda" not in state  # the CPU path neither saves nor restores CUDA state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["device 0 state", "device 1 state"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = checkpoint.rng_state()
+    assert state["cuda"] == ["device 0 state", "device 1 state"]
+    checkpoint.set_rng_state(state)
+    assert restored == [["device 0 state", "device 1 state"]]
