@@ -34,13 +34,21 @@ def test_same_seed_same_problems_other_seed_other_problems():
 
 
 def test_eval_split_never_in_train_and_independent_of_train_size():
-    train, evaluation = generate(DataConfig())  # harbor_math's sizes: 28,000 and 2,000
+    train, evaluation, _ = generate(DataConfig())  # harbor_math's sizes: 28,000 and 2,000
     assert (len(train), len(evaluation)) == (28000, 2000)
     eval_questions = {ex.question for ex in evaluation}
     assert len(eval_questions) == 2000
     assert not eval_questions & {ex.question for ex in train}
     assert len({ex.question for ex in train}) == 28000
     assert generate(DataConfig(num_train=10))[1] == evaluation
+
+
+def test_select_split_is_apart_from_train_and_eval_and_changes_neither():
+    train, evaluation, select = generate(DataConfig(num_train=300, num_eval=50, num_select=40))
+    assert len(select) == 40 and select[0].id == "harbor-select-00000"
+    questions = {ex.question for ex in select}
+    assert len(questions) == 40 and not questions & {ex.question for ex in train + evaluation}
+    assert generate(DataConfig(num_train=300, num_eval=50, num_select=7))[:2] == (train, evaluation)
 
 
 def test_column_working_by_hand():
@@ -54,7 +62,7 @@ COLUMN = re.compile(r"units: (\d+) ([+-]) (\d) = (\d+)(, carry 1|, borrow 1)?\nt
 
 
 def test_level_one_is_one_add_or_subtract_below_50_in_either_style():
-    train, _ = generate(DataConfig(num_train=500, num_eval=1, difficulty=[1]))
+    train, _, _ = generate(DataConfig(num_train=500, num_eval=1, difficulty=[1]))
     styles = {"one line": 0, "column": 0}
     for ex in train:
         numbers = [int(n) for n in re.findall(r"\d+", ex.question)]
@@ -88,7 +96,7 @@ def exact_value(side: str) -> Fraction | None:
 
 def test_every_arithmetic_step_is_right():
     """On every solution line, neighbouring sides of `=` in the same unit have the same exact value."""
-    train, _ = generate(DataConfig(num_train=3000, num_eval=1))
+    train, _, _ = generate(DataConfig(num_train=3000, num_eval=1))
     checked = 0
     for ex in train:
         for line in ex.solution.splitlines()[:-1]:
@@ -106,7 +114,7 @@ def test_every_arithmetic_step_is_right():
 def test_levels_mix_as_asked():
     names = {family.__name__ for family in LEVELS[3]}
     assert len(names) == 6
-    train, _ = generate(DataConfig(num_train=600, num_eval=1, difficulty=[3]))
+    train, _, _ = generate(DataConfig(num_train=600, num_eval=1, difficulty=[3]))
     assert any("%" in ex.answer for ex in train) and any(" " in ex.answer and "/" in ex.answer for ex in train)
     assert any("median" in ex.question for ex in train) and any("mean" in ex.question for ex in train)
 
@@ -114,7 +122,7 @@ def test_levels_mix_as_asked():
 def test_every_worked_solution_scores_one():
     from grpo_cli.verifier import build_verifier
 
-    train, evaluation = generate(DataConfig(num_train=2000, num_eval=500))
+    train, evaluation, _ = generate(DataConfig(num_train=2000, num_eval=500))
     examples = train + evaluation
     with build_verifier(VerifierConfig(extract="final_line")) as verifier:
         right = verifier.score([ex.solution for ex in examples], [ex.answer for ex in examples])
@@ -135,7 +143,7 @@ def written(tmp_path_factory):
 
 
 def test_grpo_data_harbor_writes_byte_identical_files(written):
-    for split, rows in (("train.jsonl", 400), ("eval.jsonl", 100)):
+    for split, rows in (("train.jsonl", 400), ("eval.jsonl", 100), ("select.jsonl", 200)):
         first = (written / "first" / split).read_bytes()
         assert first == (written / "second" / split).read_bytes()
         assert first != (written / "seed7" / split).read_bytes()

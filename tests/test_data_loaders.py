@@ -31,7 +31,8 @@ def test_jsonl_with_custom_fields(tmp_path):
         "",
         json.dumps({"problem": "Half of 9?", "target": "4.5"}),
     ])
-    config = jsonl_config(path, path, "data.prompt_field=problem", "data.answer_field=target", "data.solution_field=worked")
+    config = jsonl_config(path, path, "data.prompt_field=problem", "data.answer_field=target", "data.solution_field=worked",
+                          f"data.select_path={path}")
     assert load_examples(config, "train") == [
         Example("a", "What is 6 x 7?", "42", "6 * 7 = 42\nFINAL: 42"),
         Example("rows-3", "Half of 9?", "4.5", ""),
@@ -52,7 +53,24 @@ def test_gsm8k_answer_after_hashes_and_whole_solution():
 
 def test_gsm8k_relative_path_resolves_from_the_current_directory(monkeypatch):
     monkeypatch.chdir(REPO)
-    assert len(load_examples(compose(["recipe=gsm8k"]), "train")) == 7473
+    # 7,473 rows: the last data.num_select = 200 are the select split, not trained on.
+    config = compose(["recipe=gsm8k"])
+    train, select = load_examples(config, "train"), load_examples(config, "select")
+    assert (len(train), len(select)) == (7273, 200)
+    assert select[-1].id == "train-7473" and train[-1].id == "train-7273"
+
+
+def test_select_split_is_a_file_or_the_end_of_the_train_file(tmp_path):
+    rows = [json.dumps({"question": f"Q{i}", "answer": str(i)}) for i in range(1, 6)]
+    train_path, select_path = write_rows(tmp_path / "train.jsonl", rows), write_rows(tmp_path / "sel.jsonl", rows[:1])
+    carved = jsonl_config(train_path, train_path, "data.num_select=2")
+    assert [ex.answer for ex in load_examples(carved, "train")] == ["1", "2", "3"]
+    assert [ex.answer for ex in load_examples(carved, "select")] == ["4", "5"]
+    from_file = jsonl_config(train_path, train_path, f"data.select_path={select_path}")
+    assert [ex.answer for ex in load_examples(from_file, "train")] == ["1", "2", "3", "4", "5"]
+    assert [ex.answer for ex in load_examples(from_file, "select")] == ["1"]
+    with pytest.raises(GrpoError, match=r"data.num_select=5: .* has only 5 rows; set data.select_path=FILE"):
+        load_examples(jsonl_config(train_path, train_path, "data.num_select=5"), "train")
 
 
 def test_harbor_split_from_config():

@@ -198,10 +198,44 @@ def test_num_iterations_updates_share_a_training_steps_lr():
     config = make_config(lr=1e-3, num_iterations=2)
     config.optimizer.warmup_steps = 3
     learner = Learner(config, tiny_llama(), total_steps=10)
-    batch = make_batch(learner.algorithm)
-    batch.old_logprobs = learner.old_logprobs(batch)
-    lrs = [learner.step(batch)["lr"] for _ in range(4)]
+    lrs = []
+    for _ in range(2):
+        batch = make_batch(learner.algorithm)
+        lrs += [learner.step(batch)["lr"], learner.train_on(batch)["lr"]]  # step() alone does not advance it
     assert lrs == pytest.approx([0.25e-3, 0.25e-3, 0.5e-3, 0.5e-3])
+
+
+def test_skipped_updates_and_empty_steps_do_not_shift_the_lr_schedule_and_resume_restores_it(tmp_path):
+    config = make_config(lr=1e-3, num_iterations=2)
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 2
+    total = 7
+    expected = [1e-3 * lr_factor(step, 2, total, "cosine") for step in range(total)]
+
+    def train_step(learner: Learner, step: int) -> dict:
+        if step == 3:  # every group filtered out (algorithm.filter_zero_variance): nothing to learn from
+            return learner.skip_step()
+        batch = make_batch(config.algorithm)
+        if step == 1:  # a NaN advantage: both updates of this step are skipped
+            batch.advantages[2] = float("nan")
+        return learner.train_on(batch)
+
+    straight = Learner(config, tiny_llama(), total_steps=total)
+    metrics = [train_step(straight, step) for step in range(total)]
+    assert [m["nonfinite"] for m in metrics] == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert [m["lr"] for m in metrics] == expected
+    assert metrics[3]["loss"] is None and metrics[3]["grad_norm"] is None
+
+    interrupted = Learner(config, tiny_llama(), total_steps=total)
+    for step in range(5):
+        train_step(interrupted, step)
+    interrupted.policy.save_pretrained(tmp_path)  # what a checkpoint writes
+    resumed = Learner(config, tiny_llama(seed=1), total_steps=total)
+    load_checkpoint_weights(resumed.policy, tmp_path)
+    resumed.load_state_dict(copy.deepcopy(interrupted.state_dict()))
+    assert [train_step(resumed, step)["lr"] for step in (5, 6)] == expected[5:]
+    for p_resumed, p_straight in zip(resumed.trainable_parameters, straight.trainable_parameters):
+        assert torch.equal(p_resumed, p_straight)
 
 
 def test_resumed_learner_continues_identically(tmp_path):

@@ -97,7 +97,7 @@ def test_mismatching_tensors_are_named(tmp_path):
     save_tiny_llama(tmp_path / "a", seed=0)
     save_tiny_llama(tmp_path / "narrow", seed=0, intermediate_size=96)
     save_tiny_llama(tmp_path / "deep", seed=0, num_hidden_layers=3)
-    with pytest.raises(GrpoError, match=r"tensor model\.layers\.0\.mlp\.gate_proj\.weight has shape \[128, 64\] in A and \[96, 64\] in B"):
+    with pytest.raises(GrpoError, match=r"tensor model\.layers\.0\.mlp\.down_proj\.weight has shape \[64, 128\] in A and \[64, 96\] in B"):
         merge_models(tmp_path / "a", tmp_path / "narrow", 0.5, tmp_path / "out")
     with pytest.raises(GrpoError, match=r"tensor model\.layers\.2\.\S+ is only in A"):
         merge_models(tmp_path / "deep", tmp_path / "a", 0.5, tmp_path / "out")
@@ -120,3 +120,59 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["merge", str(tmp_path / "a"), str(tmp_path / "missing"), "--weight", "0.5", "--out", str(tmp_path / "o")])
     assert "missing: not a model directory (no config.json) nor a LoRA adapter" in capsys.readouterr().err
+
+
+def all_tensors(model_dir) -> dict[str, torch.Tensor]:
+    return {name: t for path in sorted(model_dir.glob("*.safetensors")) for name, t in load_file(path).items()}
+
+
+def merged_by_loading_whole_models(a_dir, b_dir, weight, out_dir):
+    """The merge as it was before streaming: both models loaded whole (adapters merged by peft), summed, saved."""
+    from peft import PeftModel
+
+    from grpo_cli.export import adapter_base, is_adapter
+
+    def load(model_dir):
+        if is_adapter(model_dir):
+            base = AutoModelForCausalLM.from_pretrained(adapter_base(model_dir), dtype="auto")
+            return PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="auto")
+
+    model_a, model_b = load(a_dir), load(b_dir)
+    state_b = model_b.state_dict()
+    merged = {name: (weight * a.float() + (1.0 - weight) * state_b[name].float()).to(a.dtype)
+              for name, a in model_a.state_dict().items()}
+    model_a.load_state_dict(merged)
+    model_a.save_pretrained(out_dir)
+
+
+@pytest.mark.parametrize("case", ["fp32", "bf16", "tied", "sharded", "adapter_fp32", "adapter_bf16"])
+def test_streamed_merge_equals_the_whole_model_merge_and_never_loads_a_model(tmp_path, monkeypatch, case):
+    dtype = torch.bfloat16 if case.endswith("bf16") else torch.float32
+    save_tiny_llama(tmp_path / "a", seed=1, dtype=dtype, tie_word_embeddings=case == "tied")
+    save_tiny_llama(tmp_path / "b", seed=2, dtype=dtype, tie_word_embeddings=case == "tied")
+    a_dir = tmp_path / "a"
+    if case == "sharded":
+        AutoModelForCausalLM.from_pretrained(str(a_dir)).save_pretrained(a_dir, max_shard_size="40KB")
+        (a_dir / "model.safetensors").unlink()
+        assert len(list(a_dir.glob("model-*.safetensors"))) > 2
+    if case.startswith("adapter"):
+        a_dir = tmp_path / "run" / "checkpoints" / "step_000003"
+        save_lora_checkpoint(a_dir, tmp_path / "a", seed=3)
+    merged_by_loading_whole_models(a_dir, tmp_path / "b", 0.7, tmp_path / "old")
+    expected = all_tensors(tmp_path / "old")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the streamed merge loaded a whole model")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr("transformers.PreTrainedModel.from_pretrained", refuse)
+    monkeypatch.setattr("peft.PeftModel.from_pretrained", refuse)
+    merge_models(a_dir, tmp_path / "b", 0.7, tmp_path / "new")
+    merged = all_tensors(tmp_path / "new")
+    assert merged.keys() == expected.keys() and len(merged) > 10
+    for name in expected:
+        assert same_bits(merged[name], expected[name]), name
+    monkeypatch.undo()
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "new"))
+    assert reloaded.dtype == dtype and not any(p.is_meta for p in reloaded.parameters())

@@ -88,3 +88,28 @@ def test_a_step_of_unreadable_answers_names_the_extraction_settings():
     # Half or fewer unreadable, or any completion correct: the task may just be hard.
     assert monitor.after_step(2, step_metrics(**{"reward/correct_mean": 0.0, "verifier/parse_failure_frac": 0.5})) == []
     assert monitor.after_step(3, step_metrics(**{"reward/correct_mean": 0.0625, "verifier/parse_failure_frac": 0.9})) == []
+
+
+def test_step_one_logprob_mismatch_warns_with_the_likely_causes():
+    monitor = RunMonitor(kl_coef=0.0, max_initial_mismatch=0.05)
+    (warning,) = monitor.after_step(1, step_metrics(**{"logprob_mismatch/mean": 0.3}))
+    assert "0.3 nats per token (> train.max_initial_mismatch=0.05)" in warning
+    for cause in ("model.dtype", "chat template", "weights not synced", "top_p/top_k"):
+        assert cause in warning
+    # Numerics alone stay quiet; after the first update the policy moved, so later steps are not checked.
+    assert RunMonitor(kl_coef=0.0).after_step(1, step_metrics(**{"logprob_mismatch/mean": 0.01})) == []
+    assert monitor.after_step(2, step_metrics(**{"logprob_mismatch/mean": 0.3})) == []
+
+
+def test_history_restored_from_state_dict_warns_as_an_uninterrupted_run():
+    zero_variance = step_metrics(**{"groups/zero_variance_frac": 0.75})
+    straight = RunMonitor(kl_coef=0.0)
+    fired = [straight.after_step(s, zero_variance) for s in (1, 2, 3)]
+    interrupted = RunMonitor(kl_coef=0.0)
+    interrupted.after_step(1, zero_variance)
+    interrupted.after_step(2, zero_variance)
+    resumed = RunMonitor(kl_coef=0.0)
+    resumed.load_state_dict(interrupted.state_dict())
+    assert resumed.after_step(3, zero_variance) == fired[2] != []
+    assert resumed.state_dict() == straight.state_dict()
+    assert "kl_coef" not in resumed.state_dict()

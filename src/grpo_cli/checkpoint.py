@@ -2,7 +2,7 @@
 
 Layout under <run>/checkpoints/:
   step_000010/          the policy (a model directory, or a LoRA adapter directory), tokenizer,
-                        and trainer_state.pt (step, optimizer, scheduler, RNG, best eval so far)
+                        and trainer_state.pt (step, optimizer, scheduler, RNG, health monitor history, best eval so far)
   last, best            one-line files naming the step directory; replaced atomically
 
 A checkpoint is first written to `step_000010.tmp/` and renamed into place once complete; the pointer
@@ -41,12 +41,18 @@ def read_pointer(checkpoints: Path, name: str) -> Path | None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+    """Python's and torch's generators, and every CUDA device's when CUDA is available."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(checkpoints: Path, step: int, model, tokenizer, trainer_state: dict) -> Path:

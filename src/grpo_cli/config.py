@@ -203,6 +203,8 @@ class DataConfig:
     skip_unsolved: float = field(
         default=0.0, metadata={"help": "set aside for this many epochs a prompt whose latest group was all wrong (0: never)", **NON_NEGATIVE}
     )
+    num_select: int = field(default=200, metadata={"help": "prompts of the select split, which chooses the best checkpoint (harbor: generated apart from train and eval; jsonl/gsm8k without data.select_path: the last rows of the train file, not trained on)", **POSITIVE})
+    select_path: str = field(default="", metadata={"help": "jsonl/gsm8k: a JSONL file for the select split (\"\": carve data.num_select rows off the train file)"})
 
 
 @dataclass
@@ -290,6 +292,7 @@ class TrainConfig:
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(
         default_factory=list, metadata={"help": "also log to these (local files in the run dir; each an optional extra)"}
     )
+    max_initial_mismatch: float = field(default=0.05, metadata={"help": "warn when step-1 sampler/learner log-prob mismatch exceeds this (nats per token)", **POSITIVE})
 
 
 @dataclass

@@ -23,8 +23,9 @@ from grpo_cli.metrics import completion_metrics, print_results
 def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Config, seed: int) -> dict:
     """Sample n = config.eval_num_samples per prompt (the first eval.num_prompts), verify, summarize.
 
-    Returns pass@k for each k in eval.pass_at, num_prompts, num_samples, temperature, and the completion
-    statistics of grpo_cli.metrics over all prompts x n completions (the names training steps use).
+    Returns pass@k for each k in eval.pass_at and for k = 1 (checkpoint selection and the health checks
+    read it) whether listed or not, num_prompts, num_samples, temperature, and the completion statistics of
+    grpo_cli.metrics over all prompts x n completions (the names training steps use).
     """
     examples = examples[: config.eval.num_prompts]
     if not examples:
@@ -38,7 +39,7 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     scores = verifier.score([completion.text for completion in completions], answers, split="eval")
 
     num_correct = [sum(score.correct for score in scores[i * n : (i + 1) * n]) for i in range(len(examples))]
-    results: dict = {f"pass@{k}": mean_pass_at_k(num_correct, n, k) for k in config.eval.pass_at}
+    results: dict = {f"pass@{k}": mean_pass_at_k(num_correct, n, k) for k in sorted({1, *config.eval.pass_at})}
     results |= {"num_prompts": len(examples), "num_samples": n, "temperature": temperature}
     return results | completion_metrics(completions, scores)
 

@@ -261,7 +261,10 @@ class Learner:
     made only when algorithm.kl_coef > 0.
 
     total_steps (training steps, for the cosine schedule) and optimizer.warmup_steps count training steps;
-    the num_iterations updates of one training step share its learning rate.
+    the num_iterations updates of one training step share its learning rate. The schedule advances once per
+    `train_on` call, that is per training step, whether its updates were applied or skipped (non-finite, or
+    no completions kept): the learning rate of training step s is the schedule's value at s, whatever
+    happened before, and the scheduler's state in a checkpoint restores it exactly.
 
     Precision: `model` arrives in model.dtype, which is the compute dtype. In bfloat16 or float16 the
     trainable weights and AdamW's moments are kept in float32 (master weights: at lr 1e-6 a bfloat16 weight
@@ -293,9 +296,8 @@ class Learner:
         self.optimizer = torch.optim.AdamW(
             self.trainable_parameters, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay
         )
-        mu = self.algorithm.num_iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda update: lr_factor(update // mu, opt.warmup_steps, total_steps, opt.schedule)
+            self.optimizer, lambda step: lr_factor(step, opt.warmup_steps, total_steps, opt.schedule)
         )
 
     @torch.no_grad()
@@ -331,23 +333,31 @@ class Learner:
         return high_entropy_mask(entropy, mask, self.algorithm.entropy_mask_top)
 
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
-        """All num_iterations updates on one generation batch; the last update's metrics, with "nonfinite" the
-        fraction of the updates skipped (1.0: the policy did not change) and the first update's sampler/learner
-        log-prob mismatch."""
+        """One training step: all num_iterations updates on one generation batch, then the schedule moves to
+        the next step. Returns the last update's metrics, with "nonfinite" the fraction of the updates skipped
+        (1.0: the policy did not change) and the first update's sampler/learner log-prob mismatch."""
         batch = batch.to(self.device)
         batch.ref_logprobs = self.reference_logprobs(batch)
         batch.old_logprobs = self.old_logprobs(batch)
         batch.pg_mask = self.high_entropy_tokens(batch)
         updates = [self.step(batch) for _ in range(self.algorithm.num_iterations)]
+        self.scheduler.step()
         # Before the first update the policy is the one that sampled: only then is the mismatch meaningful.
         first = {key: updates[0][key] for key in ("logprob_mismatch/mean", "logprob_mismatch/max")}
         skipped = sum(update["nonfinite"] for update in updates) / len(updates)
         return updates[-1] | first | {"nonfinite": skipped}
 
+    def skip_step(self) -> dict[str, float | None]:
+        """A training step with nothing to learn from (algorithm.filter_zero_variance dropped every group): no
+        update, but the schedule moves to the next step as after `train_on`. Returns `skipped_metrics()`."""
+        metrics = self.skipped_metrics()
+        self.scheduler.step()
+        return metrics
+
     def skipped_metrics(self) -> dict[str, float | None]:
         """The metrics of a step with nothing to learn from (algorithm.filter_zero_variance dropped every
-        group): the keys `train_on` returns, None where they measure a batch or an update, and the learning
-        rate the next update will use (the schedule does not advance)."""
+        group): the keys `train_on` returns, None where they measure a batch or an update, and this step's
+        learning rate."""
         measured = [
             "loss", "grad_norm", "clip/low_frac", "clip/high_frac", "clip/logratio_clamped", "ratio/mean",
             "ratio/min", "ratio/max", "advantage/mean", "advantage/std", "entropy/mean", "logprob_mismatch/mean",
@@ -362,10 +372,10 @@ class Learner:
         return dict.fromkeys(measured) | {"lr": self.scheduler.get_last_lr()[0], "nonfinite": 0.0}
 
     def step(self, batch: RolloutBatch) -> dict[str, float]:
-        """One optimizer update on `batch`; returns its metrics.
+        """One optimizer update on `batch` at the current training step's learning rate; returns its metrics.
 
-        A non-finite loss or gradient norm skips the update, as if it never happened (weights, optimizer
-        and schedule untouched), and sets metrics["nonfinite"] to 1.0, so the trainer can count and stop.
+        A non-finite loss or gradient norm skips the update, as if it never happened (weights and optimizer
+        untouched), and sets metrics["nonfinite"] to 1.0, so the trainer can count and stop.
         """
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.backward(batch)
@@ -374,7 +384,6 @@ class Learner:
         lr = self.scheduler.get_last_lr()[0]
         if finite:
             self.optimizer.step()
-            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return metrics | {"grad_norm": grad_norm, "lr": lr, "nonfinite": float(not finite)}
 

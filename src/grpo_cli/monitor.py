@@ -1,13 +1,17 @@
 """Run health checks: the ways GRPO runs go wrong, each turned into a warning with its fix.
 
 `RunMonitor.after_step(metrics)` and `RunMonitor.after_eval(results)` return warning lines; the trainer
-prints them and records them in metrics.jsonl, so a user reading either sees the same story.
+prints them and records them in metrics.jsonl, so a user reading either sees the same story. The history
+the checks keep (`state_dict`) goes into every checkpoint, so a resumed run warns as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from grpo_cli.config import TrainConfig
 
 # A streak this long of mostly zero-variance groups means most prompts give no gradient.
 ZERO_VARIANCE_FRACTION = 0.5
@@ -29,11 +33,14 @@ PASS_AT_G_RISE = 0.05
 PASS_AT_1_FLAT = 0.01
 # Training reward up by this much while eval pass@1 went down: the policy may be exploiting the verifier.
 HACKING_REWARD_RISE = 0.1
+# RunMonitor fields set from the config rather than learned during the run.
+SETTINGS = ("kl_coef", "max_initial_mismatch")
 
 
 @dataclass
 class RunMonitor:
     kl_coef: float
+    max_initial_mismatch: float = TrainConfig.max_initial_mismatch  # nats per token
     zero_variance_streak: int = 0
     kl_collapse_streak: int = 0
     kl_history: list[float] = field(default_factory=list)
@@ -42,8 +49,25 @@ class RunMonitor:
     last_reward: float | None = None
     evals: list[dict] = field(default_factory=list)
 
+    def state_dict(self) -> dict:
+        """The history the checks depend on (not the settings, which come from the config)."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in SETTINGS}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, copy.deepcopy(value))
+
     def after_step(self, step: int, metrics: dict) -> list[str]:
         warnings = []
+        # Before the first update the learner scores the sampler's own policy: only numerics may differ.
+        if step == 1 and metrics.get("logprob_mismatch/mean", 0.0) > self.max_initial_mismatch:
+            warnings.append(
+                f"step 1, before any update: the learner's log-probs differ from the sampler's by "
+                f"{metrics['logprob_mismatch/mean']:.3g} nats per token (> train.max_initial_mismatch="
+                f"{self.max_initial_mismatch:g}); they should agree up to numerics, or the ratios and KL are wrong. "
+                "Likely causes: model.dtype (sampler and learner in different precision), a chat template applied "
+                "on one side only, weights not synced to the sampler, or sampler.top_p/top_k truncation."
+            )
         self.last_reward = metrics["reward/correct_mean"]
         if self.first_reward is None:
             self.first_reward = self.last_reward

@@ -12,6 +12,9 @@
         push the new weights to the sampler                                 (time/sync_s)
         log metrics, health warnings; evaluate and checkpoint when due
 
+Every eval scores the eval split (what the run reports) and, after step 0, the select split (which chooses
+the best checkpoint), so the figures reported for the best checkpoint are not the ones that chose it.
+
 Everything a run writes lives in train.output_dir: config.yaml, run.json (verifier identity), metrics.jsonl,
 samples.jsonl, evals.jsonl, checkpoints/, summary.json and, with train.merge_with_reference, merged/.
 """
@@ -52,6 +55,9 @@ from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.rewards import component_weights
 from grpo_cli.verifier.score import COMPONENTS
 from grpo_cli.verifier.self_test import check_verifier
+
+# Keys that decide which prompts each step sees (with every data.* key): a resumed run must keep them.
+DATA_ORDER_KEYS = ("train.prompts_per_step", "algorithm.group_size", "train.epochs", "train.seed")
 
 
 @dataclass
@@ -131,10 +137,13 @@ def train(config: Config) -> dict:
     check_installed(config.train.report_to)
     torch.manual_seed(config.train.seed)
     random.seed(config.train.seed)
+    # Before anything loads: a refused change fails in a second, not after loading a 7B model.
+    resume_warnings = _resume_warnings(config, run_dir)
 
     # Data and model load before anything is written, so a bad path fails without touching the run dir.
     train_examples = load_examples(config, "train")
     eval_examples = load_examples(config, "eval")
+    select_examples = load_examples(config, "select")
     print(check_verifier(config, train_examples), file=sys.stderr)
     tokenizer = load_tokenizer(config.model.name_or_path)
     model = load_model(config.model)
@@ -142,25 +151,31 @@ def train(config: Config) -> dict:
     total_steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)
     learner = Learner(config, model, total_steps)
 
+    monitor = RunMonitor(kl_coef=config.algorithm.kl_coef, max_initial_mismatch=config.train.max_initial_mismatch)
+
     with build_verifier(config.verifier) as verifier, ExitStack() as stack:
-        state = _start_or_resume(config, run_dir, checkpoints, learner, verifier)
+        state = _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor)
         sampler = stack.enter_context(closing(build_sampler(config, learner.policy, tokenizer)))
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
         for log in (metrics_log, samples_log, evals_log):
             log.drop_after(state["step"])
-        monitor = RunMonitor(kl_coef=config.algorithm.kl_coef)
         loggers = RunLoggers(config.train.report_to, run_dir, config.to_dict())
         if config.train.preflight and state["step"] == 0:
             report = run_preflight(config, train_examples, len(eval_examples[: config.eval.num_prompts]), tokenizer,
                                    sampler, verifier, learner)
             print(format_report(report), file=sys.stderr)
         console = Console(total_steps, state["step"])
+        console.warn(resume_warnings, state["step"])
 
         def run_eval(step: int) -> dict:
-            seed = sampling_seed(config.train.seed, "eval", step)
-            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed)
+            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=sampling_seed(config.train.seed, "eval", step))
+            if step > 0:  # a candidate for the best checkpoint: score it on the select split too
+                seed = sampling_seed(config.train.seed, "select", step)
+                select = evaluate(sampler, tokenizer, select_examples, verifier, config, seed=seed)
+                results |= {f"select/{key}": select[key] for key in select if key.startswith("pass@")}
+                results["select/num_prompts"] = select["num_prompts"]
             results["step"] = step
             warnings = monitor.after_eval(results, config.eval.pass_at)
             evals_log.write(results | {"warnings": warnings})
@@ -209,11 +224,11 @@ def train(config: Config) -> dict:
             if (config.train.eval_every and step % config.train.eval_every == 0) or is_last:
                 results = run_eval(step)
                 state["last_eval"] = results
-                if state["best"] is None or results["pass@1"] > state["best"]["pass@1"]:
+                if state["best"] is None or results["select/pass@1"] > state["best"]["select/pass@1"]:
                     state["best"] = results
             if step % config.train.save_every == 0 or is_last or state["last_eval"].get("step") == step:
                 state["step"] = step
-                _save(checkpoints, step, learner, tokenizer, state)
+                _save(checkpoints, step, learner, tokenizer, state, monitor)
 
         console.progress.stop()
         loggers.close()
@@ -273,7 +288,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
         )
         learn = learner.train_on(batch)
     else:
-        learn = learner.skipped_metrics()
+        learn = learner.skip_step()
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -364,7 +379,9 @@ def shaped_rewards(config, scores, completions, step) -> torch.Tensor:
     return rewards
 
 
-def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
+def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -> dict:
+    """The run state to continue from: fresh, or restored from checkpoints/last with the learner, RNG and
+    monitor."""
     identity = {"verifier_version": verifier.version, "verifier_config_hash": verifier.config_hash}
     fresh = {"step": 0, "before": None, "best": None, "last_eval": {}, "nonfinite_streak": 0, "set_aside": {}}
     last = checkpoint.read_pointer(checkpoints, "last")
@@ -392,11 +409,58 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
     load_checkpoint_weights(learner.policy, last)
     learner.load_state_dict(saved["learner"])
     checkpoint.set_rng_state(saved["rng"])
+    monitor.load_state_dict(saved["monitor"])
     return saved["run"]
 
 
-def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict) -> None:
-    trainer_state = {"run": dict(state), "learner": learner.state_dict(), "rng": checkpoint.rng_state()}
+def _resume_warnings(config: Config, run_dir: Path) -> list[str]:
+    """With resume=true, compare the settings with those the run started with (its config.yaml)."""
+    started = run_dir / "config.yaml"
+    if not config.resume or not started.exists():
+        return []
+    changed = config_changes(yaml.safe_load(started.read_text()), config.to_dict())
+    if not changed:
+        return []
+    return [
+        "resuming with settings changed since the run started (config.yaml): "
+        + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+    ]
+
+
+def config_changes(started: dict, now: dict) -> dict[str, tuple]:
+    """{dotted key: (value the run started with, value now)} for every setting that differs, `resume`
+    aside. Raises ConfigError, naming the key and both values, when one decides which prompts each step
+    sees (DATA_ORDER_KEYS and every data.* key): the resumed steps would train on other data."""
+    before, after = _flatten(started), _flatten(now)
+    changed = {
+        key: (before.get(key, "<unset>"), after.get(key, "<unset>"))
+        for key in sorted(before.keys() | after.keys())
+        if key != "resume" and before.get(key, "<unset>") != after.get(key, "<unset>")
+    }
+    refused = [key for key in changed if key in DATA_ORDER_KEYS or key.startswith("data.")]
+    if refused:
+        values = ", ".join(f"{key}={changed[key][1]!r} (the run started with {changed[key][0]!r})" for key in refused)
+        raise ConfigError(
+            f"resume=true with {values}: it changes which prompts each step sees. Restore the run's value, or "
+            "start a new run in another train.output_dir"
+        )
+    return changed
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict, monitor: RunMonitor) -> None:
+    trainer_state = {
+        "run": dict(state), "learner": learner.state_dict(), "rng": checkpoint.rng_state(), "monitor": monitor.state_dict()
+    }
     path = checkpoint.save_checkpoint(checkpoints, step, learner.policy, tokenizer, trainer_state)
     best = state["best"]
     if best is not None and best["step"] == step:
@@ -415,7 +479,10 @@ def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, token
     summary |= {"steps": state["step"], "num_eval_prompts": after["num_prompts"]}
     best = checkpoint.read_pointer(checkpoints, "best")
     if best is not None:
-        summary |= {"best_checkpoint": str(best), "best_step": state["best"]["step"], "pass@1_best": state["best"]["pass@1"]}
+        # Eval-split figures of the checkpoint that the select split chose, and the score that chose it.
+        chosen = state["best"]
+        summary |= {f"{key}_best": chosen[key] for key in chosen if key.startswith(("pass@", "select/pass@"))}
+        summary |= {"best_checkpoint": str(best), "best_step": chosen["step"], "num_select_prompts": chosen["select/num_prompts"]}
     if config.train.merge_with_reference is not None and best is not None:
         from grpo_cli.export import merge_models
 
@@ -455,7 +522,10 @@ class Console:
 
     def eval_line(self, step: int, results: dict, pass_at: list[int]) -> None:
         figures = "  ".join(f"pass@{k} {results[f'pass@{k}']:.3f}" for k in pass_at)
-        self.progress.console.print(f"[bold]eval[/] step {step:>4}  {figures}  (n={results['num_prompts']} prompts)")
+        line = f"[bold]eval[/] step {step:>4}  {figures}  (n={results['num_prompts']} prompts)"
+        if "select/pass@1" in results:
+            line += f"  select pass@1 {results['select/pass@1']:.3f} (n={results['select/num_prompts']})"
+        self.progress.console.print(line)
 
     def warn(self, warnings: list[str], step: int) -> None:
         for line in warnings:

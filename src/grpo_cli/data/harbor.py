@@ -279,10 +279,12 @@ LEVELS: dict[int, list[Callable[[random.Random], Problem]]] = {
 }
 
 
-def generate(data: DataConfig) -> tuple[list[Example], list[Example]]:
-    """(train, eval): data.num_train and data.num_eval distinct problems of data.difficulty's levels."""
+def generate(data: DataConfig) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, eval, select): data.num_train, data.num_eval and data.num_select distinct problems of
+    data.difficulty's levels. Eval is drawn first, train next and select last, so neither the eval nor the
+    train split depends on the sizes of the splits drawn after it."""
     rng = random.Random(data.seed)
-    wanted = data.num_eval + data.num_train
+    wanted = data.num_eval + data.num_train + data.num_select
     seen: set[str] = set()
     problems: list[Problem] = []
     levels: list[int] = []
@@ -298,8 +300,8 @@ def generate(data: DataConfig) -> tuple[list[Example], list[Example]]:
             levels.append(level)
     else:
         raise GrpoError(
-            f"data.num_train + data.num_eval = {wanted}: more than the distinct problems found at levels "
-            f"{data.difficulty}; ask for fewer or add levels (data.difficulty=[1,2,3])"
+            f"data.num_train + data.num_eval + data.num_select = {wanted}: more than the distinct problems found at "
+            f"levels {data.difficulty}; ask for fewer or add levels (data.difficulty=[1,2,3])"
         )
 
     def examples(split: str, chunk: slice) -> list[Example]:
@@ -308,7 +310,8 @@ def generate(data: DataConfig) -> tuple[list[Example], list[Example]]:
             for i, (p, level) in enumerate(zip(problems[chunk], levels[chunk]))
         ]
 
-    return examples("train", slice(data.num_eval, None)), examples("eval", slice(None, data.num_eval))
+    train_end = data.num_eval + data.num_train
+    return examples("train", slice(data.num_eval, train_end)), examples("eval", slice(None, data.num_eval)), examples("select", slice(train_end, None))
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> None:
@@ -319,13 +322,15 @@ def write_jsonl(path: Path, examples: list[Example]) -> None:
 
 
 def data_command(args: argparse.Namespace, config: Config) -> None:
-    """`grpo data harbor --out DIR`: DIR/train.jsonl and DIR/eval.jsonl, byte-identical for the same config."""
-    train, evaluation = generate(config.data)
+    """`grpo data harbor --out DIR`: DIR/train.jsonl, eval.jsonl and select.jsonl, byte-identical for the same
+    config."""
+    train, evaluation, select = generate(config.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "eval.jsonl", evaluation)
+    write_jsonl(out / "select.jsonl", select)
     print(
-        f"wrote {len(train)} train and {len(evaluation)} eval problems (levels {config.data.difficulty}, "
-        f"seed {config.data.seed}) to {out}/train.jsonl and {out}/eval.jsonl"
+        f"wrote {len(train)} train, {len(evaluation)} eval and {len(select)} select problems (levels "
+        f"{config.data.difficulty}, seed {config.data.seed}) to {out}/train.jsonl, eval.jsonl and select.jsonl"
     )

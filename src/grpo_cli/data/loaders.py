@@ -1,9 +1,13 @@
 """Load a split as a list of Example, and turn an Example into the model's prompt.
 
 data.name selects the source:
-  harbor  generated in memory from data.seed, data.difficulty, data.num_train and data.num_eval
+  harbor  generated in memory from data.seed, data.difficulty, data.num_train, data.num_eval and data.num_select
   jsonl   data.train_path / data.eval_path, fields named by data.prompt_field, answer_field, solution_field
   gsm8k   the same files as jsonl; the answer is what follows the last `####`, the solution is the whole text
+
+The select split chooses the best checkpoint, so the eval split that reports the result never does. For
+jsonl and gsm8k it is data.select_path; when that is unset, the last data.num_select rows of the train file,
+which then leave the train split (neither SFT nor GRPO trains on them).
 
 Relative paths are resolved against the current directory. A bad row raises a one-line GrpoError naming the
 file, the line and the field.
@@ -20,22 +24,38 @@ from grpo_cli.config import Config, DataConfig
 from grpo_cli.data import Example
 from grpo_cli.errors import GrpoError
 
-Split = Literal["train", "eval"]
+Split = Literal["train", "eval", "select"]
 
 
 def load_examples(config: Config, split: Split) -> list[Example]:
-    """The train or eval split of the dataset that config.data describes."""
+    """The train, eval or select split of the dataset that config.data describes."""
     data = config.data
     if data.name == "harbor":
         from grpo_cli.data.harbor import generate
 
-        train, evaluation = generate(data)
-        return train if split == "train" else evaluation
-    key = "data.train_path" if split == "train" else "data.eval_path"
-    path = data.train_path if split == "train" else data.eval_path
+        train, evaluation, select = generate(data)
+        return {"train": train, "eval": evaluation, "select": select}[split]
+    if split == "eval":
+        return read_jsonl(_path(data.eval_path, "data.eval_path", data), data, "data.eval_path")
+    if split == "select" and data.select_path:
+        return read_jsonl(Path(data.select_path), data, "data.select_path")
+    rows = read_jsonl(_path(data.train_path, "data.train_path", data), data, "data.train_path")
+    if data.select_path:
+        return rows
+    if len(rows) <= data.num_select:
+        raise GrpoError(
+            f"data.num_select={data.num_select}: the select split is carved off the end of data.train_path="
+            f"{data.train_path}, which has only {len(rows)} rows; set data.select_path=FILE or a smaller data.num_select"
+        )
+    cut = len(rows) - data.num_select
+    return rows[:cut] if split == "train" else rows[cut:]
+
+
+def _path(path: str, key: str, data: DataConfig) -> Path:
     if not path:
+        split = key.removeprefix("data.").removesuffix("_path")
         raise GrpoError(f"{key} is not set: data={data.name} reads its {split} split from a JSONL file; set {key}=FILE")
-    return read_jsonl(Path(path), data, key)
+    return Path(path)
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
