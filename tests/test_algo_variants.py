@@ -266,7 +266,7 @@ def test_harbor_examples_carry_their_level_and_the_curriculum_locks_later_levels
     config = Config()
     config.data.difficulty, config.data.difficulty_steps = [1, 3], [0, 5]
     config.data.num_train, config.data.num_eval = 60, 10
-    train, _ = generate(config.data)
+    train, _, _ = generate(config.data)
     assert {example.level for example in train} == {1, 3}
     level_3 = {i for i, example in enumerate(train) if example.level == 3}
     # level 3 is first drawn at step 5

@@ -326,20 +326,22 @@ def test_zero_variance_filter_keeps_only_groups_whose_rewards_differ(tiny_model,
     assert any(0 < m["groups/kept_frac"] < 1 and m["loss"] is not None for m in metrics)
 
 
-def test_best_checkpoint_follows_eval_pass_at_1_and_export_defaults_to_it(tiny_model, tmp_path, monkeypatch):
-    # Eval results scripted per eval (steps 0, 1, 2, 3): step 2 has the best pass@1; step 3 ties it later.
-    pass_at_1 = iter([0.5, 0.2, 0.6, 0.6])
-
+def test_best_checkpoint_follows_select_pass_at_1_and_export_defaults_to_it(tiny_model, tmp_path, monkeypatch):
+    # Select-split pass@1 scripted per eval (steps 1, 2, 3): step 2 is best; step 3 ties it later.
+    pass_at_1 = iter([0.2, 0.6, 0.6])
     real_evaluate = trainer.evaluate
 
-    def scripted_evaluate(*args, **kwargs):
-        value = next(pass_at_1)
-        return real_evaluate(*args, **kwargs) | {"pass@1": value, "pass@2": value}
+    def scripted_evaluate(sampler, tokenizer, examples, *args, **kwargs):
+        results = real_evaluate(sampler, tokenizer, examples, *args, **kwargs)
+        if examples[0].id.startswith("harbor-select"):
+            value = next(pass_at_1)
+            results |= {"pass@1": value, "pass@2": value}
+        return results
 
     monkeypatch.setattr("grpo_cli.trainer.evaluate", scripted_evaluate)
     out = tmp_path / "run"
     summary = train(run_config(tiny_model, out, "train.max_steps=3", "train.eval_every=1"))
-    assert (summary["best_step"], summary["pass@1_best"]) == (2, 0.6)
+    assert (summary["best_step"], summary["select/pass@1_best"]) == (2, 0.6)
     assert checkpoint.read_pointer(out / "checkpoints", "best").name == "step_000002"
     assert checkpoint.read_pointer(out / "checkpoints", "last").name == "step_000003"
     # kl/mean is logged only with a KL penalty (the demo recipe has none).

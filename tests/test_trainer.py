@@ -148,8 +148,9 @@ def test_every_step_and_eval_draws_fresh_reproducible_seeds_and_the_sampler_is_c
     for run in ("a", "b"):
         train(run_config(tiny_model, tmp_path / run, "train.max_steps=2", "train.eval_every=1"))
     first, second = recorded
-    # eval 0, step 1, eval 1, step 2, eval 2: five calls, five unrelated seeds, the same in a second run.
-    assert len(first.seeds) == 5 and len(set(first.seeds)) == 5
+    # eval 0, step 1, eval 1 + select 1, step 2, eval 2 + select 2: seven calls, seven unrelated seeds, the same
+    # in a second run.
+    assert len(first.seeds) == 7 and len(set(first.seeds)) == 7
     assert min(abs(a - b) for a in first.seeds for b in first.seeds if a != b) > 10_000
     assert second.seeds == first.seeds
     assert first.closed and second.closed

@@ -37,11 +37,14 @@ def test_best_checkpoint_is_chosen_on_the_select_split_and_reported_on_the_eval_
     scores = {"eval": iter([0.5, 0.9, 0.8, 0.7]), "select": iter([0.1, 0.3, 0.2])}
     seen = {"eval": set(), "select": set()}
 
+    real_evaluate = trainer.evaluate
+
     def scripted_evaluate(sampler, tokenizer, examples, verifier, config, seed):
         split = examples[0].id.split("-")[1]
         seen[split] |= {example.question for example in examples}
         score = next(scores[split])
-        return {"pass@1": score, "pass@2": score + 0.05, "num_prompts": 4, "num_samples": 2}
+        results = real_evaluate(sampler, tokenizer, examples, verifier, config, seed)
+        return results | {"pass@1": score, "pass@2": score + 0.05}
 
     monkeypatch.setattr(trainer, "evaluate", scripted_evaluate)
     out = tmp_path / "run"
@@ -85,10 +88,10 @@ def test_resumed_run_restores_the_monitor_history_and_the_lr_schedule(tiny_model
     interrupted = tmp_path / "interrupted"
     grpo_step = trainer.grpo_step
 
-    def crash_at_step_3(config, step, *args):
+    def crash_at_step_3(config, step, *args, **kwargs):
         if step == 3:
             raise KeyboardInterrupt
-        return grpo_step(config, step, *args)
+        return grpo_step(config, step, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "grpo_step", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):

@@ -60,7 +60,8 @@ class RunMonitor:
     def after_step(self, step: int, metrics: dict) -> list[str]:
         warnings = []
         # Before the first update the learner scores the sampler's own policy: only numerics may differ.
-        if step == 1 and metrics.get("logprob_mismatch/mean", 0.0) > self.max_initial_mismatch:
+        # (None: every group was filtered out, nothing was compared.)
+        if step == 1 and (metrics.get("logprob_mismatch/mean") or 0.0) > self.max_initial_mismatch:
             warnings.append(
                 f"step 1, before any update: the learner's log-probs differ from the sampler's by "
                 f"{metrics['logprob_mismatch/mean']:.3g} nats per token (> train.max_initial_mismatch="

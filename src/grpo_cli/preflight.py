@@ -24,7 +24,7 @@ from contextlib import closing
 
 import torch
 
-from grpo_cli.algo.advantages import group_advantages
+from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.algo.stats import group_stats
 from grpo_cli.config import Config
 from grpo_cli.errors import GrpoError
@@ -76,7 +76,7 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
 
         rewards = torch.tensor([score.reward for score in scores], dtype=torch.float32)
         stats = group_stats(rewards, G)
-        advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
+        advantages = compute_advantages(rewards, config.algorithm)
         tic = time.perf_counter()
         batch = RolloutBatch.build(prompt_ids, groups, advantages).to(learner.device)
         batch.ref_logprobs = learner.reference_logprobs(batch)
