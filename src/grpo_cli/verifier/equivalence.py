@@ -21,7 +21,7 @@ import re
 from fractions import Fraction
 
 from math_verify import verify
-from sympy import Basic, Expr, Rational
+from sympy import Basic, Expr, Pow, Rational, preorder_traversal
 
 from grpo_cli.verifier.normalize import Answer, Expression, Items, Number, Text, clean
 
@@ -30,6 +30,7 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 DIGITS = 30  # evalf precision for constant expressions
 MAX_EXACT = 10**1000  # rational expressions up to this size are evaluated exactly (towers beyond it are not)
+MAX_EXPONENT = 10**6  # a power whose exponent is larger (10^10^10^10) is not evaluated: evalf would run for minutes
 
 
 def texts_match(pred: str, gold: str) -> bool:
@@ -93,6 +94,8 @@ def _expressions_match(pred: Basic, gold: Basic, rel_tol: float) -> bool:
     if pred == gold:
         return True
     if isinstance(pred, Expr) and isinstance(gold, Expr) and pred.is_number and gold.is_number:
+        if _astronomical(pred) or _astronomical(gold):
+            return False  # not a number anyone meant
         try:
             p, g = pred.evalf(DIGITS), gold.evalf(DIGITS)
         except OverflowError:  # a power tower past what mpmath can hold: not a number anyone meant
@@ -105,6 +108,22 @@ def _expressions_match(pred: Basic, gold: Basic, rel_tol: float) -> bool:
                 return _values_match(exact_pred, exact_gold, rel_tol)
         return bool(_close(p, g, rel_tol))
     return verify(gold, pred, timeout_seconds=None)
+
+
+def _astronomical(expr: Expr) -> bool:
+    """Whether a power in `expr` has an exponent beyond MAX_EXPONENT, judged from the exponent's own powers
+    without evaluating them (10^{10^{10}} is too large, 2^{10} is not)."""
+    return any(isinstance(node, Pow) and _exceeds(node.exp, MAX_EXPONENT) for node in preorder_traversal(expr))
+
+
+def _exceeds(expr: Basic, bound: int) -> bool:
+    """|expr| > bound for a rational, or a power of rationals whose size bound^(1/exponent) decides; False otherwise."""
+    if isinstance(expr, Rational):
+        return abs(expr) > bound
+    if isinstance(expr, Pow) and isinstance(expr.base, Rational) and abs(expr.base) > 1:
+        # base^e > bound  <=>  e > log(bound) / log(base); compare e against a small rational bound instead.
+        return _exceeds(expr.exp, max(1, int(bound).bit_length() // max(1, int(abs(expr.base)).bit_length() - 1)))
+    return False
 
 
 def _items_match(pred: Items, gold: Items, rel_tol: float) -> bool:
