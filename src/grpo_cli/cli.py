@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--completion", help="check one: the model's completion")
     verify.add_argument("--completion-field", default="completion", metavar="NAME", help="default: completion")
     verify.add_argument("--answer-field", default="answer", metavar="NAME", help="default: answer")
+    verify.add_argument(
+        "--edge-cases", action="store_true",
+        help="run the built-in battery of hostile completions against the verifier and custom reward; exit 1 on a failure",
+    )
     data = command("data", "write a dataset as JSONL (grpo data harbor --out DIR)", overrides=False)
     # A sub-command, not a positional: argparse cannot follow a positional with `overrides` after --out.
     harbor = data.add_subparsers(dest="dataset", metavar="DATASET", required=True).add_parser(

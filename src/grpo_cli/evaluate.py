@@ -55,6 +55,12 @@ def eval_command(args: argparse.Namespace, config: Config) -> None:
     with closing(build_sampler(config, model, tokenizer)) as sampler, build_verifier(config.verifier) as verifier:
         # The seeds of a training run's eval at step 0: `grpo eval` of the starting model repeats pass@k_before.
         results = evaluate(sampler, tokenizer, examples, verifier, config, seed=sampling_seed(config.train.seed, "eval", 0))
+    if config.eval.retention_path:
+        from grpo_cli.retention import load_retention_set, response_nll
+
+        # One model is loaded here: the starting model's NLL is its own `grpo eval` (or the run's evals.jsonl).
+        pairs = load_retention_set(config, tokenizer)
+        results["retention/nll"] = response_nll(model, pairs, config.train.micro_batch_size, next(model.parameters()).dtype)
     results["model"] = config.model.name_or_path
     output = Path(config.eval.output or Path(config.train.output_dir) / "eval.json")
     output.parent.mkdir(parents=True, exist_ok=True)

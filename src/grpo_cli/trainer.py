@@ -16,9 +16,11 @@ samples.jsonl, evals.jsonl, checkpoints/, summary.json and, with train.merge_wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
@@ -40,7 +42,9 @@ from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.base import sampling_seed
+from grpo_cli.retention import load_retention_set, response_nll, retention_metrics
 from grpo_cli.verifier import build_verifier
+from grpo_cli.verifier.edge_cases import check_at_start
 
 
 @dataclass
@@ -108,7 +112,11 @@ def train(config: Config) -> dict:
     # Data and model load before anything is written, so a bad path fails without touching the run dir.
     train_examples = load_examples(config, "train")
     eval_examples = load_examples(config, "eval")
+    # Hostile completions before any model loads: a custom reward that crashes on one stops the run here.
+    for line in check_at_start(config.verifier):
+        print(f"warning: {line}", file=sys.stderr)
     tokenizer = load_tokenizer(config.model.name_or_path)
+    retention_set = load_retention_set(config, tokenizer)
     model = load_model(config.model)
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
     total_steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)
@@ -122,13 +130,18 @@ def train(config: Config) -> dict:
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
         for log in (metrics_log, samples_log, evals_log):
             log.drop_after(state["step"])
-        monitor = RunMonitor(kl_coef=config.algorithm.kl_coef)
+        monitor = RunMonitor(kl_coef=config.algorithm.kl_coef, max_retention_drift=config.train.max_retention_drift)
         console = Console(total_steps, state["step"])
 
         def run_eval(step: int) -> dict:
             seed = sampling_seed(config.train.seed, "eval", step)
             results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed)
             results["step"] = step
+            if retention_set:
+                nll = response_nll(learner.policy, retention_set, config.train.micro_batch_size, learner.compute_dtype)
+                # The starting model is the policy at step 0: its NLL is measured once, not recomputed each eval.
+                start = nll if state["before"] is None else state["before"].get("retention/nll")
+                results |= retention_metrics(nll, start)
             evals_log.write(results)
             console.eval_line(step, results, config.eval.pass_at)
             console.warn(monitor.after_eval(results, config.eval.pass_at), step)
@@ -168,7 +181,8 @@ def train(config: Config) -> dict:
                 _save(checkpoints, step, learner, tokenizer, state)
 
         console.progress.stop()
-    return _finish(config, run_dir, checkpoints, state, tokenizer)
+    del learner, model, sampler  # the merged model's retention is measured after these are freed
+    return _finish(config, run_dir, checkpoints, state, tokenizer, retention_set)
 
 
 def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> tuple[dict, list[dict]]:
@@ -276,7 +290,7 @@ def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict
     checkpoint.prune_checkpoints(checkpoints, keep)
 
 
-def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, tokenizer) -> dict:
+def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, tokenizer, retention_set: list) -> dict:
     before, after = state["before"], state["last_eval"]
     summary = {f"{key}_before": before[key] for key in before if key.startswith("pass@")}
     summary |= {f"{key}_after": after[key] for key in after if key.startswith("pass@")}
@@ -284,12 +298,17 @@ def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, token
     best = checkpoint.read_pointer(checkpoints, "best")
     if best is not None:
         summary |= {"best_checkpoint": str(best), "best_step": state["best"]["step"], "pass@1_best": state["best"]["pass@1"]}
+        summary |= {f"{key}_best": value for key, value in state["best"].items() if key.startswith("retention/")}
     if config.train.merge_with_reference is not None and best is not None:
         from grpo_cli.export import merge_models
 
         merged = run_dir / "merged"
         merge_models(best, Path(config.model.name_or_path), config.train.merge_with_reference, merged)
         summary["merged_model"] = str(merged)
+        if retention_set:
+            merged_model = load_model(dataclasses.replace(config.model, name_or_path=str(merged)))
+            nll = response_nll(merged_model, retention_set, config.train.micro_batch_size, next(merged_model.parameters()).dtype)
+            summary |= {f"{key}_merged": value for key, value in retention_metrics(nll, before.get("retention/nll")).items()}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_results("GRPO: before and after", {"before": before, "after": after}, config.eval.pass_at)
     return summary

@@ -26,8 +26,8 @@ __all__ = ["Score", "Verifier", "build_verifier"]
 
 # Bump when a change to extraction, normalization, equivalence or rewards can change a score.
 RULES_VERSION = 1
-# Imported once by the forkserver that forks the workers, so a new worker starts without importing sympy.
-WORKER_MODULES = ["grpo_cli.verifier.rewards"]
+# Imported once by the forkserver that forks the workers, so a new worker starts with sympy imported and warm.
+WORKER_MODULES = ["grpo_cli.verifier.rewards", "grpo_cli.verifier.warm_up"]
 
 
 class Verifier:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from grpo_cli.config import VerifierConfig
+from grpo_cli.errors import GrpoError
 from grpo_cli.verifier import WORKER_MODULES, check_setup
 from grpo_cli.verifier.pool import WorkerPool
 from grpo_cli.verifier.rewards import Scorer, compose
@@ -50,6 +51,7 @@ class Outcome:
     reason: str  # the score's reason, or what went wrong
     ms: float
     failure: str | None  # None when the case passed
+    custom_raised: bool = False  # the failure is the custom reward's exception
 
     @property
     def passed(self) -> bool:
@@ -98,19 +100,19 @@ class _Probe:
     def __init__(self, cfg: VerifierConfig):
         self.scorer = Scorer(cfg)
 
-    def __call__(self, completion: str, answer: str) -> tuple[Score | None, str | None, float]:
-        """(score, None, ms), or (None, what raised, ms)."""
+    def __call__(self, completion: str, answer: str) -> tuple[Score | None, str | None, float, bool]:
+        """(score, None, ms, False), or (None, what raised, ms, whether it was the custom reward)."""
         cfg = self.scorer.cfg
         start = time.perf_counter()
         try:
             check = self.scorer.check(completion, answer, "train")
         except Exception as exc:
-            return None, f"the {cfg.name} verifier raised {type(exc).__name__}: {exc}", _ms(start)
+            return None, f"the {cfg.name} verifier raised {type(exc).__name__}: {exc}", _ms(start), False
         try:
             score = compose(check, completion, answer, 0, cfg.rewards, self.scorer.custom_reward())
         except Exception as exc:
-            return None, f"{cfg.rewards.custom} raised {type(exc).__name__}: {exc}", _ms(start)
-        return score, None, _ms(start)
+            return None, f"{cfg.rewards.custom} raised {type(exc).__name__}: {exc}", _ms(start), True
+        return score, None, _ms(start), False
 
 
 def _ms(start: float) -> float:
@@ -133,9 +135,9 @@ def _judge(case: EdgeCase, result: tuple | Score, cfg: VerifierConfig) -> Outcom
     if isinstance(result, Score):  # the pool's verdict: the worker was stopped or died
         what = f"no result within verifier.timeout_s={cfg.timeout_s:g}" if result.reason == "timeout" else "the worker process died"
         return Outcome(case.name, 0.0, result.reason, math.nan, what)
-    score, raised, ms = result
+    score, raised, ms, custom_raised = result
     if score is None:
-        return Outcome(case.name, 0.0, "error", ms, raised)
+        return Outcome(case.name, 0.0, "error", ms, raised, custom_raised)
     failure = None
     if not math.isfinite(score.reward):
         failure = f"reward {score.reward} is not finite"
@@ -161,3 +163,17 @@ def failures_line(outcomes: list[Outcome]) -> str | None:
     if not failed:
         return None
     return f"{len(failed)} of {len(outcomes)} edge cases failed: " + "; ".join(f"{o.case}: {o.failure}" for o in failed)
+
+
+def check_at_start(cfg: VerifierConfig) -> list[str]:
+    """`grpo train`'s start-up run of the battery: GrpoError naming the case when the custom reward raises on
+    one; otherwise warning lines for the cases the built-in verifier failed (none, when it works)."""
+    outcomes = run_edge_cases(cfg)
+    crashed = [o for o in outcomes if o.custom_raised]
+    if crashed:
+        raise GrpoError(
+            f"verifier.rewards.custom crashed on the edge case '{crashed[0].case}': {crashed[0].failure}. Make it "
+            "return a number for every completion (0 for unusable ones); `grpo verify --edge-cases` lists all cases"
+        )
+    failed = failures_line(outcomes)
+    return [f"{failed}; see `grpo verify --edge-cases`"] if failed else []
