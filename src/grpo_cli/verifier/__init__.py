@@ -25,7 +25,7 @@ from grpo_cli.verifier.score import Score
 __all__ = ["Score", "Verifier", "build_verifier"]
 
 # Bump when a change to extraction, normalization, equivalence or rewards can change a score.
-RULES_VERSION = 1
+RULES_VERSION = 2
 # Imported once by the forkserver that forks the workers, so a new worker starts with sympy imported and warm.
 WORKER_MODULES = ["grpo_cli.verifier.rewards", "grpo_cli.verifier.warm_up"]
 
