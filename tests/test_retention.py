@@ -59,3 +59,34 @@ def test_a_bad_row_is_a_one_line_error(tiny_model, tmp_path):
     config = compose([*TINY_RUN, f"eval.retention_path={path}"])
     with pytest.raises(GrpoError, match=r"set.jsonl:2: a retention row needs"):
         load_retention_set(config, load_tokenizer(str(tiny_model)))
+
+
+def test_grpo_eval_of_a_lora_checkpoint_repeats_the_runs_figures(tiny_model, tmp_path):
+    """The trainer's LoRA policy and `grpo eval` of its checkpoint agree: nll at that step, nll_start of the base."""
+    from grpo_cli.cli import main
+
+    out = tmp_path / "lora"
+    _, evals = run(tiny_model, out, "model.lora.enabled=true", "model.lora.rank=8", "optimizer.lr=3e-2")
+    assert evals[-1]["retention/ratio"] != 1.0  # the adapter moved the policy
+    checkpoint = out / "checkpoints" / "step_000006"
+    main(["eval", *TINY_RUN, f"model.name_or_path={checkpoint}", f"eval.retention_path={DEMO_SET}",
+          f"eval.output={tmp_path / 'eval.json'}"])
+    results = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("retention/nll", "retention/nll_start", "retention/ratio"):
+        assert results[key] == pytest.approx(evals[-1][key], rel=1e-5)
+
+    # A whole model has no recorded start: its own NLL only, here the run's step-0 figure.
+    main(["eval", *TINY_RUN, f"model.name_or_path={tiny_model}", f"eval.retention_path={DEMO_SET}",
+          f"eval.output={tmp_path / 'start.json'}"])
+    start = json.loads((tmp_path / "start.json").read_text())
+    assert start["retention/nll"] == pytest.approx(evals[0]["retention/nll"], rel=1e-5)
+    assert "retention/ratio" not in start
+
+
+def test_the_committed_demo_set_is_what_the_script_writes():
+    from grpo_cli.data.harbor import generate
+
+    train_split, _ = generate(compose(["recipe=demo"]).data)
+    rows = [json.loads(line) for line in DEMO_SET.read_text().splitlines()]
+    assert rows == [{"prompt": ex.question, "response": ex.solution} for ex in train_split[:64]]
+    assert compose(["recipe=demo"]).eval.retention_path == "recipes/demo_retention.jsonl"
