@@ -43,6 +43,11 @@ def reward_module(tmp_path, monkeypatch):
         def brevity(completion, answer):
             return 1.0 if len(completion) < 20 else 0.0
 
+        def spin(completion, answer):
+            while "hang" in completion:  # Python code that never returns: the soft limit (SIGALRM) stops it
+                pass
+            return 0.0
+
         def broken(completion, answer):
             raise RuntimeError("bug in the user's reward")
 
@@ -63,13 +68,22 @@ def test_scores_come_back_in_input_order(verifier):
     assert verifier.score([], []) == []
 
 
-def test_an_input_that_hangs_sympy_times_out_and_the_next_thousand_checks_succeed(verifier):
+def test_a_check_that_hangs_times_out_and_the_next_thousand_checks_succeed(reward_module):
+    config = VerifierConfig(extract="final_line", timeout_s=TIMEOUT_S, num_workers=2, rewards=RewardConfig(custom="user_rewards:spin"))
+    with build_verifier(config) as verifier:
+        start = time.perf_counter()
+        [score] = verifier.score(["hang\nFINAL: 2"], ["2"])
+        assert time.perf_counter() - start < 2 * TIMEOUT_S
+        assert (score.reward, score.reason) == (0.0, "timeout")
+        scores = verifier.score([f"FINAL: {i}" for i in range(1000)], [str(i) for i in range(1000)])
+        assert all(s.reason == "correct" for s in scores)
+
+
+def test_a_power_tower_is_not_evaluated(verifier):
     start = time.perf_counter()
-    [score] = verifier.score([r"FINAL: 7^{7^{7^{7}}}"], ["2"])  # mpmath grinds through a 10^(10^5)-digit power
-    assert time.perf_counter() - start < 2 * TIMEOUT_S
-    assert (score.reward, score.reason) == (0.0, "timeout")
-    scores = verifier.score([f"FINAL: {i}" for i in range(1000)], [str(i) for i in range(1000)])
-    assert all(s.reason == "correct" for s in scores)
+    [score] = verifier.score([r"FINAL: 7^{7^{7^{7}}}"], ["2"])  # evalf would grind through a 10^(10^5)-digit power
+    assert time.perf_counter() - start < TIMEOUT_S
+    assert (score.reward, score.reason) == (0.0, "wrong")
 
 
 @pytest.mark.parametrize("completion", ["FINAL: 2^2^2^2^2^2^2", "FINAL: 10**10**10", "FINAL: 9^9^9^9", r"\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}"])

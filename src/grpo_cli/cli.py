@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--self-test", action="store_true",
         help="score the training data's gold answers and reference solutions, as `grpo train` does at start-up",
     )
+    verify.add_argument(
+        "--edge-cases", action="store_true",
+        help="run the built-in battery of hostile completions against the verifier and custom reward; exit 1 on a failure",
+    )
     data = command("data", "write a dataset as JSONL (grpo data harbor --out DIR)", overrides=False)
     # A sub-command, not a positional: argparse cannot follow a positional with `overrides` after --out.
     harbor = data.add_subparsers(dest="dataset", metavar="DATASET", required=True).add_parser(

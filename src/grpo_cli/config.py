@@ -287,6 +287,10 @@ class TrainConfig:
         metadata={"help": "at the end write w x best + (1 - w) x starting model", **check(lambda v: v is None or 0 <= v <= 1, "must be a weight in [0, 1], or null")},
     )
     max_nonfinite_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf steps in a row", **POSITIVE})
+    max_retention_drift: float = field(
+        default=1.10,
+        metadata={"help": "warn when eval retention/ratio (policy NLL / starting model NLL on eval.retention_path) exceeds this", **check(lambda v: v >= 1, "must be >= 1 (1.10 warns at 10% higher NLL than the starting model)")},
+    )
     log_groups_per_step: int = field(default=2, metadata={"help": "whole groups written to samples.jsonl per step", **NON_NEGATIVE})
     preflight: bool = field(default=False, metadata={"help": "run grpo preflight's checks before step 1 (a report; the run goes on)"})
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(
@@ -305,6 +309,9 @@ class EvalConfig:
         metadata={"help": "eval sampling temperature (null: sampler.temperature)", **check(lambda v: v is None or v >= 0, "must be >= 0, or null (use sampler.temperature)")},
     )
     output: str = field(default="", metadata={"help": "grpo eval: the JSON file (empty: <train.output_dir>/eval.json)"})
+    retention_path: str = field(
+        default="", metadata={"help": "JSONL of general prompts with reference responses: every eval logs retention/nll, nll_start, ratio (empty: off)"}
+    )
 
 
 @dataclass

@@ -44,6 +44,23 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     return results | completion_metrics(completions, scores)
 
 
+def _retention(config: Config, model, tokenizer) -> dict[str, float]:
+    """retention/nll of `model`; with a LoRA adapter (a checkpoint of a LoRA run) also nll_start and ratio, the
+    starting model being the adapter's base. A full model has no recorded start: evaluate that one the same way."""
+    import dataclasses
+
+    from grpo_cli.models import adapter_base, is_adapter, load_model
+    from grpo_cli.retention import load_retention_set, response_nll, retention_metrics
+
+    pairs = load_retention_set(config, tokenizer)
+    nll = response_nll(model, pairs, config.train.micro_batch_size, next(model.parameters()).dtype)
+    nll_start = None
+    if is_adapter(config.model.name_or_path):
+        base = load_model(dataclasses.replace(config.model, name_or_path=adapter_base(config.model.name_or_path)))
+        nll_start = response_nll(base, pairs, config.train.micro_batch_size, next(base.parameters()).dtype)
+    return retention_metrics(nll, nll_start)
+
+
 def eval_command(args: argparse.Namespace, config: Config) -> None:
     from grpo_cli.data.loaders import load_examples
     from grpo_cli.models import load_model, load_tokenizer
@@ -56,6 +73,8 @@ def eval_command(args: argparse.Namespace, config: Config) -> None:
     with closing(build_sampler(config, model, tokenizer)) as sampler, build_verifier(config.verifier) as verifier:
         # The seeds of a training run's eval at step 0: `grpo eval` of the starting model repeats pass@k_before.
         results = evaluate(sampler, tokenizer, examples, verifier, config, seed=sampling_seed(config.train.seed, "eval", 0))
+    if config.eval.retention_path:
+        results |= _retention(config, model, tokenizer)
     results["model"] = config.model.name_or_path
     output = Path(config.eval.output or Path(config.train.output_dir) / "eval.json")
     output.parent.mkdir(parents=True, exist_ok=True)

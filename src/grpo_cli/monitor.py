@@ -41,6 +41,7 @@ SETTINGS = ("kl_coef", "max_initial_mismatch")
 class RunMonitor:
     kl_coef: float
     max_initial_mismatch: float = TrainConfig.max_initial_mismatch  # nats per token
+    max_retention_drift: float = 1.10  # train.max_retention_drift
     zero_variance_streak: int = 0
     kl_collapse_streak: int = 0
     kl_history: list[float] = field(default_factory=list)
@@ -135,8 +136,9 @@ class RunMonitor:
 
     def after_eval(self, results: dict, pass_at: list[int]) -> list[str]:
         self.evals.append(results)
+        retention = self._check_retention(results)
         if len(self.evals) < 2:
-            return []
+            return retention
         first, last = self.evals[0], self.evals[-1]
         warnings = []
         top = f"pass@{max(pass_at)}"
@@ -158,4 +160,15 @@ class RunMonitor:
                 f"{last['pass@1'] - first['pass@1']:+.1%}: the policy may be exploiting the verifier. "
                 "Read samples.jsonl for rewarded completions that are wrong."
             )
-        return warnings
+        return retention + warnings
+
+    def _check_retention(self, results: dict) -> list[str]:
+        ratio = results.get("retention/ratio")
+        if ratio is None or ratio <= self.max_retention_drift:
+            return []
+        return [
+            f"retention: the policy's NLL on eval.retention_path is {ratio:.2f}x the starting model's "
+            f"({results['retention/nll']:.3f} vs {results['retention/nll_start']:.3f} nats/token, above "
+            f"train.max_retention_drift={self.max_retention_drift:g}): general ability is drifting. Fix: raise "
+            "algorithm.kl_coef, lower optimizer.lr, or merge with the reference (train.merge_with_reference=0.7)."
+        ]

@@ -21,6 +21,7 @@ samples.jsonl, evals.jsonl, checkpoints/, summary.json and, with train.merge_wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -51,7 +52,9 @@ from grpo_cli.preflight import format_report, run_preflight
 from grpo_cli.report import write_report
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.base import sampling_seed
+from grpo_cli.retention import load_retention_set, response_nll, retention_metrics
 from grpo_cli.verifier import build_verifier
+from grpo_cli.verifier.edge_cases import check_at_start
 from grpo_cli.verifier.rewards import component_weights
 from grpo_cli.verifier.score import COMPONENTS
 from grpo_cli.verifier.self_test import check_verifier
@@ -145,13 +148,21 @@ def train(config: Config) -> dict:
     eval_examples = load_examples(config, "eval")
     select_examples = load_examples(config, "select")
     print(check_verifier(config, train_examples), file=sys.stderr)
+    # Hostile completions before any model loads: a custom reward that crashes on one stops the run here.
+    for line in check_at_start(config.verifier):
+        print(f"warning: {line}", file=sys.stderr)
     tokenizer = load_tokenizer(config.model.name_or_path)
+    retention_set = load_retention_set(config, tokenizer)
     model = load_model(config.model)
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)
     total_steps = min(schedule.total_steps, config.train.max_steps or schedule.total_steps)
     learner = Learner(config, model, total_steps)
 
-    monitor = RunMonitor(kl_coef=config.algorithm.kl_coef, max_initial_mismatch=config.train.max_initial_mismatch)
+    monitor = RunMonitor(
+        kl_coef=config.algorithm.kl_coef,
+        max_initial_mismatch=config.train.max_initial_mismatch,
+        max_retention_drift=config.train.max_retention_drift,
+    )
 
     with build_verifier(config.verifier) as verifier, ExitStack() as stack:
         state = _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor)
@@ -177,6 +188,11 @@ def train(config: Config) -> dict:
                 results |= {f"select/{key}": select[key] for key in select if key.startswith("pass@")}
                 results["select/num_prompts"] = select["num_prompts"]
             results["step"] = step
+            if retention_set:
+                nll = response_nll(learner.policy, retention_set, config.train.micro_batch_size, learner.compute_dtype)
+                # The starting model is the policy at step 0: its NLL is measured once, not recomputed each eval.
+                start = nll if state["before"] is None else state["before"].get("retention/nll")
+                results |= retention_metrics(nll, start)
             warnings = monitor.after_eval(results, config.eval.pass_at)
             evals_log.write(results | {"warnings": warnings})
             console.eval_line(step, results, config.eval.pass_at)
@@ -232,7 +248,8 @@ def train(config: Config) -> dict:
 
         console.progress.stop()
         loggers.close()
-    summary = _finish(config, run_dir, checkpoints, state, tokenizer)
+    del learner, model, sampler  # the merged model's retention is measured after these are freed
+    summary = _finish(config, run_dir, checkpoints, state, tokenizer, retention_set)
     print(f"report: {write_report(run_dir, pngs=False)} (PNG charts: grpo report {run_dir})")
     return summary
 
@@ -472,7 +489,7 @@ def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict
     checkpoint.prune_checkpoints(checkpoints, keep)
 
 
-def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, tokenizer) -> dict:
+def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, tokenizer, retention_set: list) -> dict:
     before, after = state["before"], state["last_eval"]
     summary = {f"{key}_before": before[key] for key in before if key.startswith("pass@")}
     summary |= {f"{key}_after": after[key] for key in after if key.startswith("pass@")}
@@ -483,12 +500,17 @@ def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, token
         chosen = state["best"]
         summary |= {f"{key}_best": chosen[key] for key in chosen if key.startswith(("pass@", "select/pass@"))}
         summary |= {"best_checkpoint": str(best), "best_step": chosen["step"], "num_select_prompts": chosen["select/num_prompts"]}
+        summary |= {f"{key}_best": value for key, value in chosen.items() if key.startswith("retention/")}
     if config.train.merge_with_reference is not None and best is not None:
         from grpo_cli.export import merge_models
 
         merged = run_dir / "merged"
         merge_models(best, Path(config.model.name_or_path), config.train.merge_with_reference, merged)
         summary["merged_model"] = str(merged)
+        if retention_set:
+            merged_model = load_model(dataclasses.replace(config.model, name_or_path=str(merged)))
+            nll = response_nll(merged_model, retention_set, config.train.micro_batch_size, next(merged_model.parameters()).dtype)
+            summary |= {f"{key}_merged": value for key, value in retention_metrics(nll, before.get("retention/nll")).items()}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_results("GRPO: before and after", {"before": before, "after": after}, config.eval.pass_at)
     return summary

@@ -67,12 +67,17 @@ class Verifier:
 
 
 def build_verifier(cfg: VerifierConfig) -> Verifier:
-    """Check what can be checked in this process (the custom reward imports, the sandbox works), then start the workers."""
+    """Check what can be checked in this process, then start the workers."""
+    check_setup(cfg)
+    return Verifier(cfg)
+
+
+def check_setup(cfg: VerifierConfig) -> None:
+    """The custom reward imports and the code sandbox works, or a one-line error."""
     if cfg.rewards.custom:
         load_custom_reward(cfg.rewards.custom)
     if cfg.name == "code":
         check_sandbox_available()
-    return Verifier(cfg)
 
 
 def config_hash(cfg: VerifierConfig) -> str:

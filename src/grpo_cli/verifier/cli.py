@@ -1,5 +1,6 @@
 """`grpo verify INPUT.jsonl [overrides]`, `grpo verify --answer 18 --completion "..."` and
-`grpo verify --self-test [overrides]` (self_test.py: the training data's own answers must score 1).
+`grpo verify --self-test [overrides]` (self_test.py: the training data's own answers must score 1) and
+`grpo verify --edge-cases [overrides]` (edge_cases.py: hostile completions must score finitely, without a crash).
 
 One JSON line per row (reward, correct, extracted, reason, components) goes to --output or stdout, in
 input order; a summary (accuracy, parse failures, timeouts, errors, checks/s) goes to stderr. Rows are
@@ -32,6 +33,8 @@ def verify_command(args: argparse.Namespace, config: Config) -> None:
             raise GrpoError("--self-test checks the training data named by the config: give overrides, not INPUT.jsonl or --answer/--completion")
         print(check_verifier(config, load_examples(config, "train")))
         return
+    if args.edge_cases:
+        return edge_cases_command(args, config)
     completions, answers = _rows(args)
     with build_verifier(config.verifier) as verifier:
         start = time.perf_counter()
@@ -48,6 +51,20 @@ def verify_command(args: argparse.Namespace, config: Config) -> None:
     else:
         sys.stdout.write(lines)
     print(summary(scores, elapsed) + f"; verifier {identity}", file=sys.stderr)
+
+
+def edge_cases_command(args: argparse.Namespace, config: Config) -> None:
+    """Print the battery's table; exit 1 naming every failed case."""
+    from grpo_cli.verifier.edge_cases import failures_line, format_table, run_edge_cases
+
+    if args.input or args.answer is not None or args.completion is not None:
+        raise GrpoError("--edge-cases brings its own completions: give overrides, not INPUT.jsonl or --answer/--completion")
+    outcomes = run_edge_cases(config.verifier)
+    print(format_table(outcomes))
+    failed = failures_line(outcomes)
+    if failed:
+        raise GrpoError(failed)
+    print(f"all {len(outcomes)} edge cases passed", file=sys.stderr)
 
 
 def summary(scores: list[Score], elapsed_s: float) -> str:

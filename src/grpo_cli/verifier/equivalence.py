@@ -30,7 +30,7 @@ import logging
 from fractions import Fraction
 
 from math_verify import verify
-from sympy import Basic, Equality, Expr, Rational, cancel
+from sympy import Basic, Equality, Expr, Pow, Rational, cancel, preorder_traversal
 
 from grpo_cli.verifier.normalize import Answer, Choice, Expression, Items, Matrix, Number, Text, clean, squash
 
@@ -39,6 +39,7 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 DIGITS = 30  # evalf precision for constant expressions
 MAX_EXACT = 10**1000  # rational expressions up to this size are evaluated exactly (towers beyond it are not)
+MAX_EXPONENT = 10**6  # a power whose exponent is larger (10^10^10^10) is not evaluated: evalf would run for minutes
 
 
 def texts_match(pred: str, gold: str) -> bool:
@@ -116,6 +117,8 @@ def _expressions_match(pred: Basic, gold: Basic, rel_tol: float) -> bool:
     """At least one side is not a rational number: irrational constants, or symbolic answers."""
     if pred == gold:
         return True
+    if _astronomical(pred) or _astronomical(gold):
+        return False  # not a number anyone meant, and sympy would take minutes to compare it
     if isinstance(pred, Expr) and isinstance(gold, Expr) and pred.is_number and gold.is_number:
         try:
             p, g = pred.evalf(DIGITS), gold.evalf(DIGITS)
@@ -168,6 +171,22 @@ def _grid(answer: Answer) -> tuple[tuple[int, int] | str, tuple[Answer, ...]] | 
     entries = tuple(entry for row in answer.rows for entry in row)
     vector = len(answer.rows) == 1 or len(answer.rows[0]) == 1
     return ("vector" if vector else (len(answer.rows), len(answer.rows[0]))), entries
+
+
+def _astronomical(expr: Expr) -> bool:
+    """Whether a power in `expr` has an exponent beyond MAX_EXPONENT, judged from the exponent's own powers
+    without evaluating them (10^{10^{10}} is too large, 2^{10} is not)."""
+    return any(isinstance(node, Pow) and _exceeds(node.exp, MAX_EXPONENT) for node in preorder_traversal(expr))
+
+
+def _exceeds(expr: Basic, bound: int) -> bool:
+    """|expr| > bound for a rational, or a power of rationals whose size bound^(1/exponent) decides; False otherwise."""
+    if isinstance(expr, Rational):
+        return abs(expr) > bound
+    if isinstance(expr, Pow) and isinstance(expr.base, Rational) and abs(expr.base) > 1:
+        # base^e > bound  <=>  e > log(bound) / log(base); compare e against a small rational bound instead.
+        return _exceeds(expr.exp, max(1, int(bound).bit_length() // max(1, int(abs(expr.base)).bit_length() - 1)))
+    return False
 
 
 def _items_match(pred: Items, gold: Items, rel_tol: float) -> bool:

@@ -8,12 +8,15 @@ from grpo_cli.verifier.extract import extract_answer
 from grpo_cli.verifier.normalize import parse_answer
 from grpo_cli.verifier.score import Check
 
+# Answers come last: only a completion's last characters are searched, so a 1 MB ramble costs what 100 KB does.
+MAX_COMPLETION_CHARS = 100_000
+
 
 def check_math(completion: str, answer: str, cfg: VerifierConfig) -> Check:
     gold = parse_answer(answer)
     if gold is None:
         raise ValueError("the reference answer is empty")
-    extraction = extract_answer(completion, cfg.extract, cfg.marker)
+    extraction = extract_answer(completion[-MAX_COMPLETION_CHARS:], cfg.extract, cfg.marker)
     predicted = parse_answer(extraction.answer) if extraction else None
     if predicted is None:
         return Check(0.0, "no_answer")

@@ -89,10 +89,19 @@ class Scorer:
         return {"cfg": self.cfg, "_custom": None}  # workers import the custom function themselves
 
     def __call__(self, completion: str, answer: str, step: int, split: str) -> Score:
+        return compose(self.check(completion, answer, split), completion, answer, step, self.cfg.rewards, self.custom_reward())
+
+    def check(self, completion: str, answer: str, split: str) -> Check:
+        """The built-in verdict alone, before rewards are composed."""
+        if self.cfg.name == "code":
+            # The program goes to a UTF-8 file: what UTF-8 cannot hold (lone surrogates, left by undecodable
+            # bytes) becomes "?", so such a program fails to run instead of failing to be written.
+            program_text = completion.encode("utf-8", "replace").decode("utf-8")
+            return check_code(program_text, answer, split, self.cfg.sandbox, budget_s=self.cfg.timeout_s)
+        return check_math(completion, answer, self.cfg)
+
+    def custom_reward(self) -> CustomReward | None:
+        """verifier.rewards.custom, imported on first use (in the worker process)."""
         if self.cfg.rewards.custom and self._custom is None:
             self._custom = load_custom_reward(self.cfg.rewards.custom)
-        if self.cfg.name == "code":
-            check = check_code(completion, answer, split, self.cfg.sandbox, budget_s=self.cfg.timeout_s)
-        else:
-            check = check_math(completion, answer, self.cfg)
-        return compose(check, completion, answer, step, self.cfg.rewards, self._custom)
+        return self._custom

@@ -14,6 +14,8 @@ WARM_UP = [
     (r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}", "(1, 2)"),  # matrices, tuples
     (r"\boxed{x \ge 1}", r"[1, \infty)"),  # intervals
     ("FINAL: 1.45 kg", "1450 g"),  # units: imports pint and builds its registry
+    ("FINAL: 1/0", "42"),  # a parse that divides by zero
+    ("FINAL: 10^10^10^10", "42"),  # a power tower, refused unevaluated
 ]
 
 for completion, answer in WARM_UP:
