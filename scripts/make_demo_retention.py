@@ -17,7 +17,7 @@ ROWS = 64
 OUT = Path(__file__).resolve().parents[1] / "recipes" / "demo_retention.jsonl"
 
 if __name__ == "__main__":
-    train, _ = generate(compose(["recipe=demo"]).data)
+    train, _, _ = generate(compose(["recipe=demo"]).data)
     with OUT.open("w", encoding="utf-8", newline="\n") as f:
         for example in train[:ROWS]:
             f.write(json.dumps({"prompt": example.question, "response": example.solution}) + "\n")

@@ -86,7 +86,7 @@ def test_grpo_eval_of_a_lora_checkpoint_repeats_the_runs_figures(tiny_model, tmp
 def test_the_committed_demo_set_is_what_the_script_writes():
     from grpo_cli.data.harbor import generate
 
-    train_split, _ = generate(compose(["recipe=demo"]).data)
+    train_split, _, _ = generate(compose(["recipe=demo"]).data)
     rows = [json.loads(line) for line in DEMO_SET.read_text().splitlines()]
     assert rows == [{"prompt": ex.question, "response": ex.solution} for ex in train_split[:64]]
     assert compose(["recipe=demo"]).eval.retention_path == "recipes/demo_retention.jsonl"
