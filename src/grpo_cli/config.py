@@ -235,6 +235,7 @@ class TrainConfig:
     )
     max_nonfinite_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf steps in a row", **POSITIVE})
     log_groups_per_step: int = field(default=2, metadata={"help": "whole groups written to samples.jsonl per step", **NON_NEGATIVE})
+    dist_timeout_s: float = field(default=600.0, metadata={"help": "torchrun: how long a rank waits for the others before the run fails (a dead rank ends the run)", **POSITIVE})
 
 
 @dataclass
