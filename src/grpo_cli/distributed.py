@@ -23,8 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from grpo_cli.errors import ConfigError
+from grpo_cli.errors import ConfigError, GrpoError
 
 
 @dataclass(frozen=True)
@@ -89,15 +88,23 @@ def shutdown() -> None:
 
 @contextmanager
 def running(config) -> Iterator[World]:
-    """The process group for the duration of a command; an error on a rank is printed once, with its rank."""
-    current = setup(config)
+    """The process group for the duration of a command. Under torchrun each rank that fails prints its error
+    once, as one line naming the rank; a rank that loses a peer (dead, or silent past train.dist_timeout_s)
+    ends with an error too, instead of hanging."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
     try:
-        yield current
-    except BaseException as exc:
-        if current.size > 1:
-            # Each rank reports its own failure; ranks that only saw a peer die say so in one line too.
-            print(f"rank {current.rank}: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        yield setup(config)
+    except GrpoError as exc:
+        if size > 1:
+            raise type(exc)(f"rank {rank}: {exc}") from None
         raise
+    except dist.DistError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GrpoError(
+            f"rank {rank}: another rank failed or did not answer within train.dist_timeout_s="
+            f"{config.train.dist_timeout_s:g}s ({first_line})"
+        ) from None
     finally:
         shutdown()
 
@@ -107,11 +114,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def share(items: list, current: World | None = None) -> list:
-    """This rank's contiguous share of `items` (len(items) divides by the world size)."""
+def share(items, current: World | None = None):
+    """This rank's contiguous share of `items` (a list or tensor): equal shares, the first len % size ranks
+    one item more when the length does not divide."""
     current = current or world()
-    n = len(items) // current.size
-    return items[current.rank * n : (current.rank + 1) * n]
+    base, extra = divmod(len(items), current.size)
+    start = current.rank * base + min(current.rank, extra)
+    return items[start : start + base + (current.rank < extra)]
 
 
 def gather(items: list) -> list:
@@ -243,12 +252,3 @@ def load_sharded(template: dict[str, Any], directory) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(template, checkpoint_id=str(directory))
     return template
-
-
-def main_only(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` runs on rank 0 only (writing files, printing); other ranks get None."""
-
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs) if world().is_main else None
-
-    return wrapper

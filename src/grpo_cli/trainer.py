@@ -12,6 +12,8 @@
 
 Everything a run writes lives in train.output_dir: config.yaml, run.json (verifier identity), metrics.jsonl,
 samples.jsonl, evals.jsonl, checkpoints/, summary.json and, with train.merge_with_reference, merged/.
+Under torchrun (distributed.py) every rank runs this loop on its share of each step's prompts; rank 0 alone
+writes these files and prints.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from grpo_cli import checkpoint
+from grpo_cli import checkpoint, distributed
 from grpo_cli.algo.advantages import group_advantages
 from grpo_cli.algo.stats import group_stats
 from grpo_cli.config import Config
@@ -35,7 +37,7 @@ from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.metrics import completion_metrics, print_results
-from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
+from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
 from grpo_cli.verifier import build_verifier
@@ -78,23 +80,27 @@ class RunLog:
 
     def __init__(self, path: Path, truncate: bool):
         self.path = path
-        if truncate and path.exists():
+        self.writes = distributed.world().is_main  # the same records on every rank: rank 0 writes them
+        if self.writes and truncate and path.exists():
             path.unlink()
 
     def write(self, record: dict) -> None:
+        if not self.writes:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
     def drop_after(self, step: int) -> None:
         """On resume: forget records of steps the restored checkpoint never saw."""
-        if not self.path.exists():
+        if not self.writes or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in kept))
 
 
 def train_command(args, config: Config) -> None:
-    train(config)
+    with distributed.running(config):
+        train(config)
 
 
 def train(config: Config) -> dict:
@@ -114,7 +120,7 @@ def train(config: Config) -> dict:
 
     with build_verifier(config.verifier) as verifier:
         state = _start_or_resume(config, run_dir, checkpoints, learner, verifier)
-        sampler = build_sampler(config, learner.policy, tokenizer)
+        sampler = build_sampler(config, learner.full_model, tokenizer)
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
@@ -169,36 +175,48 @@ def train(config: Config) -> dict:
 
 
 def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> tuple[dict, list[dict]]:
-    """One GRPO step on a batch of prompts; returns the step's metrics and its groups for samples.jsonl."""
+    """One GRPO step on a batch of prompts; returns the step's metrics and its groups for samples.jsonl.
+
+    Under torchrun this rank samples, verifies and learns from its share of `examples` (distributed.share);
+    completions and scores are gathered, so advantages, group statistics and metrics are the global batch's.
+    """
     G = config.algorithm.group_size
     timings = {}
+    local_examples = distributed.share(examples)
+    # vLLM seeds prompt i with seed + i * G: offsetting by this rank's first prompt gives every prompt the seed
+    # it has in one process.
+    seed = config.train.seed * 100_003 + step + distributed.world().rank * len(local_examples) * G
 
     tic = time.perf_counter()
-    prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in examples]
-    groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed * 100_003 + step)
+    prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in local_examples]
+    groups = sampler.generate(prompt_ids, n=G, seed=seed)
     timings["time/sample_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    completions = [c for group in groups for c in group]
-    answers = [ex.answer for ex in examples for _ in range(G)]
-    scores = verifier.score([c.text for c in completions], answers, step=step)
+    answers = [ex.answer for ex in local_examples for _ in range(G)]
+    local_completions = [c for group in groups for c in group]
+    local_scores = verifier.score([c.text for c in local_completions], answers, step=step)
     timings["time/verify_s"] = time.perf_counter() - tic
+    scored = distributed.gather(list(zip(local_completions, local_scores)))
+    completions, scores = [c for c, _ in scored], [s for _, s in scored]
 
     rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
     advantages = group_advantages(rewards, G, config.algorithm.scale_rewards, config.algorithm.std_eps)
     stats = group_stats(rewards, G)
 
     tic = time.perf_counter()
-    batch = RolloutBatch.build(prompt_ids, groups, advantages)
+    batch = RolloutBatch.build(prompt_ids, groups, distributed.share(advantages))
     if config.algorithm.filter_zero_variance:
-        batch = batch.select(stats.keep_mask.repeat_interleave(G))
-    learn = learner.train_on(batch) if batch.size else learner.skipped_metrics()
+        batch = batch.select(distributed.share(stats.keep_mask).repeat_interleave(G))
+    kept = int(distributed.all_reduce([batch.size])[0])
+    learn = learner.train_on(batch) if kept else learner.skipped_metrics()
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    if batch.size and not learn["nonfinite"]:
-        sampler.sync_weights(learner.policy)
+    if kept and not learn["nonfinite"]:
+        sampler.sync_weights(learner.refresh_full_model())
     timings["time/sync_s"] = time.perf_counter() - tic
+    timings = distributed.reduce_metrics(timings, dict.fromkeys(timings, "max"))  # the slowest rank's
 
     generated_tokens = sum(len(c.token_ids) for c in completions)
     step_seconds = sum(timings.values())
@@ -207,8 +225,8 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
         **completion_metrics(completions, scores),
         "groups/any_positive_frac": stats.any_positive_frac,
         "groups/zero_variance_frac": stats.zero_variance_frac,
-        "groups/kept_frac": batch.size / len(completions),
-        "learn/skipped": float(not batch.size),
+        "groups/kept_frac": kept / len(completions),
+        "learn/skipped": float(not kept),
         "completions/max_new_tokens": config.sampler.max_new_tokens,
         **learn,
         **timings,
@@ -216,7 +234,8 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner) -> 
         "tokens_per_s": generated_tokens / step_seconds,
     }
     logged_groups = []
-    for g, (example, group) in enumerate(zip(examples, groups)):
+    all_groups = [completions[g * G : (g + 1) * G] for g in range(len(examples))]
+    for g, (example, group) in enumerate(zip(examples, all_groups)):
         members = range(g * G, (g + 1) * G)
         logged_groups.append({
             "prompt": example.question,
@@ -239,9 +258,11 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
                 f"{run_dir} already holds a run (last checkpoint {last.name}); add resume=true to continue it, "
                 "or set train.output_dir to a new folder"
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (run_dir / "run.json").write_text(json.dumps(identity, indent=2) + "\n")
+        if distributed.world().is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            (run_dir / "run.json").write_text(json.dumps(identity, indent=2) + "\n")
+        distributed.barrier()
         return fresh
     if last is None:
         raise ConfigError(f"resume=true but {checkpoints} has no checkpoint yet; drop resume=true to start the run")
@@ -254,15 +275,21 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier) -> dict:
             "in another train.output_dir"
         )
     saved = checkpoint.load_trainer_state(last)
-    load_checkpoint_weights(learner.policy, last)
-    learner.load_state_dict(saved["learner"])
+    learner.load_weights(last)
+    optimizer = checkpoint.load_sharded(last, {"optimizer": learner.state_dict()["optimizer"]})
+    learner.load_state_dict(saved["learner"] | optimizer)
     checkpoint.set_rng_state(saved["rng"])
     return saved["run"]
 
 
 def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict) -> None:
-    trainer_state = {"run": dict(state), "learner": learner.state_dict(), "rng": checkpoint.rng_state()}
-    path = checkpoint.save_checkpoint(checkpoints, step, learner.policy, tokenizer, trainer_state)
+    learner_state = learner.state_dict()
+    # The optimizer state (by parameter name, sharded under torchrun) goes through torch.distributed.checkpoint.
+    optimizer = {"optimizer": learner_state.pop("optimizer")}
+    trainer_state = {"run": dict(state), "learner": learner_state, "rng": checkpoint.rng_state()}
+    path = checkpoint.save_checkpoint(checkpoints, step, learner.full_model, tokenizer, trainer_state, optimizer)
+    if not distributed.world().is_main:
+        return
     best = state["best"]
     if best is not None and best["step"] == step:
         checkpoint.write_pointer(checkpoints / "best", path.name)
@@ -275,12 +302,15 @@ def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict
 
 def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, tokenizer) -> dict:
     before, after = state["before"], state["last_eval"]
+    distributed.barrier()  # rank 0's last checkpoint pointers are written
     summary = {f"{key}_before": before[key] for key in before if key.startswith("pass@")}
     summary |= {f"{key}_after": after[key] for key in after if key.startswith("pass@")}
     summary |= {"steps": state["step"], "num_eval_prompts": after["num_prompts"]}
     best = checkpoint.read_pointer(checkpoints, "best")
     if best is not None:
         summary |= {"best_checkpoint": str(best), "best_step": state["best"]["step"], "pass@1_best": state["best"]["pass@1"]}
+    if not distributed.world().is_main:
+        return summary
     if config.train.merge_with_reference is not None and best is not None:
         from grpo_cli.export import merge_models
 
@@ -300,7 +330,7 @@ class Console:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         # soft_wrap: a warning stays one line in logs and pipes, whatever the terminal width.
-        self.console = RichConsole(stderr=True, soft_wrap=True)
+        self.console = RichConsole(stderr=True, soft_wrap=True, quiet=not distributed.world().is_main)
         self.progress = Progress(
             TextColumn("[bold]grpo"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=self.console,
             transient=True,
