@@ -1,24 +1,35 @@
 """Data-parallel runs under torchrun on CPU (gloo): 2 ranks against 1 process on the same global batch."""
 
+import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import distributed_learner_worker as worker
+from conftest import TINY_RUN
+from grpo_cli import checkpoint
+from grpo_cli.cli import main
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
 
 
-def torchrun(args: list[str], nproc: int = 2, timeout: float = 240, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m torch.distributed.run --nproc-per-node nproc ARGS` with this checkout's source first."""
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1", **(env or {})}
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+ENV = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def torchrun(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node 2 ARGS` with this checkout's source first."""
+    return subprocess.run([*TORCHRUN, "--nproc-per-node=2", *args], env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +49,125 @@ def test_two_ranks_match_one_process_on_the_same_global_batch(case, two_rank_res
     assert one["weights"].keys() == two["weights"].keys()
     for name, weight in one["weights"].items():
         torch.testing.assert_close(two["weights"][name], weight, atol=5e-5, rtol=1e-4, msg=name)
+
+
+# --- grpo train under torchrun --------------------------------------------------------------------------------
+
+RUN = [
+    *TINY_RUN, "train.prompts_per_step=2", "algorithm.group_size=2", "sampler.max_new_tokens=8",
+    "eval.num_prompts=2", "train.save_every=1", "verifier.num_workers=1", "train.micro_batch_size=2",
+]
+
+
+def train_args(model: Path, out: Path, *extra: str) -> list[str]:
+    return ["-m", "grpo_cli", "train", *RUN, f"model.name_or_path={model}", f"train.output_dir={out}", *extra]
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def files(run: Path) -> set[str]:
+    """The run's files, optimizer shards counted as one (their number is the world size that wrote them)."""
+    return {re.sub(r"__\d+_\d+\.distcp$", "__*.distcp", str(p.relative_to(run))) for p in run.rglob("*") if p.is_file()}
+
+
+def optimizer_state(step_dir: Path, tmp_path: Path) -> dict:
+    """A checkpoint's optimizer state as one full dictionary, read with torch's own converter."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    out = tmp_path / f"{step_dir.parent.parent.name}-{step_dir.name}.pt"
+    dcp_to_torch_save(step_dir / checkpoint.SHARDED_DIR, out)
+    return torch.load(out, weights_only=False)["optimizer"]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """Two steps on 2 ranks and in 1 process, then one more step of each at the other world size."""
+    root = tmp_path_factory.mktemp("runs")
+    two, one = root / "two", root / "one"
+    result = torchrun(train_args(tiny_model, two, "train.max_steps=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    main(train_args(tiny_model, one, "train.max_steps=2")[2:])
+    shutil.copytree(two, root / "two_then_one")
+    shutil.copytree(one, root / "one_then_two")
+    main(train_args(tiny_model, root / "two_then_one", "train.max_steps=3", "resume=true")[2:])
+    result = torchrun(train_args(tiny_model, root / "one_then_two", "train.max_steps=3", "resume=true"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"two": two, "one": one, "two_then_one": root / "two_then_one", "one_then_two": root / "one_then_two"}
+
+
+def test_two_rank_run_writes_what_one_process_writes_and_transformers_loads_it(runs):
+    from transformers import AutoModelForCausalLM
+
+    assert files(runs["two"]) == files(runs["one"])
+    assert "checkpoints/step_000002/optimizer/__*.distcp" in files(runs["two"])
+    assert len(list((runs["two"] / "checkpoints/step_000002/optimizer").glob("*.distcp"))) == 2  # one per rank
+    assert [m["step"] for m in records(runs["two"] / "metrics.jsonl")] == [1, 2]
+    # The same global prompts at each step, whatever the world size.
+    prompts = {name: [s["prompt"] for s in records(runs[name] / "samples.jsonl")] for name in ("one", "two")}
+    assert prompts["two"] == prompts["one"] and len(prompts["one"]) == 4
+    model = AutoModelForCausalLM.from_pretrained(runs["two"] / "checkpoints/step_000002")
+    assert model.num_parameters() > 0
+
+
+@pytest.mark.parametrize("name, written_by", [("two_then_one", "two"), ("one_then_two", "one")])
+def test_resume_at_another_world_size_continues_step_data_and_optimizer(name, written_by, runs, tmp_path):
+    run = runs[name]
+    steps = records(run / "metrics.jsonl")
+    assert [m["step"] for m in steps] == [1, 2, 3]
+    assert steps[2]["epoch"] == pytest.approx(3 * 2 / 400)
+    # Step 3 sees the prompts the schedule gives step 3 at any world size, and not step 2's again.
+    step3 = {n: [s["prompt"] for s in records(runs[n] / "samples.jsonl") if s["step"] == 3] for n in ("two_then_one", "one_then_two")}
+    step2 = [s["prompt"] for s in records(run / "samples.jsonl") if s["step"] == 2]
+    assert step3["two_then_one"] == step3["one_then_two"] and step3[name] != step2
+    # The optimizer state written at step 2 by the other world size was loaded: AdamW counts 3 updates, and
+    # the steps 1-2 part of the run is the original's, byte for byte.
+    before = optimizer_state(runs[written_by] / "checkpoints/step_000002", tmp_path)
+    after = optimizer_state(run / "checkpoints/step_000003", tmp_path)
+    assert before.keys() == after.keys() and before["state"].keys() == after["state"].keys()
+    assert {float(s["step"]) for s in before["state"].values()} == {2.0}
+    assert {float(s["step"]) for s in after["state"].values()} == {3.0}
+    assert records(run / "metrics.jsonl")[:2] == records(runs[written_by] / "metrics.jsonl")
+
+
+
+def test_two_nodes_train_together_and_a_killed_rank_ends_the_other(tiny_model, tmp_path):
+    """Two `torchrun --nnodes 2 --nproc-per-node 1` launchers meet through c10d rendezvous on 127.0.0.1 and
+    train; once a step is checkpointed, node 1's worker is SIGKILLed. Node 0 must end with an error within
+    train.dist_timeout_s, and the last checkpoint must still load."""
+    from transformers import AutoModelForCausalLM
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out, timeout_s = tmp_path / "run", 30
+    launcher = [*TORCHRUN, "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=grpo-test"]
+    args = train_args(tiny_model, out, "train.max_steps=50", f"train.dist_timeout_s={timeout_s}")
+    nodes = [subprocess.Popen([*launcher, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        deadline = time.time() + 180
+        while checkpoint.read_pointer(out / "checkpoints", "last") is None and time.time() < deadline:
+            assert all(node.poll() is None for node in nodes), nodes[0].stderr.read()[-3000:]
+            time.sleep(0.2)
+        assert [m["step"] for m in records(out / "metrics.jsonl")][:1] == [1]  # a step, taken together
+        # Node 1's worker: the child of its launcher (the launchers themselves are alive and watching).
+        worker_pids = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(nodes[1].pid)], capture_output=True, text=True).stdout.split()]
+        killed_at = time.time()
+        for pid in worker_pids:
+            os.kill(pid, signal.SIGKILL)
+        codes = [node.wait(timeout=timeout_s + 60) for node in nodes]
+        ended_after = time.time() - killed_at
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert worker_pids and all(code != 0 for code in codes), codes
+    assert ended_after < timeout_s + 30
+    last = checkpoint.read_pointer(out / "checkpoints", "last")
+    assert last is not None and last.name < "step_000050"
+    assert checkpoint.load_trainer_state(last)["run"]["step"] == int(last.name.split("_")[1])
+    assert AutoModelForCausalLM.from_pretrained(last).num_parameters() > 0
+    assert optimizer_state(last, tmp_path)["state"]
