@@ -145,12 +145,12 @@ def test_two_nodes_train_together_and_a_killed_rank_ends_the_other(tiny_model, t
     launcher = [*TORCHRUN, "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
                 f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=grpo-test"]
     args = train_args(tiny_model, out, "train.max_steps=50", f"train.dist_timeout_s={timeout_s}")
-    nodes = [subprocess.Popen([*launcher, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    logs = [tmp_path / f"node{i}.log" for i in range(2)]
+    nodes = [subprocess.Popen([*launcher, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=log.open("w")) for log in logs]
     try:
         deadline = time.time() + 180
         while checkpoint.read_pointer(out / "checkpoints", "last") is None and time.time() < deadline:
-            assert all(node.poll() is None for node in nodes), nodes[0].stderr.read()[-3000:]
+            assert all(node.poll() is None for node in nodes), logs[0].read_text()[-3000:]
             time.sleep(0.2)
         assert [m["step"] for m in records(out / "metrics.jsonl")][:1] == [1]  # a step, taken together
         # Node 1's worker: the child of its launcher (the launchers themselves are alive and watching).
@@ -165,6 +165,7 @@ def test_two_nodes_train_together_and_a_killed_rank_ends_the_other(tiny_model, t
             if node.poll() is None:
                 node.kill()
     assert worker_pids and all(code != 0 for code in codes), codes
+    assert "error: rank 0: another rank failed or did not answer within train.dist_timeout_s=30s" in logs[0].read_text()
     assert ended_after < timeout_s + 30
     last = checkpoint.read_pointer(out / "checkpoints", "last")
     assert last is not None and last.name < "step_000050"

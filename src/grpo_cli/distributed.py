@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,7 +100,9 @@ def running(config) -> Iterator[World]:
         if size > 1:
             raise type(exc)(f"rank {rank}: {exc}") from None
         raise
-    except dist.DistError as exc:
+    except (dist.DistError, RuntimeError) as exc:
+        if size == 1 or not _lost_a_peer(exc):
+            raise
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GrpoError(
             f"rank {rank}: another rank failed or did not answer within train.dist_timeout_s="
@@ -107,6 +110,11 @@ def running(config) -> Iterator[World]:
         ) from None
     finally:
         shutdown()
+
+
+def _lost_a_peer(exc: BaseException) -> bool:
+    """A collective failed because another rank died or went silent (gloo raises plain RuntimeErrors)."""
+    return isinstance(exc, dist.DistError) or re.search(r"gloo|nccl|connection|timed out|timeout", str(exc), re.I) is not None
 
 
 def barrier() -> None:
