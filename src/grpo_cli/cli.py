@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--mean-prompt-tokens", type=_positive, metavar="N", help="mean prompt length (default 128)")
     plan.add_argument("--mean-completion-tokens", type=_positive, metavar="N",
                       help="mean completion length (default sampler.max_new_tokens / 2)")
+    plan.add_argument("--nproc", type=int, metavar="N",
+                      help="GPUs (torchrun ranks) the run shards over with FSDP2 (default: $WORLD_SIZE, else 1)")
     return parser
 
 

@@ -183,18 +183,21 @@ def _comm_device() -> torch.device:
 # --- the learner's model under FSDP2 -------------------------------------------------------------------------
 
 
-def shard(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def shard(model: torch.nn.Module, device: torch.device, trains: bool = True) -> torch.nn.Module:
     """`fully_shard` every decoder layer (the model's `_no_split_modules`) and then the root, in place.
 
-    Parameters stay in their dtype (fp32 master weights); on GPU forward and backward compute in bf16 and
-    gradients are reduced in fp32. Gradients are summed over ranks (divide factor 1): each rank's loss is its
-    share of the global batch loss already.
+    On GPU a model that `trains` is first cast to float32, so its shards and the optimizer state are float32
+    master weights (small updates are not rounded away); forward and backward compute in bf16 and gradients
+    are reduced in fp32 (MixedPrecisionPolicy). On CPU everything stays in the model's dtype. Gradients are
+    summed over ranks (divide factor 1): each rank's loss is its share of the global batch loss already.
     """
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layer_types = set(getattr(base, "_no_split_modules", None) or [])
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if device.type == "cuda" else MixedPrecisionPolicy()
+    if device.type == "cuda" and trains:
+        model.to(torch.float32)
     for module in model.modules():
         if type(module).__name__ in layer_types:
             fully_shard(module, mp_policy=mp)

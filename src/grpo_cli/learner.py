@@ -243,7 +243,7 @@ class Learner:
             self.full_model = copy.deepcopy(self.policy).requires_grad_(False)
             distributed.shard(self.policy, self.device)
             if self.reference is not None:
-                distributed.shard(self.reference, self.device)
+                distributed.shard(self.reference, self.device, trains=False)
         self.trainable_parameters = [p for p in self.policy.parameters() if p.requires_grad]
 
         opt = config.optimizer
