@@ -16,7 +16,7 @@ import torch
 
 import distributed_learner_worker as worker
 from conftest import TINY_RUN
-from grpo_cli import checkpoint
+from grpo_cli import checkpoint, distributed
 from grpo_cli.cli import main
 
 TESTS = Path(__file__).resolve().parent
@@ -172,3 +172,28 @@ def test_two_nodes_train_together_and_a_killed_rank_ends_the_other(tiny_model, t
     assert checkpoint.load_trainer_state(last)["run"]["step"] == int(last.name.split("_")[1])
     assert AutoModelForCausalLM.from_pretrained(last).num_parameters() > 0
     assert optimizer_state(last, tmp_path)["state"]
+
+
+def test_prompts_per_step_must_divide_by_the_world_size(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *TINY_RUN, "train.prompts_per_step=3", "algorithm.group_size=4", "train.micro_batch_size=4"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: rank 0: train.prompts_per_step=3 must divide by the world size 2 (every rank takes the same share "
+        "of prompts); use a multiple of it"
+    )
+
+
+def test_only_train_runs_under_torchrun(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sft", *TINY_RUN])
+    assert exit_info.value.code == 1
+    assert "grpo sft runs in one process" in capsys.readouterr().err
+
+
+def test_shares_cover_every_item_once_in_order():
+    items = list(range(7))
+    shares = [distributed.share(items, distributed.World(rank=r, size=3)) for r in range(3)]
+    assert shares == [[0, 1, 2], [3, 4], [5, 6]]

@@ -178,6 +178,8 @@ def run(argv: list[str]) -> None:
         return _print_config(args)
     if args.command == "recipes":
         return _print_recipes(args)
+    if args.command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise GrpoError(f"grpo {args.command} runs in one process; of the commands only train runs under torchrun")
     # The configuration is validated before the handler's module imports torch, so a mistake is reported at once.
     config = _config(args) if hasattr(args, "overrides") else None
     module, function = HANDLERS[args.command].split(":")
