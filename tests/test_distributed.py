@@ -132,6 +132,19 @@ def test_resume_at_another_world_size_continues_step_data_and_optimizer(name, wr
 
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc: no procps needed)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def test_two_nodes_train_together_and_a_killed_rank_ends_the_other(tiny_model, tmp_path):
     """Two `torchrun --nnodes 2 --nproc-per-node 1` launchers meet through c10d rendezvous on 127.0.0.1 and
     train; once a step is checkpointed, node 1's worker is SIGKILLed. Node 0 must end with an error within
@@ -154,7 +167,7 @@ def test_two_nodes_train_together_and_a_killed_rank_ends_the_other(tiny_model, t
             time.sleep(0.2)
         assert [m["step"] for m in records(out / "metrics.jsonl")][:1] == [1]  # a step, taken together
         # Node 1's worker: the child of its launcher (the launchers themselves are alive and watching).
-        worker_pids = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(nodes[1].pid)], capture_output=True, text=True).stdout.split()]
+        worker_pids = children(nodes[1].pid)
         killed_at = time.time()
         for pid in worker_pids:
             os.kill(pid, signal.SIGKILL)
