@@ -103,7 +103,14 @@ def test_two_rank_run_writes_what_one_process_writes_and_transformers_loads_it(r
     assert files(runs["two"]) == files(runs["one"])
     assert "checkpoints/step_000002/optimizer/__*.distcp" in files(runs["two"])
     assert len(list((runs["two"] / "checkpoints/step_000002/optimizer").glob("*.distcp"))) == 2  # one per rank
-    assert [m["step"] for m in records(runs["two"] / "metrics.jsonl")] == [1, 2]
+    two_metrics, one_metrics = records(runs["two"] / "metrics.jsonl"), records(runs["one"] / "metrics.jsonl")
+    assert [m["step"] for m in two_metrics] == [1, 2]
+    assert [m.keys() for m in two_metrics] == [m.keys() for m in one_metrics]
+    # Metrics and evals are the global batch's and the whole eval set's, not rank 0's share.
+    for m in two_metrics:  # samples.jsonl logs both groups of a step (one from each rank)
+        rewards = [r for group in records(runs["two"] / "samples.jsonl") if group["step"] == m["step"] for r in group["rewards"]]
+        assert len(rewards) == 4 and m["reward/mean"] == pytest.approx(sum(rewards) / 4)
+    assert [(e["step"], e["num_prompts"], e["num_samples"]) for e in records(runs["two"] / "evals.jsonl")] == [(0, 2, 2), (2, 2, 2)]
     # The same global prompts at each step, whatever the world size.
     prompts = {name: [s["prompt"] for s in records(runs[name] / "samples.jsonl")] for name in ("one", "two")}
     assert prompts["two"] == prompts["one"] and len(prompts["one"]) == 4
