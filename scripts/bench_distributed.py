@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+PHASES = ("time/sample_s", "time/verify_s", "time/learn_s", "time/sync_s")
 RUN = [
     "recipe=demo", "data.num_train=400", "data.num_eval=40", "sampler.max_new_tokens=32", "algorithm.group_size=4",
     "train.micro_batch_size=8", "verifier.rewards.length_penalty=5.0", "eval.pass_at=[1]", "eval.num_prompts=2",
@@ -32,8 +33,10 @@ def steps_per_second(launcher: list[str], model: Path, out: Path, steps: int, pr
     args = [*RUN, f"model.name_or_path={model}", f"train.output_dir={out}", f"train.max_steps={steps}",
             f"train.prompts_per_step={prompts}"]
     subprocess.run([*launcher, "-m", "grpo_cli", "train", *args], env=env, check=True, capture_output=True)
-    times = [json.loads(line)["time/step_s"] for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
-    return len(times) / sum(times)
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
+    phases = "  ".join(f"{key.removeprefix('time/')} {sum(m[key] for m in steps) / len(steps):.3f}" for key in PHASES)
+    print(f"  {'1 process' if len(launcher) == 1 else '2 ranks  '}  mean s/step: {phases}")
+    return len(steps) / sum(m["time/step_s"] for m in steps)
 
 
 def main() -> None:
