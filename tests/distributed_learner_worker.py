@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py, in one process or under torchrun: 3 learner steps on one global batch of
 16 completions for each loss_agg x (full fine-tuning, LoRA); rank 0 saves losses, gradient norms and the
 final weights to argv[1]. Rank 0 takes completions 0-9 and rank 1 10-15, so the ranks run different numbers
-of micro-batches (4 per micro-batch: 3 against 2) and the padding path runs too."""
+of micro-batches (4 per micro-batch: 3 against 2) and the padding path runs too; in the last case rank 1 has
+no completion at all (as when algorithm.filter_zero_variance drops all of its groups)."""
 
 import sys
 
@@ -14,8 +15,9 @@ from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.sampler.base import Completion
 from transformers import LlamaConfig, LlamaForCausalLM
 
-CASES = [(loss_agg, lora) for loss_agg in ("seq_mean", "token_mean", "seq_sum_norm") for lora in (False, True)]
-SPLIT = 10  # rank 0's completions of the 16, under 2 ranks
+# (loss_agg, LoRA, rank 0's completions of the 16 under 2 ranks)
+CASES = [(loss_agg, lora, 10) for loss_agg in ("seq_mean", "token_mean", "seq_sum_norm") for lora in (False, True)]
+CASES.append(("token_mean", False, 16))
 GROUP_SIZE = 4
 
 
@@ -53,10 +55,10 @@ def config(loss_agg: str, lora: bool) -> Config:
     return cfg
 
 
-def run(loss_agg: str, lora: bool, rank: int, size: int) -> dict:
+def run(loss_agg: str, lora: bool, split: int, rank: int, size: int) -> dict:
     learner = Learner(config(loss_agg, lora), tiny_llama(), total_steps=3)
     batch = global_batch()
-    rows = slice(0, 16) if size == 1 else (slice(0, SPLIT) if rank == 0 else slice(SPLIT, 16))
+    rows = slice(0, 16) if size == 1 else (slice(0, split) if rank == 0 else slice(split, 16))
     local = batch.select(rows)
     steps = [learner.train_on(local) for _ in range(3)]
     weights = {name: p.detach().clone() for name, p in learner.refresh_full_model().named_parameters()}

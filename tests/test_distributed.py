@@ -40,7 +40,7 @@ def two_rank_results(tmp_path_factory) -> dict:
     return torch.load(out, weights_only=False)
 
 
-@pytest.mark.parametrize("case", worker.CASES, ids=[f"{agg}-{'lora' if lora else 'full'}" for agg, lora in worker.CASES])
+@pytest.mark.parametrize("case", worker.CASES, ids=[f"{agg}-{'lora' if lora else 'full'}-{split}" for agg, lora, split in worker.CASES])
 def test_two_ranks_match_one_process_on_the_same_global_batch(case, two_rank_results):
     one, two = worker.run(*case, rank=0, size=1), two_rank_results[case]
     for key in ("loss", "grad_norm", "kl", "ratio_min", "entropy"):
