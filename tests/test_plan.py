@@ -10,7 +10,7 @@ from grpo_cli.cli import main
 from grpo_cli.compose import compose
 from grpo_cli.config import DataConfig
 from grpo_cli.errors import ConfigError, GrpoError
-from grpo_cli.plan import KNOWN_CONFIGS, ModelShape, compute_budget, count_train_prompts, estimate_memory, model_shape
+from grpo_cli.plan import GiB, KNOWN_CONFIGS, ModelShape, compute_budget, count_train_prompts, estimate_memory, model_shape
 
 MiB = 1024**2
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, vocab_size=96)
@@ -178,3 +178,32 @@ def test_bfloat16_full_finetuning_counts_float32_master_weights_and_the_autocast
     assert memory.components["autocast copy"] == params * 2
     learner = 4 * params * 4 + params * 2 + memory.components["activations"] + memory.components["logits"] + params * 2
     assert memory.peak == learner + round(0.5 * 4 * MiB)
+
+
+def test_memory_per_gpu_under_fsdp2_by_hand(tiny_dir):
+    """Full fine-tuning of the tiny model on 4 GPUs: float32 shards of the weights, gradients and AdamW moments,
+    the reference's bf16 shards, two gathered bf16 layers plus embeddings, and each rank's sampler copy."""
+    config = compose(["recipe=demo", f"model.name_or_path={tiny_dir}", "model.lora.enabled=false",
+                      "algorithm.kl_coef=0.1", "model.dtype=bfloat16"])
+    shape, _ = model_shape(str(tiny_dir))
+    single = estimate_memory(config, shape, 100, 80 * GiB)
+    sharded = estimate_memory(config, shape, 100, 80 * GiB, nproc=4)
+    P = shape.num_params
+    layer = sum(i * o for i, o in shape.linears().values())
+    assert sharded.components["policy weights"] == P * 4 // 4
+    assert sharded.components["reference"] == P * 2 // 4
+    assert sharded.components["gradients"] == P * 4 // 4
+    assert sharded.components["optimizer state"] == 2 * P * 4 // 4
+    assert sharded.components["gathered layers"] == (P - shape.num_layers * layer + 2 * layer) * 2
+    assert sharded.components["sampler copy"] == P * 2
+    assert sharded.components["activations"] == single.components["activations"]
+    resident = sum(sharded.components[k] for k in ("policy weights", "reference", "gradients", "optimizer state",
+                                                   "gathered layers", "sampler copy"))
+    learner = resident + sharded.components["activations"] + sharded.components["logits"]
+    assert sharded.peak == max(resident + sharded.components["generate KV cache"], learner)
+
+
+def test_plan_nproc_on_the_cli(capsys):
+    main(["plan", "recipe=harbor_math", "model.lora.enabled=false", "--nproc", "8"])
+    out = capsys.readouterr().out
+    assert "per GPU of 8, FSDP2" in out and "/ 8 GPUs (FSDP2 shards)" in out and "sampler copy" in out

@@ -2,11 +2,15 @@
 
 Layout under <run>/checkpoints/:
   step_000010/          the policy (a model directory, or a LoRA adapter directory), tokenizer,
-                        and trainer_state.pt (step, optimizer, scheduler, RNG, health monitor history, best eval so far)
+                        trainer_state.pt (step, scheduler, RNG, health monitor history, best eval so far) and
+                        optimizer/, the optimizer state by parameter name in torch.distributed.checkpoint's
+                        format (one file per rank that wrote it; readable at any world size)
   last, best            one-line files naming the step directory; replaced atomically
 
 A checkpoint is first written to `step_000010.tmp/` and renamed into place once complete; the pointer
-files are rewritten with os.replace. Readers therefore only ever see complete checkpoints.
+files are rewritten with os.replace. Readers therefore only ever see complete checkpoints. Under torchrun
+rank 0 writes the policy (gathered whole), the tokenizer, trainer_state.pt and the pointers, every rank its
+shards of optimizer/ in parallel, and rank 0 renames the directory once all have finished.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from pathlib import Path
 
 import torch
 
+from grpo_cli import distributed
 from grpo_cli.errors import GrpoError
 
 STATE_FILE = "trainer_state.pt"
+SHARDED_DIR = "optimizer"
 
 
 def step_dir_name(step: int) -> str:
@@ -55,20 +61,36 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(checkpoints: Path, step: int, model, tokenizer, trainer_state: dict) -> Path:
-    """Write the policy and trainer state for `step`, then point `last` at it."""
-    checkpoints.mkdir(parents=True, exist_ok=True)
+def save_checkpoint(checkpoints: Path, step: int, model, tokenizer, trainer_state: dict, sharded: dict) -> Path:
+    """Write the policy, trainer state and `sharded` (the optimizer state) for `step`, then point `last` at
+    it. Under torchrun every rank calls this together."""
     final = checkpoints / step_dir_name(step)
     tmp = checkpoints / (final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save(trainer_state, tmp / STATE_FILE)
-    if final.exists():  # a re-run of this step after a resume: the old copy is replaced whole
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    write_pointer(checkpoints / "last", final.name)
+    main = distributed.world().is_main
+    if main:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save(trainer_state, tmp / STATE_FILE)
+    distributed.barrier()
+    distributed.save_sharded(sharded, tmp / SHARDED_DIR)
+    distributed.barrier()
+    if main:
+        if final.exists():  # a re-run of this step after a resume: the old copy is replaced whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_pointer(checkpoints / "last", final.name)
+    distributed.barrier()
     return final
+
+
+def load_sharded(checkpoint: Path, template: dict) -> dict:
+    """`template` (this world size's optimizer state, e.g. {"optimizer": ...}) filled from the checkpoint's
+    optimizer/, whatever world size wrote it."""
+    if not (checkpoint / SHARDED_DIR).is_dir():
+        raise GrpoError(f"checkpoint {checkpoint} has no {SHARDED_DIR}/ (written by an older grpo-cli?); resume from a newer one")
+    return distributed.load_sharded(template, checkpoint / SHARDED_DIR)
 
 
 def load_trainer_state(checkpoint: Path) -> dict:

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--mean-prompt-tokens", type=_positive, metavar="N", help="mean prompt length (default 128)")
     plan.add_argument("--mean-completion-tokens", type=_positive, metavar="N",
                       help="mean completion length (default sampler.max_new_tokens / 2)")
+    plan.add_argument("--nproc", type=int, metavar="N",
+                      help="GPUs (torchrun ranks) the run shards over with FSDP2 (default: $WORLD_SIZE, else 1)")
     preflight = command("preflight", "sample training prompts x G from the starting model: enough signal to learn? how long?")
     preflight.add_argument("--strict", action="store_true", help="exit 1 when too few groups have a positive reward")
     doctor = command("doctor", "versions, devices, vLLM, code sandbox, free disk: can this configuration run here?")
@@ -202,6 +204,8 @@ def run(argv: list[str]) -> None:
         return _print_config(args)
     if args.command == "recipes":
         return _print_recipes(args)
+    if args.command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise GrpoError(f"grpo {args.command} runs in one process; of the commands only train runs under torchrun")
     # The configuration is validated before the handler's module imports torch, so a mistake is reported at once.
     config = _config(args) if hasattr(args, "overrides") else None
     module, function = HANDLERS[args.command].split(":")

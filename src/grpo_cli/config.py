@@ -297,6 +297,7 @@ class TrainConfig:
         default_factory=list, metadata={"help": "also log to these (local files in the run dir; each an optional extra)"}
     )
     max_initial_mismatch: float = field(default=0.05, metadata={"help": "warn when step-1 sampler/learner log-prob mismatch exceeds this (nats per token)", **POSITIVE})
+    dist_timeout_s: float = field(default=600.0, metadata={"help": "torchrun: how long a rank waits for the others before the run fails (a dead rank ends the run)", **POSITIVE})
 
 
 @dataclass

@@ -12,6 +12,7 @@ import json
 from contextlib import closing
 from pathlib import Path
 
+from grpo_cli import distributed
 from grpo_cli.algo.passk import mean_pass_at_k
 from grpo_cli.config import Config
 from grpo_cli.data import Example
@@ -26,17 +27,22 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     Returns pass@k for each k in eval.pass_at and for k = 1 (checkpoint selection and the health checks
     read it) whether listed or not, num_prompts, num_samples, temperature, and the completion statistics of
     grpo_cli.metrics over all prompts x n completions (the names training steps use).
+    Under torchrun each rank samples and verifies its share of the prompts (distributed.share) and the
+    results are gathered: every rank returns the figures of the whole eval set.
     """
     examples = examples[: config.eval.num_prompts]
     if not examples:
         raise GrpoError(f"no eval prompts: the eval split of data={config.data.name} is empty")
     n = config.eval_num_samples
     temperature = config.sampler.temperature if config.eval.temperature is None else config.eval.temperature
-    prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in examples]
-    groups = sampler.generate(prompt_ids, n=n, seed=seed, temperature=temperature)
+    mine = distributed.share(examples)
+    prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in mine]
+    groups = sampler.generate(prompt_ids, n=n, seed=seed, temperature=temperature) if mine else []
     completions = [completion for group in groups for completion in group]
-    answers = [example.answer for example in examples for _ in range(n)]
+    answers = [example.answer for example in mine for _ in range(n)]
     scores = verifier.score([completion.text for completion in completions], answers, split="eval")
+    scored = distributed.gather(list(zip(completions, scores)))
+    completions, scores = [completion for completion, _ in scored], [score for _, score in scored]
 
     num_correct = [sum(score.correct for score in scores[i * n : (i + 1) * n]) for i in range(len(examples))]
     results: dict = {f"pass@{k}": mean_pass_at_k(num_correct, n, k) for k in sorted({1, *config.eval.pass_at})}

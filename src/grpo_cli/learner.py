@@ -25,14 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from grpo_cli import distributed
 from grpo_cli.algo.loss import BatchTotals, high_entropy_mask, loss_mask, merge_metrics, policy_loss
 from grpo_cli.config import Config, LoraConfig
 from grpo_cli.errors import GrpoError
-from grpo_cli.models import compute_autocast
+from grpo_cli.models import compute_autocast, load_checkpoint_weights
 from grpo_cli.sampler.base import Completion
 
 # Any valid token id: padded positions are masked out of attention and of the loss.
 PAD_ID = 0
+# How each policy metric combines over micro-batches and over ranks (the rest are shares of a sum).
+METRIC_REDUCTIONS = {"ratio/min": "min", "ratio/max": "max", "logprob_mismatch/max": "max"}
 # Tokens whose full-vocabulary fp32 log-softmax exists at once (a 152k vocabulary: 0.6 GB per 1024 tokens).
 LOGPROB_CHUNK_TOKENS = 1024
 
@@ -260,6 +263,11 @@ class Learner:
     adapter disabled. Otherwise every weight trains and the reference is a frozen copy of `model` as given,
     made only when algorithm.kl_coef > 0.
 
+    Under torchrun (distributed.py) the policy and the reference are sharded with FSDP2 and `full_model` is
+    an unsharded copy of the policy for the sampler, refreshed by `refresh_full_model`; in one process
+    `full_model` is the policy itself. Every method is then called by all ranks together, each with its own
+    share of the batch; losses, gradients and metrics are those of the global batch.
+
     total_steps (training steps, for the cosine schedule) and optimizer.warmup_steps count training steps;
     the num_iterations updates of one training step share its learning rate. The schedule advances once per
     `train_on` call, that is per training step, whether its updates were applied or skipped (non-finite, or
@@ -290,6 +298,12 @@ class Learner:
         if not self.lora and self.algorithm.kl_coef > 0:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         self.policy = add_lora(model, config.model.lora) if self.lora else model.float()
+        self.full_model = self.policy
+        if distributed.world().size > 1:
+            self.full_model = copy.deepcopy(self.policy).requires_grad_(False)
+            distributed.shard(self.policy, self.device)
+            if self.reference is not None:
+                distributed.shard(self.reference, self.device, trains=False)
         self.trainable_parameters = [p for p in self.policy.parameters() if p.requires_grad]
 
         opt = config.optimizer
@@ -379,7 +393,8 @@ class Learner:
         """
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.backward(batch)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters, self.max_grad_norm).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters, self.max_grad_norm)
+        grad_norm = distributed.full_tensor(grad_norm).item()
         finite = math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         if finite:
@@ -395,10 +410,12 @@ class Learner:
         """
         self.policy.train()
         batch = batch.to(self.device)
-        totals = BatchTotals.of(loss_mask(batch.completion_mask, batch.truncated, self.algorithm), self.generation_budget)
-        num_completion_tokens = max(int(batch.completion_mask.sum()), 1)
+        mask = loss_mask(batch.completion_mask, batch.truncated, self.algorithm)
+        totals = distributed.global_totals(BatchTotals.of(mask, self.generation_budget))
+        num_completion_tokens = max(int(distributed.all_reduce([int(batch.completion_mask.sum())])[0]), 1)
         parts = []
-        for micro in batch.micro_batches(self.micro_batch_size):
+        micro_batches, _ = self._micro_batches(batch)
+        for micro in micro_batches:
             with self._autocast():
                 logp, entropy = completion_logprobs(self.policy, micro, self.temperature, self.top_k, self.top_p)
             loss, metrics = policy_loss(
@@ -421,19 +438,46 @@ class Learner:
             metrics["logprob_mismatch/mean"] = mismatch.sum() / num_completion_tokens
             metrics["logprob_mismatch/max"] = mismatch.max()
             parts.append(metrics)
-        advantages = batch.advantages
-        return merge_metrics(parts) | {
+        advantages = torch.tensor(distributed.gather(batch.advantages.tolist()))
+        return distributed.reduce_metrics(merge_metrics(parts), METRIC_REDUCTIONS) | {
             "advantage/mean": advantages.mean().item(),
-            "advantage/std": advantages.std().item() if batch.size > 1 else 0.0,
+            "advantage/std": advantages.std().item() if len(advantages) > 1 else 0.0,
         }
 
     def state_dict(self) -> dict:
-        """Optimizer and schedule state, for resuming."""
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        """Optimizer and schedule state, for resuming. The optimizer state is keyed by parameter name, its
+        tensors this rank's shards (distributed.save_sharded writes it at any world size, load_sharded reads
+        it back at any other)."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return {"optimizer": get_optimizer_state_dict(self.policy, self.optimizer), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+
+    def load_weights(self, directory) -> None:
+        """A checkpoint's trained weights (models.load_checkpoint_weights) into the policy, and its shards."""
+        load_checkpoint_weights(self.full_model, directory)
+        if self.full_model is not self.policy:
+            distributed.scatter_from(self.policy, self.full_model)
+
+    def refresh_full_model(self) -> torch.nn.Module:
+        """`full_model` with the policy's current weights (gathered from the shards one tensor at a time)."""
+        if self.full_model is not self.policy:
+            distributed.copy_into(self.full_model, self.policy)
+        return self.full_model
+
+    def _micro_batches(self, batch: RolloutBatch) -> tuple[list[RolloutBatch], int]:
+        """`batch`'s micro-batches and how many of them are real: under FSDP every rank must run as many
+        forward and backward passes, so ranks with fewer get masked-out padding micro-batches, which run the
+        model and add nothing to the loss, the gradient or the metrics."""
+        micro_batches = batch.micro_batches(self.micro_batch_size)
+        real = len(micro_batches)
+        most = int(distributed.all_reduce([real], "max")[0])
+        return micro_batches + [_padding_batch(batch)] * (most - real), real
 
     def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] completion log-probs and entropies (0 at padding) in eval mode (no dropout), micro-batch by
@@ -442,14 +486,34 @@ class Learner:
         model.eval()
         batch = batch.to(self.device)
         T = batch.completion_mask.shape[1]
-        logps, entropies = [], []
-        for micro in batch.micro_batches(self.micro_batch_size):
+        logps, entropies = [torch.zeros((0, T), device=self.device)], [torch.zeros((0, T), device=self.device)]
+        micro_batches, real = self._micro_batches(batch)
+        for micro in micro_batches:
             with self._autocast():
                 logp, entropy = completion_logprobs(model, micro, self.temperature, self.top_k, self.top_p)
             for tensor, parts in ((logp, logps), (entropy, entropies)):
                 parts.append(F.pad(tensor.masked_fill(~micro.completion_mask, 0.0), (0, T - tensor.shape[1])))
         model.train(was_training)
-        return torch.cat(logps), torch.cat(entropies)
+        return torch.cat(logps[: real + 1]), torch.cat(entropies[: real + 1])
 
     def _autocast(self) -> torch.autocast:
         return compute_autocast(self.device, self.compute_dtype)
+
+
+def _padding_batch(batch: RolloutBatch) -> RolloutBatch:
+    """One completion of one token with an empty loss mask, shaped like `batch`'s rows (see _micro_batches)."""
+    device = batch.input_ids.device
+
+    def zeros_like_row(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else torch.zeros((1, 1), dtype=tensor.dtype, device=device)
+
+    return RolloutBatch(
+        input_ids=torch.full((1, 2), PAD_ID, dtype=torch.long, device=device),
+        attention_mask=torch.ones((1, 2), dtype=torch.long, device=device),
+        completion_mask=torch.zeros((1, 1), dtype=torch.bool, device=device),
+        advantages=torch.zeros(1, device=device),
+        sampler_logprobs=torch.zeros((1, 1), device=device),
+        truncated=torch.zeros(1, dtype=torch.bool, device=device),
+        old_logprobs=zeros_like_row(batch.old_logprobs),
+        ref_logprobs=zeros_like_row(batch.ref_logprobs),
+    )

@@ -29,6 +29,13 @@ length of a micro-batch; T = train.micro_batch_size x S tokens):
     vLLM              gpu_memory_utilization x GPU: its own copy of the weights, the rest KV cache at
                       2 x L x kv x b per token (or the weights + sampler.kv_cache_gb when that is set)
     hf generate       KV cache of sampler.batch_size sequences of S tokens
+With N > 1 GPUs (--nproc, or torchrun's WORLD_SIZE) the learner runs under FSDP2 (distributed.py), per GPU:
+    policy weights    params x 4 / N (float32 shards; bf16 compute)
+    reference         params x b / N when there is one
+    trainable         its float32 shards: trainable x 4 / N, and so gradients and optimizer state
+    gathered layers   (embeddings + 2 decoder layers) x 2: the unsharded bf16 weights of the layer being
+                      computed and the one being prefetched
+    sampler copy      params x b: each rank's unsharded copy of the policy for its own sampler
 Peak = resident (weights .. optimizer state) + learner phase (activations + logits + autocast copy) + sampler
 memory, or the larger of (resident + sampler) and (resident + learner phase) when the two phases do not overlap (vLLM
 sleep mode, or generation with the policy's own weights through transformers).
@@ -39,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,9 +230,12 @@ def activation_bytes(config: Config, shape: ModelShape, tokens: float, dtype_byt
     return round(tokens * saved * dtype_bytes)
 
 
-def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: int) -> MemoryEstimate:
+def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: int, nproc: int = 1) -> MemoryEstimate:
+    """The memory of one GPU of `nproc` (module docstring)."""
     model, lora, sampler = config.model, config.model.lora, config.sampler
     b = DTYPE_BYTES[shape.dtype if model.dtype == "auto" else model.dtype]
+    if nproc > 1:
+        return _sharded(estimate_memory(config, shape, mean_prompt, gpu), config, shape, b, nproc)
     weights = shape.num_params * b
     if lora.enabled:
         components = {"policy weights": weights}
@@ -283,6 +294,33 @@ def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: 
     return MemoryEstimate(components, notes, kv_cache // kv_per_token, phases_overlap, peak, gpu)
 
 
+def _sharded(single: MemoryEstimate, config: Config, shape: ModelShape, b: int, nproc: int) -> MemoryEstimate:
+    """`single` (the one-process estimate) with the learner's state sharded over `nproc` GPUs by FSDP2."""
+    components, notes = dict(single.components), dict(single.notes)
+    shards = f"/ {nproc} GPUs (FSDP2 shards)"
+    components["policy weights"] = shape.num_params * 4 // nproc
+    notes["policy weights"] = f"{_count(shape.num_params)} parameters x 4 bytes (float32) {shards}"
+    components["reference"] //= nproc
+    if components["reference"]:
+        notes["reference"] += f" {shards}"
+    trainable = "LoRA parameters" if config.model.lora.enabled else None
+    scale = 1 if trainable else 4 / b  # full fine-tuning trains the float32 shards
+    for name in filter(None, (trainable, "gradients", "optimizer state")):
+        components[name] = round(components[name] * scale / nproc)
+        notes[name] = notes[name].replace(f"x {b} bytes", "x 4 bytes (float32)") + f" {shards}"
+    layer = sum(n_in * n_out for n_in, n_out in shape.linears().values())
+    embeddings = shape.num_params - shape.num_layers * layer
+    components["gathered layers"] = (embeddings + 2 * layer) * 2
+    notes["gathered layers"] = "bf16 embeddings + the layer computed and the one prefetched"
+    components["sampler copy"] = shape.num_params * b
+    notes["sampler copy"] = "each rank's unsharded policy copy for its sampler"
+    resident = sum(size for name, size in components.items() if name not in ("activations", "logits") and not name.startswith(("vLLM", "generate")))
+    learner = resident + components["activations"] + components["logits"]
+    sampling = components.get("vLLM KV cache", 0) + components.get("vLLM weights", 0) + components.get("generate KV cache", 0)
+    peak = learner + sampling if single.phases_overlap else max(resident + sampling, learner)
+    return MemoryEstimate(components, notes, single.kv_cache_tokens, single.phases_overlap, peak, single.gpu)
+
+
 def gpu_memory(gib: float | None) -> tuple[int, str]:
     """Total GPU memory in bytes and where the number came from."""
     if gib is not None:
@@ -316,7 +354,10 @@ def plan_command(args: argparse.Namespace, config: Config) -> None:
     else:
         mean_prompt, prompt_source = args.mean_prompt_tokens, "--mean-prompt-tokens"
     budget = compute_budget(config, train_prompts, mean_prompt, mean_completion)
-    memory = estimate_memory(config, shape, mean_prompt, gpu)
+    nproc = args.nproc or int(os.environ.get("WORLD_SIZE", "1"))
+    if nproc < 1:
+        raise GrpoError(f"--nproc {nproc}: the number of GPUs must be >= 1")
+    memory = estimate_memory(config, shape, mean_prompt, gpu, nproc)
     train, algorithm = config.train, config.algorithm
 
     print(f"plan for {config.recipe or 'the default config'}: {config.model.name_or_path} ({shape_source})")
@@ -336,7 +377,8 @@ def plan_command(args: argparse.Namespace, config: Config) -> None:
     print(f"  learner tokens     {budget.learner_tokens:,} ({_count(budget.learner_tokens)}): "
           f"{budget.tokens_per_pass:,} prompt+completion tokens x ({' + '.join(passes)})")
 
-    print(f"\nmemory (GiB; GPU {gpu / GiB:.1f} GiB, {gpu_source})")
+    per_gpu = f"per GPU of {nproc}, FSDP2; " if nproc > 1 else ""
+    print(f"\nmemory (GiB; {per_gpu}GPU {gpu / GiB:.1f} GiB, {gpu_source})")
     for name, size in memory.components.items():
         print(f"  {name:<22}{size / GiB:>7.2f}  {memory.notes[name]}")
     if config.sampler.name == "vllm":

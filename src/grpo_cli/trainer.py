@@ -17,6 +17,8 @@ the best checkpoint), so the figures reported for the best checkpoint are not th
 
 Everything a run writes lives in train.output_dir: config.yaml, run.json (verifier identity), metrics.jsonl,
 samples.jsonl, evals.jsonl, checkpoints/, summary.json and, with train.merge_with_reference, merged/.
+Under torchrun (distributed.py) every rank runs this loop on its share of each step's prompts; rank 0 alone
+writes these files and prints.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Collection
 import torch
 import yaml
 
-from grpo_cli import checkpoint
+from grpo_cli import checkpoint, distributed
 from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.algo.rewards import overlong_penalty, per_component_rewards
 from grpo_cli.algo.stats import group_stats, zero_variance_groups
@@ -46,7 +48,7 @@ from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.loggers import RunLoggers, check_installed
 from grpo_cli.metrics import completion_metrics, print_results
-from grpo_cli.models import load_checkpoint_weights, load_model, load_tokenizer
+from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.preflight import format_report, run_preflight
 from grpo_cli.report import write_report
@@ -115,23 +117,27 @@ class RunLog:
 
     def __init__(self, path: Path, truncate: bool):
         self.path = path
-        if truncate and path.exists():
+        self.writes = distributed.world().is_main  # the same records on every rank: rank 0 writes them
+        if self.writes and truncate and path.exists():
             path.unlink()
 
     def write(self, record: dict) -> None:
+        if not self.writes:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
     def drop_after(self, step: int) -> None:
         """On resume: forget records of steps the restored checkpoint never saw."""
-        if not self.path.exists():
+        if not self.writes or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in kept))
 
 
 def train_command(args, config: Config) -> None:
-    train(config)
+    with distributed.running(config):
+        train(config)
 
 
 def train(config: Config) -> dict:
@@ -166,7 +172,7 @@ def train(config: Config) -> dict:
 
     with build_verifier(config.verifier) as verifier, ExitStack() as stack:
         state = _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor)
-        sampler = stack.enter_context(closing(build_sampler(config, learner.policy, tokenizer)))
+        sampler = stack.enter_context(closing(build_sampler(config, learner.full_model, tokenizer)))
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
@@ -260,27 +266,35 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
     With algorithm.filter_zero_variance and max_resample_rounds (DAPO dynamic sampling), while fewer than
     train.prompts_per_step groups have rewards that differ, round r = 1, 2, ... samples the prompts
     `resample(r)` as well; the first prompts_per_step such groups train.
+
+    Under torchrun each rank samples and verifies its share of each round's prompts (distributed.share) and
+    the groups are gathered, so advantages, group statistics and metrics are the global batch's; each rank
+    then learns from its share of the trained groups.
     """
     G = config.algorithm.group_size
     timings = {"time/sample_s": 0.0, "time/verify_s": 0.0}
+    world = distributed.world()
     step_examples, prompt_ids, groups, scores, latencies_s = [], [], [], [], []
     for resample_round in range(config.algorithm.max_resample_rounds + 1):
         if resample_round:
             examples = resample(resample_round)
+        local_examples = distributed.share(examples)
         tic = time.perf_counter()
-        round_prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in examples]
+        local_prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in local_examples]
         seed_parts = (config.train.seed, "train", step) + (("resample", resample_round) if resample_round else ())
-        round_groups = sampler.generate(round_prompt_ids, n=G, seed=sampling_seed(*seed_parts))
+        seed_parts += ("rank", world.rank) if world.size > 1 else ()
+        local_groups = sampler.generate(local_prompt_ids, n=G, seed=sampling_seed(*seed_parts))
         timings["time/sample_s"] += time.perf_counter() - tic
 
         tic = time.perf_counter()
-        answers = [ex.answer for ex in examples for _ in range(G)]
-        scores += verifier.score([c.text for group in round_groups for c in group], answers, step=step)
+        answers = [ex.answer for ex in local_examples for _ in range(G)]
+        local_scores = verifier.score([c.text for group in local_groups for c in group], answers, step=step)
         timings["time/verify_s"] += time.perf_counter() - tic
-        latencies_s += verifier.latencies_s
+        scores += distributed.gather(local_scores)
+        latencies_s += distributed.gather(list(verifier.latencies_s))
         step_examples += examples
-        prompt_ids += round_prompt_ids
-        groups += round_groups
+        prompt_ids += distributed.gather(local_prompt_ids)
+        groups += distributed.gather(local_groups)
         completions = [c for group in groups for c in group]
         shaped = shaped_rewards(config, scores, completions, step)
         varied = ~zero_variance_groups(shaped, G)
@@ -303,15 +317,17 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
         batch = RolloutBatch.build(
             [prompt_ids[g] for g in trained], [groups[g] for g in trained], advantages[trained_completions]
         )
-        learn = learner.train_on(batch)
+        # This rank's share of the trained groups, whole groups (all of them in one process).
+        learn = learner.train_on(batch.select(distributed.share(torch.arange(batch.size).view(-1, G)).reshape(-1)))
     else:
         learn = learner.skip_step()
     timings["time/learn_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     if len(trained) and learn["nonfinite"] < 1.0:  # some update changed the policy (skipped ones leave it as it was)
-        sampler.sync_weights(learner.policy)
+        sampler.sync_weights(learner.refresh_full_model())
     timings["time/sync_s"] = time.perf_counter() - tic
+    timings = distributed.reduce_metrics(timings, dict.fromkeys(timings, "max"))  # the slowest rank's
 
     generated_tokens = sum(len(c.token_ids) for c in completions)
     step_seconds = sum(timings.values())
@@ -408,9 +424,11 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -
                 f"{run_dir} already holds a run (last checkpoint {last.name}); add resume=true to continue it, "
                 "or set train.output_dir to a new folder"
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (run_dir / "run.json").write_text(json.dumps(identity, indent=2) + "\n")
+        if distributed.world().is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            (run_dir / "run.json").write_text(json.dumps(identity, indent=2) + "\n")
+        distributed.barrier()
         return fresh
     if last is None:
         raise ConfigError(f"resume=true but {checkpoints} has no checkpoint yet; drop resume=true to start the run")
@@ -423,8 +441,9 @@ def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -
             "in another train.output_dir"
         )
     saved = checkpoint.load_trainer_state(last)
-    load_checkpoint_weights(learner.policy, last)
-    learner.load_state_dict(saved["learner"])
+    learner.load_weights(last)
+    optimizer = checkpoint.load_sharded(last, {"optimizer": learner.state_dict()["optimizer"]})
+    learner.load_state_dict(saved["learner"] | optimizer)
     checkpoint.set_rng_state(saved["rng"])
     monitor.load_state_dict(saved["monitor"])
     return saved["run"]
@@ -475,10 +494,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict, monitor: RunMonitor) -> None:
+    learner_state = learner.state_dict()
+    # The optimizer state (by parameter name, sharded under torchrun) goes through torch.distributed.checkpoint.
+    optimizer = {"optimizer": learner_state.pop("optimizer")}
     trainer_state = {
-        "run": dict(state), "learner": learner.state_dict(), "rng": checkpoint.rng_state(), "monitor": monitor.state_dict()
+        "run": dict(state), "learner": learner_state, "rng": checkpoint.rng_state(), "monitor": monitor.state_dict()
     }
-    path = checkpoint.save_checkpoint(checkpoints, step, learner.policy, tokenizer, trainer_state)
+    path = checkpoint.save_checkpoint(checkpoints, step, learner.full_model, tokenizer, trainer_state, optimizer)
+    if not distributed.world().is_main:
+        return
     best = state["best"]
     if best is not None and best["step"] == step:
         checkpoint.write_pointer(checkpoints / "best", path.name)
@@ -491,6 +515,7 @@ def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict
 
 def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, tokenizer, retention_set: list) -> dict:
     before, after = state["before"], state["last_eval"]
+    distributed.barrier()  # rank 0's last checkpoint pointers are written
     summary = {f"{key}_before": before[key] for key in before if key.startswith("pass@")}
     summary |= {f"{key}_after": after[key] for key in after if key.startswith("pass@")}
     summary |= {"steps": state["step"], "num_eval_prompts": after["num_prompts"]}
@@ -501,6 +526,8 @@ def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, token
         summary |= {f"{key}_best": chosen[key] for key in chosen if key.startswith(("pass@", "select/pass@"))}
         summary |= {"best_checkpoint": str(best), "best_step": chosen["step"], "num_select_prompts": chosen["select/num_prompts"]}
         summary |= {f"{key}_best": value for key, value in chosen.items() if key.startswith("retention/")}
+    if not distributed.world().is_main:
+        return summary
     if config.train.merge_with_reference is not None and best is not None:
         from grpo_cli.export import merge_models
 
@@ -524,7 +551,7 @@ class Console:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         # soft_wrap: a warning stays one line in logs and pipes, whatever the terminal width.
-        self.console = RichConsole(stderr=True, soft_wrap=True)
+        self.console = RichConsole(stderr=True, soft_wrap=True, quiet=not distributed.world().is_main)
         self.progress = Progress(
             TextColumn("[bold]grpo"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=self.console,
             transient=True,
