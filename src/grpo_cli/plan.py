@@ -304,10 +304,12 @@ def _sharded(single: MemoryEstimate, config: Config, shape: ModelShape, b: int, 
     if components["reference"]:
         notes["reference"] += f" {shards}"
     trainable = "LoRA parameters" if config.model.lora.enabled else None
-    scale = 1 if trainable else 4 / b  # full fine-tuning trains the float32 shards
-    for name in filter(None, (trainable, "gradients", "optimizer state")):
-        components[name] = round(components[name] * scale / nproc)
-        notes[name] = notes[name].replace(f"x {b} bytes", "x 4 bytes (float32)") + f" {shards}"
+    for name in filter(None, (trainable, "gradients", "optimizer state")):  # float32 already (master weights)
+        components[name] = components[name] // nproc
+        notes[name] += f" {shards}"
+    # FSDP's mixed precision casts the layer being computed: the gathered layers below, not a whole copy.
+    components.pop("autocast copy", None)
+    notes.pop("autocast copy", None)
     layer = sum(n_in * n_out for n_in, n_out in shape.linears().values())
     embeddings = shape.num_params - shape.num_layers * layer
     components["gathered layers"] = (embeddings + 2 * layer) * 2
