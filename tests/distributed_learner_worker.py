@@ -9,7 +9,7 @@ import sys
 import torch
 
 from grpo_cli import distributed
-from grpo_cli.algo.advantages import group_advantages
+from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.config import AlgorithmConfig, Config
 from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.sampler.base import Completion
@@ -39,7 +39,7 @@ def global_batch() -> RolloutBatch:
             for n in lengths
         ])
     rewards = torch.rand(len(prompts) * GROUP_SIZE, generator=gen)
-    return RolloutBatch.build(prompts, groups, group_advantages(rewards, GROUP_SIZE, "group", 1e-6))
+    return RolloutBatch.build(prompts, groups, compute_advantages(rewards, AlgorithmConfig(group_size=GROUP_SIZE, std_eps=1e-6)))
 
 
 def config(loss_agg: str, lora: bool) -> Config:

@@ -520,6 +520,17 @@ def _type_text(tp: Any) -> str:
     return _type_name(tp)
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a config dict by the dotted keys that overrides use."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def suggest_key(dotted: str) -> str:
     """`algorithm.group_sise` -> ' Did you mean group_size?' (or '' when nothing is close)."""
     cls: Any = Config

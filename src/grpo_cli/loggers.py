@@ -17,6 +17,7 @@ import os
 import re
 from pathlib import Path
 
+from grpo_cli.config import flatten
 from grpo_cli.errors import GrpoError
 
 SAMPLE_COLUMNS = ("step", "prompt", "answer", "completion", "reward", "reason", "advantage")
@@ -30,15 +31,9 @@ def check_installed(report_to: list[str]) -> None:
             raise GrpoError(f"train.report_to includes {name} but it is not installed; pip install 'grpo-cli[{name}]'")
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists become their JSON text (hyperparameters are scalars)."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[prefix + key] = json.dumps(value) if isinstance(value, (list, tuple)) else value
-    return flat
+def hyperparameters(config: dict) -> dict:
+    """The config by dotted key, lists as their JSON text (hyperparameters are scalars)."""
+    return {key: json.dumps(value) if isinstance(value, (list, tuple)) else value for key, value in hyperparameters(config).items()}
 
 
 def numbers(record: dict, prefix: str = "") -> dict[str, float]:
@@ -78,7 +73,7 @@ class TensorBoardLogger(Logger):
     def hyperparameters(self, config: dict) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        flat = {key: ("null" if value is None else value) for key, value in flatten(config).items()}
+        flat = {key: ("null" if value is None else value) for key, value in hyperparameters(config).items()}
         # add_hparams would open a second run folder; these three summaries go to this run's own file.
         for summary in hparams(flat, {}):
             self.writer.file_writer.add_summary(summary)
@@ -133,7 +128,7 @@ class MlflowLogger(Logger):
     def hyperparameters(self, config: dict) -> None:
         from mlflow.entities import Param
 
-        params = [Param(key, str(value)) for key, value in flatten(config).items()]
+        params = [Param(key, str(value)) for key, value in hyperparameters(config).items()]
         for start in range(0, len(params), 100):  # the store takes at most 100 params a batch
             self.client.log_batch(self.run_id, params=params[start : start + 100])
 

@@ -41,7 +41,7 @@ from grpo_cli import checkpoint, distributed
 from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.algo.rewards import overlong_penalty, per_component_rewards
 from grpo_cli.algo.stats import group_stats, zero_variance_groups
-from grpo_cli.config import Config
+from grpo_cli.config import Config, flatten
 from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
@@ -467,7 +467,7 @@ def config_changes(started: dict, now: dict) -> dict[str, tuple]:
     """{dotted key: (value the run started with, value now)} for every setting that differs, `resume`
     aside. Raises ConfigError, naming the key and both values, when one decides which prompts each step
     sees (DATA_ORDER_KEYS and every data.* key): the resumed steps would train on other data."""
-    before, after = _flatten(started), _flatten(now)
+    before, after = flatten(started), flatten(now)
     changed = {
         key: (before.get(key, "<unset>"), after.get(key, "<unset>"))
         for key in sorted(before.keys() | after.keys())
@@ -481,16 +481,6 @@ def config_changes(started: dict, now: dict) -> dict[str, tuple]:
             "start a new run in another train.output_dir"
         )
     return changed
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _save(checkpoints: Path, step: int, learner: Learner, tokenizer, state: dict, monitor: RunMonitor) -> None:
