@@ -209,6 +209,17 @@ def shard(model: torch.nn.Module, device: torch.device, trains: bool = True) -> 
     return model
 
 
+def reshard(model: torch.nn.Module) -> None:
+    """Put `model`'s sharded parameters back in place. FSDP2 leaves the root module's parameters unsharded after
+    a forward pass (it expects the backward pass next); after a forward without one (eval, retention) the
+    optimizer's parameters would not be the model's and its state could not be named."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """A sharded (DTensor) parameter or gradient norm gathered whole; a plain tensor as it is."""
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

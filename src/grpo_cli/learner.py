@@ -450,6 +450,7 @@ class Learner:
         it back at any other)."""
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
+        distributed.reshard(self.policy)
         return {"optimizer": get_optimizer_state_dict(self.policy, self.optimizer), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:

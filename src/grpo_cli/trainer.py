@@ -153,10 +153,14 @@ def train(config: Config) -> dict:
     train_examples = load_examples(config, "train")
     eval_examples = load_examples(config, "eval")
     select_examples = load_examples(config, "select")
-    print(check_verifier(config, train_examples), file=sys.stderr)
+    main = distributed.world().is_main  # under torchrun only rank 0 prints and writes the run's files
+    self_test = check_verifier(config, train_examples)
     # Hostile completions before any model loads: a custom reward that crashes on one stops the run here.
-    for line in check_at_start(config.verifier):
-        print(f"warning: {line}", file=sys.stderr)
+    edge_case_warnings = check_at_start(config.verifier)
+    if main:
+        print(self_test, file=sys.stderr)
+        for line in edge_case_warnings:
+            print(f"warning: {line}", file=sys.stderr)
     tokenizer = load_tokenizer(config.model.name_or_path)
     retention_set = load_retention_set(config, tokenizer)
     model = load_model(config.model)
@@ -178,11 +182,12 @@ def train(config: Config) -> dict:
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
         for log in (metrics_log, samples_log, evals_log):
             log.drop_after(state["step"])
-        loggers = RunLoggers(config.train.report_to, run_dir, config.to_dict())
+        loggers = RunLoggers(config.train.report_to if main else [], run_dir, config.to_dict())
         if config.train.preflight and state["step"] == 0:
             report = run_preflight(config, train_examples, len(eval_examples[: config.eval.num_prompts]), tokenizer,
                                    sampler, verifier, learner)
-            print(format_report(report), file=sys.stderr)
+            if main:
+                print(format_report(report), file=sys.stderr)
         console = Console(total_steps, state["step"])
         console.warn(resume_warnings, state["step"])
 
@@ -204,7 +209,8 @@ def train(config: Config) -> dict:
             console.eval_line(step, results, config.eval.pass_at)
             console.warn(warnings, step)
             loggers.eval(step, results)
-            write_report(run_dir, pngs=False)
+            if main:
+                write_report(run_dir, pngs=False)
             return results
 
         if state["before"] is None:
@@ -256,7 +262,8 @@ def train(config: Config) -> dict:
         loggers.close()
     del learner, model, sampler  # the merged model's retention is measured after these are freed
     summary = _finish(config, run_dir, checkpoints, state, tokenizer, retention_set)
-    print(f"report: {write_report(run_dir, pngs=False)} (PNG charts: grpo report {run_dir})")
+    if main:
+        print(f"report: {write_report(run_dir, pngs=False)} (PNG charts: grpo report {run_dir})")
     return summary
 
 
