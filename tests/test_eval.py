@@ -147,6 +147,9 @@ def test_eval_json_defaults_to_the_run_directory(model_dir, eval_file, tmp_path,
     main(eval_args(model_dir, eval_file, f"train.output_dir={tmp_path / 'run'}", "eval.num_samples=2", pass_at="1"))
     results = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert results["num_samples"] == 2 and "pass@1" in results
+    # Not a terminal: the progress of sampling, then verifying, as plain lines.
+    progress = [line.split(",")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("eval: ")]
+    assert progress == ["eval: 1/2 (50%)", "eval: 2/2 (100%)"]
 
 
 def test_lora_checkpoint_loads_base_plus_adapter(model_dir, tokenizer, tmp_path):

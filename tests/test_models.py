@@ -88,3 +88,29 @@ def test_head_dim_below_64_is_rejected_before_building():
         "error: model.tiny.hidden_size=256, model.tiny.num_heads=8: head_dim = hidden_size / num_heads must be a "
         "whole number >= 64 (vLLM on CPU needs it)\n"
     )
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_checkpoint_weights_may_omit_only_a_tied_lm_head(tmp_path, tied):
+    from safetensors.torch import load_file, save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from grpo_cli.errors import GrpoError
+    from grpo_cli.models import load_checkpoint_weights
+
+    def model() -> LlamaForCausalLM:
+        config = LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                             num_attention_heads=1, num_key_value_heads=1, tie_word_embeddings=tied)
+        return LlamaForCausalLM(config)
+
+    model().save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights.pop("lm_head.weight", None)  # transformers leaves a tied lm_head out anyway
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    restored = model()
+    if tied:
+        load_checkpoint_weights(restored, tmp_path)
+        assert torch.equal(restored.lm_head.weight, weights["model.embed_tokens.weight"])
+    else:
+        with pytest.raises(GrpoError, match=r"missing \['lm_head.weight'\]"):
+            load_checkpoint_weights(restored, tmp_path)

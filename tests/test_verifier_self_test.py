@@ -28,8 +28,9 @@ def test_harbor_gold_answers_and_solutions_all_score_one(capsys):
 
 @pytest.mark.skipif(not (GSM8K_DIR / "train.jsonl").exists(), reason="GSM8K is not at ../shared/data/gsm8k")
 def test_gsm8k_gold_answers_and_solutions_all_score_one(tmp_path, capsys):
-    first_rows = (GSM8K_DIR / "train.jsonl").read_text().splitlines()[:300]  # the whole split: ~10 s
+    first_rows = (GSM8K_DIR / "train.jsonl").read_text().splitlines()[:500]  # the whole split: ~10 s
     (tmp_path / "train.jsonl").write_text("\n".join(first_rows) + "\n")
+    # The last data.num_select = 200 rows are the select split, not training data: 300 rows are checked.
     code, line = self_test(["recipe=gsm8k", f"data.train_path={tmp_path / 'train.jsonl'}"], capsys)
     assert (code, line) == (0, "verifier self-test: 600/600 gold answers and reference solutions score 1 (100.0%, verifier.self_test_min=0.99)")
 
@@ -69,7 +70,7 @@ def test_code_solutions_must_pass_their_tests(tmp_path, capsys):
     ]
     path = tmp_path / "code.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    code, line = self_test(["data=jsonl", f"data.train_path={path}", "verifier=code"], capsys)
+    code, line = self_test(["data=jsonl", f"data.train_path={path}", f"data.select_path={path}", "verifier=code"], capsys)
     assert code != 0
     assert line.startswith("error: verifier self-test: 2/3 gold answers and reference solutions score 1 (66.7% < verifier.self_test_min=0.99): 1 failed, e.g. wrong solution ")
     assert "-> wrong" in line

@@ -21,7 +21,7 @@ from grpo_cli.errors import GrpoError
 from grpo_cli.metrics import completion_metrics, print_results
 
 
-def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Config, seed: int) -> dict:
+def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Config, seed: int, progress=None) -> dict:
     """Sample n = config.eval_num_samples per prompt (the first eval.num_prompts), verify, summarize.
 
     Returns pass@k for each k in eval.pass_at and for k = 1 (checkpoint selection and the health checks
@@ -38,9 +38,13 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     mine = distributed.share(examples)
     prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in mine]
     groups = sampler.generate(prompt_ids, n=n, seed=seed, temperature=temperature) if mine else []
+    if progress:  # `grpo eval`'s bar: sampling, then verifying
+        progress.advance()
     completions = [completion for group in groups for completion in group]
     answers = [example.answer for example in mine for _ in range(n)]
     scores = verifier.score([completion.text for completion in completions], answers, split="eval")
+    if progress:
+        progress.advance()
     scored = distributed.gather(list(zip(completions, scores)))
     completions, scores = [completion for completion, _ in scored], [score for _, score in scored]
 
@@ -70,6 +74,7 @@ def _retention(config: Config, model, tokenizer) -> dict[str, float]:
 def eval_command(args: argparse.Namespace, config: Config) -> None:
     from grpo_cli.data.loaders import load_examples
     from grpo_cli.models import load_model, load_tokenizer
+    from grpo_cli.progress import Progress
     from grpo_cli.sampler import build_sampler
     from grpo_cli.sampler.base import sampling_seed
     from grpo_cli.verifier import build_verifier
@@ -78,7 +83,9 @@ def eval_command(args: argparse.Namespace, config: Config) -> None:
     model, tokenizer = load_model(config.model), load_tokenizer(config.model.name_or_path)
     with closing(build_sampler(config, model, tokenizer)) as sampler, build_verifier(config.verifier) as verifier:
         # The seeds of a training run's eval at step 0: `grpo eval` of the starting model repeats pass@k_before.
-        results = evaluate(sampler, tokenizer, examples, verifier, config, seed=sampling_seed(config.train.seed, "eval", 0))
+        seed = sampling_seed(config.train.seed, "eval", 0)
+        with Progress("eval", 2) as progress:  # sampling, then verifying
+            results = evaluate(sampler, tokenizer, examples, verifier, config, seed=seed, progress=progress)
     if config.eval.retention_path:
         results |= _retention(config, model, tokenizer)
     results["model"] = config.model.name_or_path

@@ -118,13 +118,15 @@ def merge_models(a_dir: str | Path, b_dir: str | Path, weight: float, out_dir: s
     for name in ("config.json", "generation_config.json", "model.safetensors.index.json"):
         if (a.model_dir / name).is_file():
             shutil.copyfile(a.model_dir / name, out_dir / name)
-    for shard, names in a.shards.items():
-        merged = (
-            (weight * tensor_a.float() + (1.0 - weight) * b.tensor(name).float()).to(tensor_a.dtype)
-            for name in names
-            for tensor_a in [a.tensor(name)]
-        )
-        _write_safetensors(out_dir / shard, {name: (a.dtypes[name], a.shapes[name]) for name in names}, merged)
+    with Progress("merge", len(a.shards)) as progress:
+        for shard, names in a.shards.items():
+            merged = (
+                (weight * tensor_a.float() + (1.0 - weight) * b.tensor(name).float()).to(tensor_a.dtype)
+                for name in names
+                for tensor_a in [a.tensor(name)]
+            )
+            _write_safetensors(out_dir / shard, {name: (a.dtypes[name], a.shapes[name]) for name in names}, merged)
+            progress.advance()
     _save_tokenizer(a_dir, out_dir)
 
 

@@ -33,7 +33,7 @@ def check_installed(report_to: list[str]) -> None:
 
 def hyperparameters(config: dict) -> dict:
     """The config by dotted key, lists as their JSON text (hyperparameters are scalars)."""
-    return {key: json.dumps(value) if isinstance(value, (list, tuple)) else value for key, value in hyperparameters(config).items()}
+    return {key: json.dumps(value) if isinstance(value, (list, tuple)) else value for key, value in flatten(config).items()}
 
 
 def numbers(record: dict, prefix: str = "") -> dict[str, float]:
