@@ -122,10 +122,8 @@ class RewardConfig:
     length_penalty: float = field(default=0.0, metadata={"help": "subtracted per 1,000 characters of completion", **NON_NEGATIVE})
     custom: Optional[str] = field(default=None, metadata={"help": "a reward function package.module:function, called as fn(completion, answer) -> float"})
     custom_weight: float = field(default=1.0, metadata={"help": "weight of the custom reward"})
-    normalize: Literal["none", "per_component"] = field(
-        default="none",
-        metadata={"help": "per_component: each component normalized within its group, then weighted and summed (algo/rewards.py); none: summed as they are"},
-    )
+    # per_component is TRL's multi-objective normalization (algo/rewards.py).
+    normalize: Literal["none", "per_component"] = field(default="none", metadata={"help": "per_component: each component normalized within its group, then weighted and summed; none: summed as they are"})
 
 
 @dataclass

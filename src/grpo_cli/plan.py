@@ -59,20 +59,17 @@ DEFAULT_MEAN_PROMPT_TOKENS = 128
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 MASTER_BYTES = 4  # trainable weights are float32 whatever model.dtype (learner.py); peft's adapters too
 
-# config.json excerpts of well-known models, keyed by the last part of their hub name.
+# config.json excerpts of well-known models (all bfloat16), keyed by the last part of their hub name.
+CONFIG_COLUMNS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                  "intermediate_size", "vocab_size", "tie_word_embeddings")
 KNOWN_CONFIGS = {
-    "Qwen2.5-0.5B-Instruct": dict(model_type="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                                  num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,
-                                  tie_word_embeddings=True, torch_dtype="bfloat16"),
-    "Qwen2.5-1.5B-Instruct": dict(model_type="qwen2", hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
-                                  num_key_value_heads=2, intermediate_size=8960, vocab_size=151936,
-                                  tie_word_embeddings=True, torch_dtype="bfloat16"),
-    "Qwen2.5-7B-Instruct": dict(model_type="qwen2", hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
-                                num_key_value_heads=4, intermediate_size=18944, vocab_size=152064,
-                                tie_word_embeddings=False, torch_dtype="bfloat16"),
-    "Llama-3.1-8B-Instruct": dict(model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-                                  num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
-                                  tie_word_embeddings=False, torch_dtype="bfloat16"),
+    name: dict(zip(CONFIG_COLUMNS, values), torch_dtype="bfloat16")
+    for name, values in {
+        "Qwen2.5-0.5B-Instruct": ("qwen2", 896, 24, 14, 2, 4864, 151936, True),
+        "Qwen2.5-1.5B-Instruct": ("qwen2", 1536, 28, 12, 2, 8960, 151936, True),
+        "Qwen2.5-7B-Instruct": ("qwen2", 3584, 28, 28, 4, 18944, 152064, False),
+        "Llama-3.1-8B-Instruct": ("llama", 4096, 32, 32, 8, 14336, 128256, False),
+    }.items()
 }
 LAYOUTS = ("llama", "mistral", "qwen2", "qwen3")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")

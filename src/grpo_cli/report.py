@@ -19,14 +19,10 @@ from pathlib import Path
 
 from grpo_cli.errors import GrpoError
 
-# Eval results before the rename to the training vocabulary used these names; reports read both.
-OLD_EVAL_NAMES = {
-    "reward/mean": "mean_reward",
-    "completions/truncated_frac": "truncation_rate",
-    "completions/len_mean": "mean_length",
-}
 # The page keeps the newest samples up to this much JSON, so a long run's page still opens quickly.
 MAX_SAMPLES_BYTES = 20_000_000
+# Eval results before the rename to the training vocabulary (see the README's changelog) used these names.
+OLD_EVAL_NAMES = {"reward/mean": "mean_reward", "completions/truncated_frac": "truncation_rate", "completions/len_mean": "mean_length"}
 
 
 @dataclass(frozen=True)
