@@ -7,7 +7,7 @@ inconsistent combinations with one-line errors that name the key, the value and 
 Batch sizes are named by what they count:
   train.prompts_per_step      prompts sampled per optimizer step
   completions per step      = train.prompts_per_step x algorithm.group_size
-  train.micro_batch_size      completions per learner forward/backward (gradient accumulation)
+  train.micro_batch_tokens    padded tokens per learner forward/backward (gradient accumulation)
 """
 
 from __future__ import annotations
@@ -269,6 +269,10 @@ class AlgorithmConfig:
     )
 
 
+# train.micro_batch_tokens=null: the budget of this many completions of the step's longest prompt + completion.
+AUTO_MICRO_BATCH_COMPLETIONS = 8
+
+
 @dataclass
 class TrainConfig:
     output_dir: str = field(default="", metadata={"help": "the run directory (empty: runs/<recipe>)"})
@@ -276,7 +280,10 @@ class TrainConfig:
     epochs: float = field(default=1.0, metadata={"help": "passes over the train prompts", **check(lambda v: v > 0, "epochs must be > 0 (fractions such as 1.5 allowed)")})
     max_steps: Optional[int] = field(default=None, metadata={"help": "stop after this many steps (null: epochs decide)", **POSITIVE_OR_NONE})
     prompts_per_step: int = field(default=16, metadata={"help": "prompts sampled per optimizer step", **POSITIVE})
-    micro_batch_size: int = field(default=8, metadata={"help": "completions per learner forward/backward; divides prompts_per_step x G", **POSITIVE})
+    micro_batch_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": f"padded tokens per learner forward/backward, completions packed by length (null: {AUTO_MICRO_BATCH_COMPLETIONS} completions of the step's longest prompt + completion)", **POSITIVE_OR_NONE},
+    )
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps", **check(lambda v: v >= 0, "must be >= 0 (0: only at start and end)")})
     save_every: int = field(default=10, metadata={"help": "checkpoint every N steps (and after every eval)", **POSITIVE})
     select_checkpoint_by: Literal["eval_pass@1"] = field(default="eval_pass@1", metadata={"help": "what picks the best checkpoint"})
@@ -335,10 +342,6 @@ class Config:
     preflight: PreflightConfig = field(default_factory=PreflightConfig, metadata={"help": "grpo preflight: is the task learnable from this model"})
 
     @property
-    def completions_per_step(self) -> int:
-        return self.train.prompts_per_step * self.algorithm.group_size
-
-    @property
     def eval_num_samples(self) -> int:
         return self.eval.num_samples or max(self.eval.pass_at)
 
@@ -354,12 +357,6 @@ class Config:
     def validate(self) -> None:
         if not self.train.output_dir:
             self.train.output_dir = f"runs/{self.recipe or 'default'}"
-        if self.completions_per_step % self.train.micro_batch_size:
-            raise ConfigError(
-                f"train.micro_batch_size={self.train.micro_batch_size}: must divide the completions per step, "
-                f"train.prompts_per_step x algorithm.group_size = {self.train.prompts_per_step} x "
-                f"{self.algorithm.group_size} = {self.completions_per_step}"
-            )
         for k in self.eval.pass_at:
             if k < 1 or k > self.eval_num_samples:
                 raise ConfigError(

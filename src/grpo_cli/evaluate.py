@@ -63,11 +63,11 @@ def _retention(config: Config, model, tokenizer) -> dict[str, float]:
     from grpo_cli.retention import load_retention_set, response_nll, retention_metrics
 
     pairs = load_retention_set(config, tokenizer)
-    nll = response_nll(model, pairs, config.train.micro_batch_size, next(model.parameters()).dtype)
+    nll = response_nll(model, pairs, config.train.micro_batch_tokens, next(model.parameters()).dtype)
     nll_start = None
     if is_adapter(config.model.name_or_path):
         base = load_model(dataclasses.replace(config.model, name_or_path=adapter_base(config.model.name_or_path)))
-        nll_start = response_nll(base, pairs, config.train.micro_batch_size, next(base.parameters()).dtype)
+        nll_start = response_nll(base, pairs, config.train.micro_batch_tokens, next(base.parameters()).dtype)
     return retention_metrics(nll, nll_start)
 
 

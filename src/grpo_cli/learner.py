@@ -8,8 +8,12 @@ The trainer hands it one generation batch at a time, `learner.train_on(RolloutBa
         metrics = learner.step(batch)
 
 Log-probs follow the sampler's convention (sampler/base.py): log_softmax(mask(logits / T))[token], T the
-sampling temperature, mask the sampler's top-k/top-p truncation. Every forward pass runs on micro-batches of
-train.micro_batch_size completions.
+sampling temperature, mask the sampler's top-k/top-p truncation.
+
+Every forward pass runs on micro-batches of at most train.micro_batch_tokens padded tokens (RolloutBatch.micro_batches):
+the step's completions sorted by length and packed, so little padding is computed. Within a micro-batch each distinct
+prompt is computed once and its keys/values are shared by the completions that answer it, gradients included
+(completion_logprobs with share_prompt; `shares_prompt` says for which models).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from torch.utils.checkpoint import checkpoint
 
 from grpo_cli import distributed
 from grpo_cli.algo.loss import BatchTotals, high_entropy_mask, loss_mask, merge_metrics, policy_loss
-from grpo_cli.config import Config, LoraConfig
+from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config, LoraConfig
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import compute_autocast, load_checkpoint_weights
 from grpo_cli.sampler.base import Completion
+from transformers import PreTrainedModel
 
 # Any valid token id: padded positions are masked out of attention and of the loss.
 PAD_ID = 0
@@ -98,7 +103,7 @@ class RolloutBatch:
 
     @property
     def completion_ids(self) -> torch.Tensor:
-        return self.input_ids[:, -self.completion_mask.shape[1] :]
+        return self.input_ids[:, self.prompt_width :]
 
     def select(self, rows: torch.Tensor | slice) -> "RolloutBatch":
         """The completions at `rows` (a bool mask, indices or a slice), e.g. those the zero-variance filter keeps."""
@@ -107,14 +112,55 @@ class RolloutBatch:
     def to(self, device: torch.device) -> "RolloutBatch":
         return self._map(lambda tensor: tensor.to(device))
 
-    def micro_batches(self, size: int) -> list["RolloutBatch"]:
-        """Consecutive chunks of `size` completions, each trimmed to its own longest prompt and completion."""
-        return [self.select(slice(start, start + size))._trimmed() for start in range(0, self.size, size)]
+    def micro_batches(self, token_budget: int, share_prompt: bool = False) -> list[tuple[torch.Tensor, "RolloutBatch"]]:
+        """The completions sorted by length (prompt + completion, longest first) and packed greedily into
+        micro-batches of at most `token_budget` padded tokens (a longer completion alone gets its own), each
+        trimmed to its own longest prompt and completion; returns (rows of `self`, micro-batch) pairs.
+
+        A micro-batch of n completions, U distinct prompts, longest prompt P and completion T costs n x (P + T)
+        tokens, or U x P + n x T when `share_prompt` (each distinct prompt computed once, completion_logprobs).
+        """
+        P = self.prompt_width
+        prompt_lengths = self.attention_mask[:, :P].sum(dim=1).tolist()
+        completion_lengths = self.completion_lengths.tolist()
+        prompts = self.distinct_prompts()[1].tolist()
+        order = sorted(range(self.size), key=lambda i: -(prompt_lengths[i] + completion_lengths[i]))
+        parts, rows, seen, longest_prompt, longest_completion = [], [], set(), 0, 0
+        for i in order:
+            prompt, completion = max(longest_prompt, prompt_lengths[i]), max(longest_completion, completion_lengths[i])
+            distinct = len(seen | {prompts[i]})
+            cost = (distinct * prompt + (len(rows) + 1) * completion if share_prompt
+                    else (len(rows) + 1) * (prompt + completion))
+            if rows and cost > token_budget:
+                parts.append(rows)
+                rows, seen, prompt, completion = [], set(), prompt_lengths[i], completion_lengths[i]
+            rows.append(i)
+            seen.add(prompts[i])
+            longest_prompt, longest_completion = prompt, completion
+        if rows:
+            parts.append(rows)
+        return [(index, self.select(index)._trimmed()) for index in map(torch.tensor, parts)]
+
+    @property
+    def prompt_width(self) -> int:
+        return self.input_ids.shape[1] - self.completion_mask.shape[1]
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:
+        """[B] tokens in each completion (the loss mask may leave some out: completion_mask is not a length)."""
+        return self.attention_mask[:, self.prompt_width :].sum(dim=1)
+
+    def distinct_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct prompts [U, P] (left-padded with -1) and [B] the index among them of each completion's
+        prompt (a group's G completions share one)."""
+        P = self.prompt_width
+        prompts = self.input_ids[:, :P].masked_fill(self.attention_mask[:, :P] == 0, -1)
+        return torch.unique(prompts, dim=0, return_inverse=True)
 
     def _trimmed(self) -> "RolloutBatch":
-        P = self.input_ids.shape[1] - self.completion_mask.shape[1]
+        P = self.prompt_width
         prompt_start = int(self.attention_mask[:, :P].any(dim=0).float().argmax())
-        completion_end = int(self.completion_mask.sum(dim=1).max())
+        completion_end = int(self.completion_lengths.max())
         columns = slice(prompt_start, P + completion_end)
         trimmed = {"input_ids": self.input_ids[:, columns], "attention_mask": self.attention_mask[:, columns]}
         for name in ("completion_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "pg_mask"):
@@ -128,24 +174,81 @@ class RolloutBatch:
 
 
 def completion_logprobs(
-    model: torch.nn.Module, batch: RolloutBatch, temperature: float, top_k: int = 0, top_p: float = 1.0
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    share_prompt: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs [B, T] of the completion tokens of `batch` (one micro-batch) under `model`, and the policy's
     entropy [B, T] at each completion position (differentiable like the log-probs); top_k/top_p as in
-    token_logprobs."""
-    T = batch.completion_mask.shape[1]
-    P = batch.input_ids.shape[1] - T
+    token_logprobs.
+
+    share_prompt (for models where `shares_prompt` holds): each distinct prompt runs once and the completions
+    answering it attend to its keys/values (`_shared_prompt_logits`), which gives the same log-probs and
+    gradients as running every completion with its own copy of the prompt.
+    """
+    logits = _shared_prompt_logits(model, batch) if share_prompt else _completion_logits(model, batch)
+    return token_logprobs(logits, batch.completion_ids, temperature, top_k=top_k, top_p=top_p)
+
+
+def shares_prompt(model: torch.nn.Module) -> bool:
+    """Whether completion_logprobs can share each prompt's keys/values across its completions on `model`: a
+    transformers model (LoRA-wrapped or not) without sliding-window layers (their cache keeps only the window),
+    and not recomputing its layers in this backward pass (gradient checkpointing in training mode drops the
+    cache)."""
+    base = model.get_base_model() if isinstance(model, peft.PeftModel) else model
+    if not isinstance(base, PreTrainedModel):
+        return False
+    sliding = "sliding_attention" in (getattr(base.config, "layer_types", None) or [])
+    return not sliding and not (model.training and base.is_gradient_checkpointing)
+
+
+def _completion_logits(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+    """[B, T, V] the logits that predict each completion token, every row run with its own prompt."""
+    T, P = batch.completion_mask.shape[1], batch.prompt_width
     # Positions count from each prompt's first real token, as when the completion was sampled (rotary models
     # would not notice a shift, models with absolute position embeddings would).
     position_ids = (batch.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     # The logits at column j predict token j + 1: completion tokens P..P+T-1 come from columns P-1..P+T-2.
-    logits = model(
+    return model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=position_ids,
         logits_to_keep=torch.arange(P - 1, P + T - 1, device=batch.input_ids.device),
     ).logits
-    return token_logprobs(logits, batch.completion_ids, temperature, top_k=top_k, top_p=top_p)
+
+
+def _shared_prompt_logits(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+    """[B, T, V] as _completion_logits, each distinct prompt run once: the prompts [U, P] (left-padded) with a
+    KV cache, the cache indexed out to the B completions (a differentiable index: gradients from every
+    completion flow back into its prompt's pass), then the completions on top of it. The first completion
+    token is predicted by the prompt's last position, the others by the completion's columns 0..T-2. Both
+    passes always run, so every FSDP rank calls the model twice per micro-batch."""
+    T = batch.completion_mask.shape[1]
+    prompts, prompt_of_row = batch.distinct_prompts()
+    prompt_mask = (prompts >= 0).long()
+    prompt_lengths = prompt_mask.sum(dim=1)
+    prompt_pass = model(
+        input_ids=prompts.clamp(min=PAD_ID),
+        attention_mask=prompt_mask,
+        position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = prompt_pass.past_key_values
+    cache.batch_select_indices(prompt_of_row)
+    completion_mask = batch.attention_mask[:, batch.prompt_width :]
+    completion_pass = model(
+        input_ids=batch.completion_ids,
+        attention_mask=torch.cat([prompt_mask[prompt_of_row], completion_mask], dim=1),
+        position_ids=prompt_lengths[prompt_of_row, None] + torch.arange(T, device=prompts.device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=torch.arange(0, T - 1, device=prompts.device),
+    )
+    return torch.cat([prompt_pass.logits[prompt_of_row], completion_pass.logits], dim=1)
 
 
 def token_logprobs(
@@ -255,6 +358,12 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def micro_batch_token_budget(micro_batch_tokens: int | None, batch: RolloutBatch) -> int:
+    """train.micro_batch_tokens, or when it is null AUTO_MICRO_BATCH_COMPLETIONS completions of `batch`'s
+    longest prompt and completion (its padded width)."""
+    return micro_batch_tokens or AUTO_MICRO_BATCH_COMPLETIONS * batch.input_ids.shape[1]
+
+
 class Learner:
     """Owns the policy, its reference and the optimizer; no sampling, verifying or I/O.
 
@@ -289,7 +398,7 @@ class Learner:
         sampled = config.sampler.temperature > 0
         self.top_k = config.sampler.top_k if sampled else 0
         self.top_p = config.sampler.top_p if sampled else 1.0
-        self.micro_batch_size = config.train.micro_batch_size
+        self.micro_batch_tokens = config.train.micro_batch_tokens
         self.max_grad_norm = config.optimizer.max_grad_norm
         self.lora = config.model.lora.enabled
         self.device = next(model.parameters()).device
@@ -414,10 +523,12 @@ class Learner:
         totals = distributed.global_totals(BatchTotals.of(mask, self.generation_budget))
         num_completion_tokens = max(int(distributed.all_reduce([int(batch.completion_mask.sum())])[0]), 1)
         parts = []
-        micro_batches, _ = self._micro_batches(batch)
-        for micro in micro_batches:
+        micro_batches, _ = self._micro_batches(batch, self.policy)
+        for _, micro in micro_batches:
             with self._autocast():
-                logp, entropy = completion_logprobs(self.policy, micro, self.temperature, self.top_k, self.top_p)
+                logp, entropy = completion_logprobs(
+                    self.policy, micro, self.temperature, self.top_k, self.top_p, shares_prompt(self.policy)
+                )
             loss, metrics = policy_loss(
                 logp,
                 micro.old_logprobs,
@@ -471,14 +582,18 @@ class Learner:
             distributed.copy_into(self.full_model, self.policy)
         return self.full_model
 
-    def _micro_batches(self, batch: RolloutBatch) -> tuple[list[RolloutBatch], int]:
-        """`batch`'s micro-batches and how many of them are real: under FSDP every rank must run as many
-        forward and backward passes, so ranks with fewer get masked-out padding micro-batches, which run the
-        model and add nothing to the loss, the gradient or the metrics."""
-        micro_batches = batch.micro_batches(self.micro_batch_size)
+    def _micro_batches(
+        self, batch: RolloutBatch, model: torch.nn.Module
+    ) -> tuple[list[tuple[torch.Tensor, RolloutBatch]], int]:
+        """`batch`'s micro-batches for a pass of `model` (RolloutBatch.micro_batches: (rows, micro-batch) pairs)
+        and how many of them are real: under FSDP every rank must run as many forward and backward passes, so
+        ranks with fewer get masked-out padding micro-batches, which run the model and add nothing to the loss,
+        the gradient or the metrics."""
+        micro_batches = batch.micro_batches(micro_batch_token_budget(self.micro_batch_tokens, batch), shares_prompt(model))
         real = len(micro_batches)
         most = int(distributed.all_reduce([real], "max")[0])
-        return micro_batches + [_padding_batch(batch)] * (most - real), real
+        padding = (torch.zeros(0, dtype=torch.long), _padding_batch(batch))
+        return micro_batches + [padding] * (most - real), real
 
     def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] completion log-probs and entropies (0 at padding) in eval mode (no dropout), micro-batch by
@@ -486,16 +601,18 @@ class Learner:
         was_training = model.training
         model.eval()
         batch = batch.to(self.device)
-        T = batch.completion_mask.shape[1]
-        logps, entropies = [torch.zeros((0, T), device=self.device)], [torch.zeros((0, T), device=self.device)]
-        micro_batches, real = self._micro_batches(batch)
-        for micro in micro_batches:
+        logps, entropies = torch.zeros(batch.completion_mask.shape, device=self.device), torch.zeros(batch.completion_mask.shape, device=self.device)
+        micro_batches, _ = self._micro_batches(batch, model)
+        for rows, micro in micro_batches:
             with self._autocast():
-                logp, entropy = completion_logprobs(model, micro, self.temperature, self.top_k, self.top_p)
-            for tensor, parts in ((logp, logps), (entropy, entropies)):
-                parts.append(F.pad(tensor.masked_fill(~micro.completion_mask, 0.0), (0, T - tensor.shape[1])))
+                logp, entropy = completion_logprobs(
+                    model, micro, self.temperature, self.top_k, self.top_p, shares_prompt(model)
+                )
+            T = micro.completion_mask.shape[1]
+            for tensor, out in ((logp, logps), (entropy, entropies)):
+                out[rows.to(self.device), :T] = tensor.float().masked_fill(~micro.completion_mask, 0.0)
         model.train(was_training)
-        return torch.cat(logps[: real + 1]), torch.cat(entropies[: real + 1])
+        return logps, entropies
 
     def _autocast(self) -> torch.autocast:
         return compute_autocast(self.device, self.compute_dtype)

@@ -14,7 +14,7 @@ Compute (N train prompts, E epochs, P = train.prompts_per_step, G = algorithm.gr
 
 Memory, in bytes (b bytes per weight of model.dtype; L layers, h hidden, q = heads x head_dim,
 kv = kv_heads x head_dim, I intermediate, V vocab; S = mean prompt + sampler.max_new_tokens, the padded
-length of a micro-batch; T = train.micro_batch_size x S tokens):
+length of a completion; T = train.micro_batch_tokens, or 8 x S when null, tokens per micro-batch):
     policy weights    LoRA: params x b; full fine-tuning: params x 4 (float32 master weights, learner.py)
     reference         0 with LoRA (the base with the adapter disabled) or kl_coef = 0, else params x b
     trainable         LoRA: rank x (in + out) per target module per layer, in float32; else params, float32
@@ -50,7 +50,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpo_cli.config import Config, DataConfig
+from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config, DataConfig
 from grpo_cli.errors import ConfigError, GrpoError
 
 GiB = 1024**3
@@ -256,11 +256,11 @@ def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: 
     resident = sum(components.values())
 
     padded = mean_prompt + sampler.max_new_tokens
-    tokens = config.train.micro_batch_size * padded
+    tokens = config.train.micro_batch_tokens or AUTO_MICRO_BATCH_COMPLETIONS * padded
     checkpointing = model.gradient_checkpointing
     components["activations"] = activation_bytes(config, shape, tokens, b, checkpointing)
     other = activation_bytes(config, shape, tokens, b, not checkpointing)
-    notes["activations"] = (f"micro-batch {config.train.micro_batch_size} x {padded:g} tokens, gradient checkpointing "
+    notes["activations"] = (f"micro-batch of {tokens:g} tokens, gradient checkpointing "
                             f"{'on' if checkpointing else 'off'} ({'off' if checkpointing else 'on'}: {other / GiB:.1f} GiB)")
     components["logits"] = round(tokens * shape.vocab_size * 8)
     notes["logits"] = f"float32 logits and log-softmax, vocab {shape.vocab_size}"

@@ -2,7 +2,7 @@
 
 GRPO rewards one task; the guide's warning is that general ability collapses without anyone noticing. With
 eval.retention_path set, every eval measures the per-token negative log-likelihood of reference responses to
-general prompts (teacher-forced: no sampling), batched by train.micro_batch_size:
+general prompts (teacher-forced: no sampling), in micro-batches of train.micro_batch_tokens:
 
     retention/nll        mean over all response tokens (EOS included) of -log p(token | prompt, earlier tokens)
     retention/nll_start  the same under the starting model: the trainer's step-0 eval, before any update
@@ -22,7 +22,7 @@ from grpo_cli.config import Config
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt, jsonl_rows
 from grpo_cli.errors import GrpoError
-from grpo_cli.learner import RolloutBatch, completion_logprobs
+from grpo_cli.learner import RolloutBatch, completion_logprobs, micro_batch_token_budget
 from grpo_cli.models import compute_autocast
 from grpo_cli.sampler.base import Completion
 
@@ -49,7 +49,7 @@ def load_retention_set(config: Config, tokenizer) -> list[Pair]:
 
 
 @torch.no_grad()
-def response_nll(model: torch.nn.Module, pairs: list[Pair], micro_batch_size: int, compute_dtype: torch.dtype) -> float:
+def response_nll(model: torch.nn.Module, pairs: list[Pair], micro_batch_tokens: int | None, compute_dtype: torch.dtype) -> float:
     """Mean per-token NLL (nats) of every response given its prompt under `model`, in eval mode, its forward
     passes autocast to compute_dtype as the learner's are."""
     was_training = model.training
@@ -58,7 +58,7 @@ def response_nll(model: torch.nn.Module, pairs: list[Pair], micro_batch_size: in
     groups = [[Completion(response, [0.0] * len(response), "", "stop")] for _, response in pairs]
     batch = RolloutBatch.build([prompt for prompt, _ in pairs], groups, torch.zeros(len(pairs)))
     total, tokens = 0.0, 0
-    for micro in batch.micro_batches(micro_batch_size):
+    for _, micro in batch.micro_batches(micro_batch_token_budget(micro_batch_tokens, batch)):
         micro = micro.to(device)
         with compute_autocast(device, compute_dtype):
             logp, _ = completion_logprobs(model, micro, temperature=1.0)

@@ -200,7 +200,7 @@ def train(config: Config) -> dict:
                 results["select/num_prompts"] = select["num_prompts"]
             results["step"] = step
             if retention_set:
-                nll = response_nll(learner.policy, retention_set, config.train.micro_batch_size, learner.compute_dtype)
+                nll = response_nll(learner.policy, retention_set, config.train.micro_batch_tokens, learner.compute_dtype)
                 # The starting model is the policy at step 0: its NLL is measured once, not recomputed each eval.
                 start = nll if state["before"] is None else state["before"].get("retention/nll")
                 results |= retention_metrics(nll, start)
@@ -533,7 +533,7 @@ def _finish(config: Config, run_dir: Path, checkpoints: Path, state: dict, token
         summary["merged_model"] = str(merged)
         if retention_set:
             merged_model = load_model(dataclasses.replace(config.model, name_or_path=str(merged)))
-            nll = response_nll(merged_model, retention_set, config.train.micro_batch_size, next(merged_model.parameters()).dtype)
+            nll = response_nll(merged_model, retention_set, config.train.micro_batch_tokens, next(merged_model.parameters()).dtype)
             summary |= {f"{key}_merged": value for key, value in retention_metrics(nll, before.get("retention/nll")).items()}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_results("GRPO: before and after", {"before": before, "after": after}, config.eval.pass_at)
