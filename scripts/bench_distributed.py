@@ -23,7 +23,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PHASES = ("time/sample_s", "time/verify_s", "time/learn_s", "time/sync_s")
 RUN = [
     "recipe=demo", "data.num_train=400", "data.num_eval=40", "sampler.max_new_tokens=32", "algorithm.group_size=4",
-    "train.micro_batch_size=8", "verifier.rewards.length_penalty=5.0", "eval.pass_at=[1]", "eval.num_prompts=2",
+    "train.micro_batch_tokens=null", "verifier.rewards.length_penalty=5.0", "eval.pass_at=[1]", "eval.num_prompts=2",
     "verifier.num_workers=1", "train.save_every=1000",
 ]
 

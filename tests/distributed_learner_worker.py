@@ -1,7 +1,7 @@
 """Run by tests/test_distributed.py, in one process or under torchrun: 3 learner steps on one global batch of
 16 completions for each loss_agg x (full fine-tuning, LoRA); rank 0 saves losses, gradient norms and the
 final weights to argv[1]. Rank 0 takes completions 0-9 and rank 1 10-15, so the ranks run different numbers
-of micro-batches (4 per micro-batch: 3 against 2) and the padding path runs too; in the last case rank 1 has
+of micro-batches (at most 40 tokens each: 3 against 2) and the padding path runs too; in the last case rank 1 has
 no completion at all (as when algorithm.filter_zero_variance drops all of its groups)."""
 
 import sys
@@ -45,7 +45,7 @@ def global_batch() -> RolloutBatch:
 def config(loss_agg: str, lora: bool) -> Config:
     cfg = Config()
     cfg.algorithm = AlgorithmConfig(group_size=GROUP_SIZE, loss_agg=loss_agg, kl_coef=0.05)
-    cfg.train.micro_batch_size = 4
+    cfg.train.micro_batch_tokens = 40
     cfg.train.prompts_per_step = 4
     cfg.sampler.temperature = 0.8
     cfg.optimizer.lr = 1e-2 if lora else 1e-3

@@ -57,7 +57,7 @@ def test_command_line_overrides_win_over_the_recipe():
         ("verifier.timeout_s=0", ["verifier.timeout_s=0", "> 0"]),
         ("algorithm.group_size=abc", ["algorithm.group_size", "integer"]),
         ("algorithm.loss_agg=mean", ["algorithm.loss_agg", "seq_mean", "token_mean", "seq_sum_norm"]),
-        ("train.micro_batch_size=7", ["train.micro_batch_size=7", "384"]),
+        ("train.micro_batch_tokens=0", ["train.micro_batch_tokens=0", "> 0"]),
         ("group_size", ["group_size", "KEY=VALUE"]),
         ("algorithm.group_size=[1", ["algorithm.group_size=[1"]),
     ],
@@ -71,13 +71,6 @@ def test_bad_input_is_one_line_exit_2_without_traceback(override, expected):
     assert lines[0].startswith("error: ")
     for fragment in expected:
         assert fragment in lines[0]
-
-
-def test_micro_batch_must_divide_completions_per_step():
-    cfg = compose(["train.prompts_per_step=4", "algorithm.group_size=6", "train.micro_batch_size=12"])
-    assert cfg.completions_per_step == 24
-    with pytest.raises(ConfigError, match="train.micro_batch_size=16.*4 x 6 = 24"):
-        compose(["train.prompts_per_step=4", "algorithm.group_size=6", "train.micro_batch_size=16"])
 
 
 def test_greedy_sampling_with_groups_warns_loudly():
@@ -94,7 +87,7 @@ def test_pass_at_cannot_exceed_samples():
 
 def test_user_recipe_folders_by_flag_and_environment(tmp_path):
     (tmp_path / "mine.yaml").write_text(
-        "# @package _global_\ndescription: my recipe\nalgorithm:\n  group_size: 5\ntrain:\n  micro_batch_size: 5\n"
+        "# @package _global_\ndescription: my recipe\nalgorithm:\n  group_size: 5\ntrain:\n  micro_batch_tokens: 500\n"
     )
     by_flag = grpo("--recipes-dir", str(tmp_path), "config", "recipe=mine")
     assert yaml.safe_load(by_flag.stdout)["algorithm"]["group_size"] == 5

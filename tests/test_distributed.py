@@ -55,7 +55,7 @@ def test_two_ranks_match_one_process_on_the_same_global_batch(case, two_rank_res
 
 RUN = [
     *TINY_RUN, "train.prompts_per_step=2", "algorithm.group_size=2", "sampler.max_new_tokens=8",
-    "eval.num_prompts=2", "train.save_every=1", "verifier.num_workers=1", "train.micro_batch_size=2",
+    "eval.num_prompts=2", "train.save_every=1", "verifier.num_workers=1", "train.micro_batch_tokens=1",
 ]
 
 
@@ -197,7 +197,7 @@ def test_two_nodes_train_together_and_a_killed_rank_ends_the_other(tiny_model, t
 def test_prompts_per_step_must_divide_by_the_world_size(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", *TINY_RUN, "train.prompts_per_step=3", "algorithm.group_size=4", "train.micro_batch_size=4"])
+        main(["train", *TINY_RUN, "train.prompts_per_step=3", "algorithm.group_size=4"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "error: rank 0: train.prompts_per_step=3 must divide by the world size 2 (every rank takes the same share "

@@ -10,7 +10,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.config import AlgorithmConfig, Config
-from grpo_cli.learner import Learner, RolloutBatch, completion_logprobs, lr_factor, token_logprobs
+from grpo_cli import learner as learner_module
+from grpo_cli.learner import Learner, RolloutBatch, completion_logprobs, lr_factor, shares_prompt, token_logprobs
 from grpo_cli.models import load_checkpoint_weights
 from grpo_cli.sampler.base import Completion
 
@@ -55,10 +56,11 @@ def make_batch(algorithm: AlgorithmConfig) -> RolloutBatch:
     return RolloutBatch.build(prompts, groups, advantages)
 
 
-def make_config(micro_batch_size: int = 4, lr: float = 1e-3, **algorithm) -> Config:
+def make_config(micro_batch_tokens: int | None = 40, lr: float = 1e-3, **algorithm) -> Config:
+    """40 tokens: the 12 completions of make_batch (rows of 4 to 13 tokens) take 4 to 6 micro-batches."""
     config = Config()
     config.algorithm = AlgorithmConfig(group_size=GROUP_SIZE, **algorithm)
-    config.train.micro_batch_size = micro_batch_size
+    config.train.micro_batch_tokens = micro_batch_tokens
     config.sampler.temperature = TEMPERATURE
     config.optimizer.lr = lr
     return config
@@ -83,11 +85,23 @@ def test_batch_layout_by_hand():
     assert batch.sampler_logprobs.tolist() == [[-4, -4, 0], [-4, 0, 0], [-4, 0, 0], [-4, -4, -4]]
     assert batch.advantages.tolist() == [0.5, -0.5, 1.0, -1.0]
 
-    first, second = batch.micro_batches(2)
-    assert first.input_ids.tolist() == [[1, 2, 5, 6], [1, 2, 7, 0]]  # completion columns trimmed to 2
-    assert second.input_ids.tolist() == [[3, 8, 0, 0], [3, 9, 10, 11]]  # the empty prompt column dropped
-    assert second.completion_mask.int().tolist() == [[1, 0, 0], [1, 1, 1]]
-    assert second.advantages.tolist() == [1.0, -1.0]
+    # Longest first (4, 4, 3, 2 tokens); at most 10 padded tokens: rows 0 and 3 take 2 x (2 + 3), row 1 would
+    # make it 3 x 5.
+    (first_rows, first), (second_rows, second) = batch.micro_batches(10)
+    assert first_rows.tolist() == [0, 3] and second_rows.tolist() == [1, 2]
+    assert first.input_ids.tolist() == [[1, 2, 5, 6, 0], [0, 3, 9, 10, 11]]
+    assert first.advantages.tolist() == [0.5, -1.0]
+    assert second.input_ids.tolist() == [[1, 2, 7], [0, 3, 8]]  # completion columns trimmed to 1
+    assert second.completion_mask.int().tolist() == [[1], [1]]
+    # Sharing the prompt, a micro-batch costs distinct prompts x 2 + completions x 3: row 1 reuses row 0's
+    # prompt, 2 x 2 + 3 x 3 = 13, then row 2 would make it 2 x 2 + 4 x 3 = 16.
+    assert [rows.tolist() for rows, _ in batch.micro_batches(13, share_prompt=True)] == [[0, 3, 1], [2]]
+    assert [rows.tolist() for rows, _ in batch.micro_batches(13)] == [[0, 3], [1, 2]]
+    prompts, prompt_of_row = batch.distinct_prompts()
+    assert prompts[prompt_of_row].tolist() == [[1, 2], [1, 2], [-1, 3], [-1, 3]]
+    # A loss mask with a hole (tokens an environment wrote) does not shorten the completion.
+    batch.completion_mask[3, 2] = False
+    assert batch.micro_batches(100)[0][1].completion_mask.int().tolist() == [[1, 1, 0], [1, 1, 0], [1, 0, 0], [1, 0, 0]]
 
     kept = batch.select(torch.tensor([False, True, True, False]))
     assert kept.input_ids.tolist() == [[1, 2, 7, 0, 0], [0, 3, 8, 0, 0]]
@@ -100,23 +114,52 @@ def test_truncated_flags_come_from_finish_reason():
     assert 0 < int(batch.truncated.sum()) < batch.size
 
 
-def test_micro_batched_logprobs_equal_a_full_log_softmax():
+@pytest.mark.parametrize("share_prompt", [True, False])
+def test_micro_batched_logprobs_equal_a_full_log_softmax(share_prompt):
     model = tiny_llama()
-    learner = Learner(make_config(micro_batch_size=4), copy.deepcopy(model), total_steps=1)
+    learner = Learner(make_config(), copy.deepcopy(model), total_steps=1)
     batch = make_batch(learner.algorithm)
     logp = learner.policy_logprobs(batch)
+    assert len(batch.micro_batches(40, share_prompt=True)) > 1
 
     prompts, groups = make_groups()
     rows = [(prompt, c.token_ids) for prompt, group in zip(prompts, groups) for c in group]
+    with torch.no_grad():
+        _, entropy = completion_logprobs(model, batch, TEMPERATURE, share_prompt=share_prompt)
     for i, (prompt, tokens) in enumerate(rows):
-        expected, _ = straightforward_logprobs(model, prompt, tokens)
+        expected, expected_entropy = straightforward_logprobs(model, prompt, tokens)
         torch.testing.assert_close(logp[i, : len(tokens)], expected, atol=1e-6, rtol=0)
         assert torch.all(logp[i, len(tokens) :] == 0)
+        torch.testing.assert_close(entropy[i, : len(tokens)], expected_entropy, atol=1e-6, rtol=1e-6)
 
-    _, entropy = completion_logprobs(model, batch.micro_batches(4)[1], TEMPERATURE)
-    for j, (prompt, tokens) in enumerate(rows[4:8]):
-        _, expected_entropy = straightforward_logprobs(model, prompt, tokens)
-        torch.testing.assert_close(entropy[j, : len(tokens)], expected_entropy, atol=1e-6, rtol=1e-6)
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (5, 1.0), (0, 0.9), (8, 0.8)])
+def test_shared_prompt_logprobs_entropies_and_gradients_equal_the_unshared_ones(top_k, top_p):
+    batch = make_batch(AlgorithmConfig(group_size=GROUP_SIZE))
+    weights = torch.randn(batch.completion_mask.shape, generator=torch.Generator().manual_seed(1))
+    results = []
+    for share_prompt in (True, False):
+        model = tiny_llama()
+        logp, entropy = completion_logprobs(model, batch, TEMPERATURE, top_k, top_p, share_prompt=share_prompt)
+        mask = batch.completion_mask
+        ((logp * weights).masked_fill(~mask, 0).sum() + entropy.masked_fill(~mask, 0).sum()).backward()
+        grads = {name: p.grad for name, p in model.named_parameters()}
+        results.append((logp.masked_fill(~mask, 0), entropy.masked_fill(~mask, 0), grads))
+    (shared_logp, shared_entropy, shared_grads), (logp, entropy, grads) = results
+    torch.testing.assert_close(shared_logp, logp, atol=1e-6, rtol=0)
+    torch.testing.assert_close(shared_entropy, entropy, atol=1e-6, rtol=0)
+    assert shared_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-5, msg=name)
+    assert grads["model.layers.0.self_attn.k_proj.weight"].abs().max() > 1e-3  # the prompt's keys get gradient
+
+
+def test_prompt_is_shared_except_where_backward_recomputes_layers():
+    model = tiny_llama()
+    assert shares_prompt(model)
+    model.gradient_checkpointing_enable()
+    assert not shares_prompt(model.train()) and shares_prompt(model.eval())
+    assert not shares_prompt(torch.nn.Linear(2, 2))
 
 
 def test_chunked_logprobs_and_gradients_equal_log_softmax():
@@ -136,24 +179,48 @@ def test_chunked_logprobs_and_gradients_equal_log_softmax():
     torch.testing.assert_close(entropy, -(full.exp() * full).sum(-1).detach(), atol=1e-6, rtol=0)
 
 
+def group_order_micro_batches(batch: RolloutBatch, token_budget: int, share_prompt: bool = False) -> list:
+    """The learner's micro-batches before length packing: consecutive chunks of 4 completions."""
+    return [(torch.arange(start, start + 4), batch.select(slice(start, start + 4))._trimmed()) for start in range(0, batch.size, 4)]
+
+
 @pytest.mark.parametrize("loss_agg", ["seq_mean", "token_mean", "seq_sum_norm"])
-def test_accumulated_micro_batches_equal_the_loss_in_one_go(loss_agg):
+def test_length_packed_micro_batches_and_the_shared_prompt_give_the_update_in_one_go(loss_agg, monkeypatch):
     algorithm = dict(loss_agg=loss_agg, kl_coef=0.1, num_iterations=2, mask_truncated=True)
-    micro = Learner(make_config(micro_batch_size=4, **algorithm), tiny_llama(), total_steps=1)
-    whole = Learner(make_config(micro_batch_size=12, **algorithm), tiny_llama(), total_steps=1)
-    batch = make_batch(micro.algorithm)
-    batch.ref_logprobs = micro.reference_logprobs(batch)
+    batch = make_batch(AlgorithmConfig(group_size=GROUP_SIZE, **algorithm))
+    first = Learner(make_config(**algorithm), tiny_llama(), total_steps=1)
+    batch.ref_logprobs = first.reference_logprobs(batch)
     # an older policy than the current one, so some ratios leave the clip range
     staleness = 0.3 * torch.rand(batch.completion_mask.shape, generator=torch.Generator().manual_seed(0))
-    batch.old_logprobs = micro.old_logprobs(batch) - staleness
+    batch.old_logprobs = first.old_logprobs(batch) - staleness
 
-    micro_metrics = micro.backward(batch)
-    whole_metrics = whole.backward(batch)
-    assert micro_metrics["clip/low_frac"] + micro_metrics["clip/high_frac"] > 0
-    for key, value in whole_metrics.items():
-        assert micro_metrics[key] == pytest.approx(value, abs=1e-6), key
-    for p_micro, p_whole in zip(micro.trainable_parameters, whole.trainable_parameters):
-        torch.testing.assert_close(p_micro.grad, p_whole.grad, atol=1e-6, rtol=0)
+    def update(micro_batch_tokens: int | None) -> tuple[dict, list[torch.Tensor]]:
+        learner = Learner(make_config(micro_batch_tokens, **algorithm), tiny_llama(), total_steps=1)
+        metrics = learner.backward(batch)
+        return metrics, [p.grad for p in learner.trainable_parameters]
+
+    packed = update(20)  # 6 to 9 micro-batches, longest first, prompts shared
+    assert len(batch.micro_batches(20, share_prompt=True)) > 5
+    whole = update(1000)  # one micro-batch
+    with monkeypatch.context() as patch:
+        patch.setattr(learner_module, "shares_prompt", lambda model: False)
+        unshared = update(20)
+        patch.setattr(RolloutBatch, "micro_batches", group_order_micro_batches)
+        group_order = update(None)
+    assert packed[0]["clip/low_frac"] + packed[0]["clip/high_frac"] > 0
+    for metrics, grads in (whole, unshared, group_order):
+        assert metrics.keys() == packed[0].keys()
+        for key, value in metrics.items():
+            assert packed[0][key] == pytest.approx(value, abs=1e-6), key
+        for grad, packed_grad in zip(grads, packed[1], strict=True):
+            torch.testing.assert_close(packed_grad, grad, atol=1e-6, rtol=1e-5)
+
+
+def test_auto_micro_batch_budget_is_eight_completions_of_the_padded_width():
+    batch = make_batch(AlgorithmConfig(group_size=GROUP_SIZE))
+    assert batch.input_ids.shape[1] == 13
+    assert learner_module.micro_batch_token_budget(None, batch) == 8 * 13
+    assert learner_module.micro_batch_token_budget(50, batch) == 50
 
 
 def test_updates_on_a_fixed_batch_lower_the_loss_and_move_the_policy():

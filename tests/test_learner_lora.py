@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from grpo_cli.config import LoraConfig
 from grpo_cli.errors import GrpoError
-from grpo_cli.learner import Learner, completion_logprobs
+from grpo_cli.learner import Learner, completion_logprobs, shares_prompt
 from grpo_cli.models import load_checkpoint_weights
 from test_learner import TEMPERATURE, make_batch, make_config, tiny_llama
 
@@ -21,8 +21,7 @@ def lora_config(**algorithm):
 
 def starting_logprobs(model, batch):
     with torch.no_grad():
-        parts = [completion_logprobs(model, micro, TEMPERATURE)[0] for micro in batch.micro_batches(batch.size)]
-    return parts[0].masked_fill(~batch.completion_mask, 0.0)
+        return completion_logprobs(model, batch, TEMPERATURE)[0].masked_fill(~batch.completion_mask, 0.0)
 
 
 def test_lora_trains_only_the_adapter_against_the_base_as_reference():
@@ -50,6 +49,26 @@ def test_lora_trains_only_the_adapter_against_the_base_as_reference():
             assert not torch.equal(p, adapter_start[name]), name
     policy_logp = learner.policy_logprobs(batch)
     assert (policy_logp - expected_reference).abs().max() > 1e-3  # the adapter changed the policy
+
+
+def test_shared_prompt_gives_the_unshared_logprobs_and_adapter_gradients():
+    batch = make_batch(lora_config().algorithm)
+    results = []
+    for share_prompt in (True, False):
+        learner = Learner(lora_config(), tiny_llama(), total_steps=1)
+        for p in learner.trainable_parameters:  # B starts at 0: give the adapter an effect on the forward pass
+            p.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+        assert shares_prompt(learner.policy)
+        logp, _ = completion_logprobs(learner.policy, batch, TEMPERATURE, top_k=8, top_p=0.9, share_prompt=share_prompt)
+        (logp.masked_fill(~batch.completion_mask, 0) * batch.advantages[:, None]).sum().backward()
+        grads = {name: p.grad for name, p in learner.policy.named_parameters() if p.requires_grad}
+        results.append((logp.masked_fill(~batch.completion_mask, 0), grads))
+    (shared_logp, shared_grads), (logp, grads) = results
+    torch.testing.assert_close(shared_logp, logp, atol=1e-6, rtol=0)
+    assert shared_grads.keys() == grads.keys() and len(grads) == 8  # q_proj and v_proj, A and B, 2 layers
+    for name, grad in grads.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_lora_checkpoint_holds_only_the_adapter_and_restores_the_policy(tmp_path):

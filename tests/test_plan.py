@@ -28,7 +28,7 @@ def tiny_config(tiny_dir, *overrides):
         f"model.name_or_path={tiny_dir}", "model.dtype=float32", "model.lora.enabled=true", "model.lora.rank=8",
         "model.lora.target_modules=[q_proj,v_proj]", "sampler=vllm", "sampler.max_new_tokens=32",
         "sampler.gpu_memory_utilization=0.5", "data.num_train=100", "train.epochs=1.5", "train.prompts_per_step=8",
-        "train.micro_batch_size=4", "algorithm.group_size=4", "algorithm.kl_coef=0.04", "algorithm.num_iterations=2",
+        "train.micro_batch_tokens=192", "algorithm.group_size=4", "algorithm.kl_coef=0.04", "algorithm.num_iterations=2",
         *overrides,
     ])
 
@@ -79,7 +79,7 @@ def test_compute_budget_by_hand(tiny_dir):
 def test_memory_by_hand_with_lora_and_vllm(tiny_dir):
     memory = estimate_memory(tiny_config(tiny_dir), model_shape(str(tiny_dir))[0], mean_prompt=16, gpu=4 * MiB)
     # LoRA r8 on q (64 -> 64) and v (64 -> 32): 8 x (128 + 96) x 2 layers = 3,584 float32 parameters.
-    # Activations: T = 4 x (16 + 32) = 192 tokens; a layer saves 4x64 + 2x64 + 2x32 + 4x128 + 8x2 = 976 values.
+    # Activations: T = train.micro_batch_tokens = 192 tokens; a layer saves 4x64 + 2x64 + 2x32 + 4x128 + 8x2 = 976 values.
     # vLLM: 0.5 x 4 MiB = 2,097,152 reserved - 345,344 weights = 1,751,808 bytes of KV cache at 2x2x32x4 = 512 per token.
     assert memory.components == {
         "policy weights": 86_336 * 4,

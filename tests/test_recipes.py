@@ -23,7 +23,7 @@ def grpo_train(*args):
 
 def test_gsm8k_recipe_trains_on_the_shared_data(tiny_model, tmp_path):
     grpo_train("recipe=gsm8k", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
-               "train.prompts_per_step=4", "train.micro_batch_size=8")
+               "train.prompts_per_step=4")
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     config = (tmp_path / "config.yaml").read_text()
@@ -33,7 +33,7 @@ def test_gsm8k_recipe_trains_on_the_shared_data(tiny_model, tmp_path):
 
 def test_harbor_math_recipe_trains_with_lora_and_merges(tiny_model, tmp_path):
     grpo_train("recipe=harbor_math", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
-               "train.prompts_per_step=2", "train.micro_batch_size=8", "data.num_train=200", "data.num_eval=20")
+               "train.prompts_per_step=2", "data.num_train=200", "data.num_eval=20")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["steps"] == 2
     best = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "best").read_text().strip()
