@@ -223,6 +223,18 @@ def test_auto_micro_batch_budget_is_eight_completions_of_the_padded_width():
     assert learner_module.micro_batch_token_budget(50, batch) == 50
 
 
+def test_bare_forward_backward_runs_every_completion_with_its_prompt_and_keeps_no_gradient():
+    learner = Learner(make_config(), tiny_llama(), total_steps=1)
+    batch = make_batch(learner.algorithm)
+    shapes = []
+    learner.policy.model.embed_tokens.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    learner.bare_forward_backward(batch)
+    # 40-token micro-batches of whole rows, longest first: no prompt is shared
+    assert shapes == [tuple(micro.input_ids.shape) for _, micro in batch.micro_batches(40)]
+    assert sum(rows * width for rows, width in shapes) <= 40 * len(shapes) and len(shapes) > 3
+    assert all(p.grad is None for p in learner.trainable_parameters)
+
+
 def test_updates_on_a_fixed_batch_lower_the_loss_and_move_the_policy():
     learner = Learner(make_config(lr=1e-3, num_iterations=4), tiny_llama(), total_steps=1)
     start = [p.detach().clone() for p in learner.trainable_parameters]

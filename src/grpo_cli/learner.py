@@ -523,7 +523,7 @@ class Learner:
         totals = distributed.global_totals(BatchTotals.of(mask, self.generation_budget))
         num_completion_tokens = max(int(distributed.all_reduce([int(batch.completion_mask.sum())])[0]), 1)
         parts = []
-        micro_batches, _ = self._micro_batches(batch, self.policy)
+        micro_batches, _ = self._micro_batches(batch, shares_prompt(self.policy))
         for _, micro in micro_batches:
             with self._autocast():
                 logp, entropy = completion_logprobs(
@@ -582,14 +582,29 @@ class Learner:
             distributed.copy_into(self.full_model, self.policy)
         return self.full_model
 
+    def bare_forward_backward(self, batch: RolloutBatch) -> None:
+        """The bare limit `grpo bench` measures the learner against: one forward and backward of the policy over
+        `batch`'s tokens, every completion with its own copy of the prompt, in micro-batches packed by length
+        under the same token budget, the loss a plain cross-entropy of the completion tokens (no log-prob
+        truncation, KL or metrics); the gradient is discarded."""
+        self.policy.train()
+        batch = batch.to(self.device)
+        micro_batches, _ = self._micro_batches(batch, share_prompt=False)
+        for _, micro in micro_batches:
+            with self._autocast():
+                logits = _completion_logits(self.policy, micro)
+            tokens = micro.completion_ids.masked_fill(~micro.attention_mask[:, micro.prompt_width :].bool(), -100)
+            F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), reduction="sum").backward()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def _micro_batches(
-        self, batch: RolloutBatch, model: torch.nn.Module
+        self, batch: RolloutBatch, share_prompt: bool
     ) -> tuple[list[tuple[torch.Tensor, RolloutBatch]], int]:
-        """`batch`'s micro-batches for a pass of `model` (RolloutBatch.micro_batches: (rows, micro-batch) pairs)
-        and how many of them are real: under FSDP every rank must run as many forward and backward passes, so
-        ranks with fewer get masked-out padding micro-batches, which run the model and add nothing to the loss,
-        the gradient or the metrics."""
-        micro_batches = batch.micro_batches(micro_batch_token_budget(self.micro_batch_tokens, batch), shares_prompt(model))
+        """`batch`'s micro-batches (RolloutBatch.micro_batches: (rows, micro-batch) pairs) and how many of them
+        are real: under FSDP every rank must run as many forward and backward passes, so ranks with fewer get
+        masked-out padding micro-batches, which run the model and add nothing to the loss, the gradient or the
+        metrics."""
+        micro_batches = batch.micro_batches(micro_batch_token_budget(self.micro_batch_tokens, batch), share_prompt)
         real = len(micro_batches)
         most = int(distributed.all_reduce([real], "max")[0])
         padding = (torch.zeros(0, dtype=torch.long), _padding_batch(batch))
@@ -602,7 +617,7 @@ class Learner:
         model.eval()
         batch = batch.to(self.device)
         logps, entropies = torch.zeros(batch.completion_mask.shape, device=self.device), torch.zeros(batch.completion_mask.shape, device=self.device)
-        micro_batches, _ = self._micro_batches(batch, model)
+        micro_batches, _ = self._micro_batches(batch, shares_prompt(model))
         for rows, micro in micro_batches:
             with self._autocast():
                 logp, entropy = completion_logprobs(
