@@ -523,11 +523,11 @@ class Learner:
         totals = distributed.global_totals(BatchTotals.of(mask, self.generation_budget))
         num_completion_tokens = max(int(distributed.all_reduce([int(batch.completion_mask.sum())])[0]), 1)
         parts = []
-        micro_batches, _ = self._micro_batches(batch, shares_prompt(self.policy))
-        for _, micro in micro_batches:
+        share_prompt = shares_prompt(self.policy)
+        for _, micro in self._micro_batches(batch, share_prompt):
             with self._autocast():
                 logp, entropy = completion_logprobs(
-                    self.policy, micro, self.temperature, self.top_k, self.top_p, shares_prompt(self.policy)
+                    self.policy, micro, self.temperature, self.top_k, self.top_p, share_prompt
                 )
             loss, metrics = policy_loss(
                 logp,
@@ -589,26 +589,21 @@ class Learner:
         truncation, KL or metrics); the gradient is discarded."""
         self.policy.train()
         batch = batch.to(self.device)
-        micro_batches, _ = self._micro_batches(batch, share_prompt=False)
-        for _, micro in micro_batches:
+        for _, micro in self._micro_batches(batch, share_prompt=False):
             with self._autocast():
                 logits = _completion_logits(self.policy, micro)
             tokens = micro.completion_ids.masked_fill(~micro.attention_mask[:, micro.prompt_width :].bool(), -100)
             F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), reduction="sum").backward()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _micro_batches(
-        self, batch: RolloutBatch, share_prompt: bool
-    ) -> tuple[list[tuple[torch.Tensor, RolloutBatch]], int]:
-        """`batch`'s micro-batches (RolloutBatch.micro_batches: (rows, micro-batch) pairs) and how many of them
-        are real: under FSDP every rank must run as many forward and backward passes, so ranks with fewer get
-        masked-out padding micro-batches, which run the model and add nothing to the loss, the gradient or the
-        metrics."""
+    def _micro_batches(self, batch: RolloutBatch, share_prompt: bool) -> list[tuple[torch.Tensor, RolloutBatch]]:
+        """`batch`'s micro-batches (RolloutBatch.micro_batches: (rows, micro-batch) pairs). Under FSDP every rank
+        must run as many forward and backward passes, so ranks with fewer get masked-out padding micro-batches
+        (no rows), which run the model and add nothing to the loss, the gradient or the metrics."""
         micro_batches = batch.micro_batches(micro_batch_token_budget(self.micro_batch_tokens, batch), share_prompt)
-        real = len(micro_batches)
-        most = int(distributed.all_reduce([real], "max")[0])
+        most = int(distributed.all_reduce([len(micro_batches)], "max")[0])
         padding = (torch.zeros(0, dtype=torch.long), _padding_batch(batch))
-        return micro_batches + [padding] * (most - real), real
+        return micro_batches + [padding] * (most - len(micro_batches))
 
     def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] completion log-probs and entropies (0 at padding) in eval mode (no dropout), micro-batch by
@@ -616,13 +611,12 @@ class Learner:
         was_training = model.training
         model.eval()
         batch = batch.to(self.device)
-        logps, entropies = torch.zeros(batch.completion_mask.shape, device=self.device), torch.zeros(batch.completion_mask.shape, device=self.device)
-        micro_batches, _ = self._micro_batches(batch, shares_prompt(model))
-        for rows, micro in micro_batches:
+        logps = torch.zeros(batch.completion_mask.shape, device=self.device)
+        entropies = torch.zeros_like(logps)
+        share_prompt = shares_prompt(model)
+        for rows, micro in self._micro_batches(batch, share_prompt):
             with self._autocast():
-                logp, entropy = completion_logprobs(
-                    model, micro, self.temperature, self.top_k, self.top_p, shares_prompt(model)
-                )
+                logp, entropy = completion_logprobs(model, micro, self.temperature, self.top_k, self.top_p, share_prompt)
             T = micro.completion_mask.shape[1]
             for tensor, out in ((logp, logps), (entropy, entropies)):
                 out[rows.to(self.device), :T] = tensor.float().masked_fill(~micro.completion_mask, 0.0)
