@@ -268,15 +268,36 @@ def train(config: Config) -> dict:
 
 
 def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, resample=None) -> tuple[dict, list[dict]]:
-    """One GRPO step on a batch of prompts; returns the step's metrics and its groups for samples.jsonl.
+    """One GRPO step on a batch of prompts: collect its rollouts, then learn from them; returns the step's
+    metrics and its groups for samples.jsonl."""
+    rollouts = collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resample)
+    return learn_from(config, step, rollouts, learner, sampler)
+
+
+@dataclass
+class Rollouts:
+    """One step's sampled and scored groups (group-major: completion i belongs to group i // G)."""
+
+    examples: list  # the prompts' examples, one per group
+    prompt_ids: list[list[int]]
+    groups: list[list]  # G sampler.base.Completion per prompt
+    scores: list  # verifier.score.Score per completion
+    shaped: torch.Tensor  # [N] rewards after shaping (algo/rewards.py)
+    varied: torch.Tensor  # [num_groups] bool: the group's shaped rewards differ
+    latencies_ms: torch.Tensor  # [N] verifier latency per completion
+    resample_rounds: int
+    timings: dict[str, float]
+
+
+def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resample=None) -> Rollouts:
+    """Sample G completions per prompt and score them.
 
     With algorithm.filter_zero_variance and max_resample_rounds (DAPO dynamic sampling), while fewer than
     train.prompts_per_step groups have rewards that differ, round r = 1, 2, ... samples the prompts
     `resample(r)` as well; the first prompts_per_step such groups train.
 
     Under torchrun each rank samples and verifies its share of each round's prompts (distributed.share) and
-    the groups are gathered, so advantages, group statistics and metrics are the global batch's; each rank
-    then learns from its share of the trained groups.
+    the groups are gathered, so advantages, group statistics and metrics are the global batch's.
     """
     G = config.algorithm.group_size
     timings = {"time/sample_s": 0.0, "time/verify_s": 0.0}
@@ -307,8 +328,23 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
         varied = ~zero_variance_groups(shaped, G)
         if not config.algorithm.filter_zero_variance or int(varied.sum()) >= config.train.prompts_per_step:
             break
-    latencies_ms = torch.tensor(latencies_s, dtype=torch.float64) * 1000
+    return Rollouts(
+        examples=step_examples, prompt_ids=prompt_ids, groups=groups, scores=scores, shaped=shaped, varied=varied,
+        latencies_ms=torch.tensor(latencies_s, dtype=torch.float64) * 1000, resample_rounds=resample_round,
+        timings=timings,
+    )
 
+
+def learn_from(config, step, rollouts: Rollouts, learner, sampler) -> tuple[dict, list[dict]]:
+    """Group-normalized advantages, the policy update on the groups that train and the weight push to the
+    sampler; the step's metrics and its groups for samples.jsonl.
+
+    Under torchrun each rank learns from its share of the trained groups (whole groups).
+    """
+    G = config.algorithm.group_size
+    groups, scores, shaped, varied = rollouts.groups, rollouts.scores, rollouts.shaped, rollouts.varied
+    completions = [c for group in groups for c in group]
+    timings = dict(rollouts.timings)
     rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
     stats = group_stats(rewards, G)
     if config.algorithm.filter_zero_variance:
@@ -322,7 +358,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
     if len(trained):
         advantages[trained_completions] = compute_advantages(shaped[trained_completions], config.algorithm)
         batch = RolloutBatch.build(
-            [prompt_ids[g] for g in trained], [groups[g] for g in trained], advantages[trained_completions]
+            [rollouts.prompt_ids[g] for g in trained], [groups[g] for g in trained], advantages[trained_completions]
         )
         # This rank's share of the trained groups, whole groups (all of them in one process).
         learn = learner.train_on(batch.select(distributed.share(torch.arange(batch.size).view(-1, G)).reshape(-1)))
@@ -336,6 +372,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
     timings["time/sync_s"] = time.perf_counter() - tic
     timings = distributed.reduce_metrics(timings, dict.fromkeys(timings, "max"))  # the slowest rank's
 
+    latencies_ms = rollouts.latencies_ms
     generated_tokens = sum(len(c.token_ids) for c in completions)
     step_seconds = sum(timings.values())
     completion_stats = completion_metrics(completions, scores)
@@ -345,7 +382,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
         "groups/any_positive_frac": stats.any_positive_frac,
         "groups/zero_variance_frac": 1.0 - varied.float().mean().item(),
         "groups/kept_frac": len(trained_completions) / len(completions),
-        "groups/resample_rounds": resample_round,
+        "groups/resample_rounds": rollouts.resample_rounds,
         "learn/skipped": float(not len(trained)),
         "completions/max_new_tokens": config.sampler.max_new_tokens,
         "verifier/parse_failure_frac": completion_stats["verifier/parse_failures"] / len(completions),
@@ -361,7 +398,7 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
         penalties = overlong_penalty(lengths, config.sampler.max_new_tokens, config.algorithm.overlong_buffer)
         metrics["reward/overlong_penalty_mean"] = penalties.mean().item()
     logged_groups = []
-    for g, (example, group) in enumerate(zip(step_examples, groups)):
+    for g, (example, group) in enumerate(zip(rollouts.examples, groups)):
         members = range(g * G, (g + 1) * G)
         logged_groups.append({
             "prompt": example.question,
