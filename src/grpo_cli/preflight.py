@@ -30,6 +30,7 @@ from grpo_cli.config import Config
 from grpo_cli.errors import GrpoError
 from grpo_cli.monitor import MIN_POSITIVE_GROUP_FRACTION, TRUNCATION_RATE
 from grpo_cli.progress import Progress
+from grpo_cli.sampler.base import sampling_seed
 
 GiB = 1024**3
 
@@ -64,7 +65,7 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
     with Progress("preflight", 3) as progress:  # sample, verify, learn
         tic = time.perf_counter()
         prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in examples]
-        groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed)
+        groups = sampler.generate(prompt_ids, n=G, seed=sampling_seed(config.train.seed, "preflight"))
         seconds["sample"], memory["sample"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
         progress.advance()
 
