@@ -197,6 +197,7 @@ def test_a_short_training_run_with_the_calculator(tokenizer, model, tmp_path, mo
     for step in metrics:
         assert step["env/turns_mean"] > 1.2 and step["env/tool_calls_mean"] > 0.2 and step["env/tool_errors"] > 0
         assert 0 < step["env/truncated_frac"] < 1 and step["time/env_s"] > 0
+        assert step["logprob_mismatch/max"] < 1e-4  # environment tokens (log-prob 0 from the sampler) are masked
         assert step["learn/skipped"] == 0.0  # the length penalty makes rewards differ
     group = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
     assert len(group["transcripts"]) == 4 and any(len(t) > 1 for t in group["transcripts"])
