@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from fractions import Fraction
 
@@ -67,7 +68,7 @@ def test_calculator_refuses_anything_but_arithmetic(expression, message):
     observation = calculator().step(f"Let me compute. <calculator>{expression}</calculator>")
     assert observation.error and observation.tool == "calculator" and observation.input == expression
     assert observation.text.startswith("error: ")
-    assert pytest.importorskip("re").search(message, observation.text)
+    assert re.search(message, observation.text)
 
 
 def test_a_turn_without_a_call_ends_the_rollout_and_a_call_is_answered():

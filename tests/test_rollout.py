@@ -17,13 +17,14 @@ import grpo_cli.trainer
 from grpo_cli.compose import compose
 from grpo_cli.config import TinyModelConfig
 from grpo_cli.data import Example
-from grpo_cli.environment import Environments, open_environments
+from grpo_cli.environment import open_environments
 from grpo_cli.learner import RolloutBatch, completion_logprobs
 from grpo_cli.models import build_tiny_model, build_tokenizer
-from grpo_cli.rollout import env_metrics, final_texts, sample_groups
+from grpo_cli.rollout import env_metrics, final_texts, sample_groups, with_environment_rewards
 from grpo_cli.sampler.base import Completion
 from grpo_cli.sampler.hf import HFSampler
 from grpo_cli.trainer import train
+from grpo_cli.verifier.score import Score
 
 from conftest import TINY_RUN
 
@@ -204,3 +205,13 @@ def test_a_short_training_run_with_the_calculator(tokenizer, model, tmp_path, mo
     assert group["transcripts"][0][0]["role"] == "model"
     evals = [json.loads(line) for line in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2]
+    # The evals sample the same multi-turn rollouts: longer than one turn's 12 tokens on average.
+    assert all(e["completions/len_mean"] > 12 for e in evals)
+
+
+def test_environment_rewards_replace_or_add_to_the_verifiers():
+    scores = [Score(reward=1.0, correct=True, extracted="5", reason="correct"), Score.failed("timeout")]
+    assert with_environment_rewards(scores, None, "sum") is scores
+    summed = with_environment_rewards(scores, [0.5, 0.25], "sum")
+    assert [s.reward for s in summed] == [1.5, 0.25] and [s.correct for s in summed] == [True, False]
+    assert [s.reward for s in with_environment_rewards(scores, [0.5, 0.25], "environment")] == [0.5, 0.25]
