@@ -34,6 +34,8 @@ class Completion:
 
 
 class Sampler(Protocol):
+    context_length: int  # positions a prompt and its completion may fill (multi-turn rollouts stop before it)
+
     def generate(
         self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = ()
     ) -> list[list[Completion]]:
