@@ -27,7 +27,7 @@ class Completion:
 
     token_ids: list[int]  # generated tokens, EOS included when the completion stopped on it
     logprobs: list[float]  # one per token in token_ids
-    text: str  # decoded without special tokens (multi-turn: the turns' and observations' texts joined)
+    text: str  # decoded without special tokens (multi-turn: all of token_ids, the environment's included)
     finish_reason: Literal["stop", "length"]
     model_mask: list[bool] | None = None  # one per token in token_ids: True where the model wrote it
     transcript: list[dict] | None = None  # multi-turn: rollout.py's turn records, in order
