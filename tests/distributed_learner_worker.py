@@ -11,7 +11,7 @@ import torch
 from grpo_cli import distributed
 from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.config import AlgorithmConfig, Config
-from grpo_cli.learner import Learner, RolloutBatch
+from grpo_cli.learner import Learner, RolloutBatch, shares_prompt
 from grpo_cli.sampler.base import Completion
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -57,6 +57,7 @@ def config(loss_agg: str, lora: bool) -> Config:
 
 def run(loss_agg: str, lora: bool, split: int, rank: int, size: int) -> dict:
     learner = Learner(config(loss_agg, lora), tiny_llama(), total_steps=3)
+    assert shares_prompt(learner.policy)  # under FSDP2 too: two forward passes per micro-batch
     batch = global_batch()
     rows = slice(0, 16) if size == 1 else (slice(0, split) if rank == 0 else slice(split, 16))
     local = batch.select(rows)
