@@ -158,7 +158,8 @@ def test_rollout_batch_masks_environment_tokens_and_micro_batches_keep_the_last_
     assert batch.completion_mask.tolist() == [[True, True, False, False, True], [True, True, False, False, False]]
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 0, 0, 0]]
     assert batch.truncated.tolist() == [False, True]
-    first = batch.micro_batches(1)[0]
+    rows, first = batch.micro_batches(1)[0]  # one completion per micro-batch, the longest first
+    assert rows.tolist() == [0]
     assert first.completion_mask.tolist() == [[True, True, False, False, True]]  # 3 model tokens, 5 columns
     assert first.input_ids.tolist() == [[1, 2, 5, 6, 7, 8, 9]]
 
