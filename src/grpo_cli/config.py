@@ -298,7 +298,7 @@ class TrainConfig:
     dist_timeout_s: float = field(default=600.0, metadata={"help": "torchrun: how long a rank waits for the others before the run fails (a dead rank ends the run)", **POSITIVE})
     async_steps: int = field(
         default=0,
-        metadata={"help": "1: a sampler process samples and verifies step k+1 while the learner trains on step k (one step off-policy, needs algorithm.tis_cap); 0: synchronous", **check(lambda v: v in (0, 1), "must be 0 (synchronous) or 1 (one step off-policy)")},
+        metadata={"help": "1: a sampler process samples and verifies step k+1 while the learner trains on step k (needs algorithm.tis_cap); 0: synchronous", **check(lambda v: v in (0, 1), "must be 0 or 1")},
     )
 
 
