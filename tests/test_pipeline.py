@@ -83,3 +83,21 @@ def test_async_settings_that_cannot_work_are_one_line_errors(overrides, message)
     with pytest.raises(ConfigError, match=message) as error:
         compose([*TINY_RUN, *overrides])
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_two_ranks_each_with_a_sampler_process_sample_what_the_synchronous_run_samples(tiny_model, tmp_path):
+    from test_distributed import records, torchrun, train_args
+
+    pipelined, synchronous = tmp_path / "async", tmp_path / "sync"
+    for out, extra in ((pipelined, [*ASYNC, "train.max_steps=3"]), (synchronous, ["algorithm.tis_cap=2", "train.max_steps=1"])):
+        result = torchrun(train_args(tiny_model, out, *extra))
+        assert result.returncode == 0, result.stderr[-3000:]
+    metrics = records(pipelined / "metrics.jsonl")
+    assert [m["async/staleness"] for m in metrics] == [0, 1, 1]
+    # Step 1 (the starting policy on both): the same prompt shares, seeds and gathers in the sampler processes'
+    # own process group as in the ranks', so the same groups, and the same update.
+    first = {name: [(g["prompt"], g["completions"], g["rewards"]) for g in records(out / "samples.jsonl") if g["step"] == 1]
+             for name, out in (("async", pipelined), ("sync", synchronous))}
+    assert first["async"] == first["sync"] and len(first["sync"]) == 2
+    assert metrics[0]["loss"] == pytest.approx(records(synchronous / "metrics.jsonl")[0]["loss"], rel=1e-5)
