@@ -230,15 +230,14 @@ def train(config: Config) -> dict:
         for step in range(state["step"] + 1, total_steps + 1):
             epoch = schedule.epoch_at(step - 1)
             indices, set_aside = step_prompts(schedule, train_examples, config.data, step, state)
-            if config.train.async_steps:  # sampled while the learner trained on the step before
+            if config.train.async_steps:  # sampled while the learner trained on the step before (pipeline.py)
                 rollouts, async_metrics = pipeline.rollouts(step)
+                metrics, groups = learn_from(config, step, rollouts, learner, sampler)
+                metrics |= async_metrics
             else:
                 examples = [train_examples[i] for i in indices]
-                rollouts = collect_rollouts(config, step, examples, tokenizer, sampler, verifier,
-                                            resampler(schedule, train_examples, step))
-                async_metrics = {}
-            metrics, groups = learn_from(config, step, rollouts, learner, sampler)
-            metrics |= async_metrics
+                metrics, groups = grpo_step(config, step, examples, tokenizer, sampler, verifier, learner,
+                                            resample=resampler(schedule, train_examples, step))
             metrics["epoch"] = schedule.epoch_at(step)
             metrics["data/skipped_frac"] = len(set(schedule.indices(step - 1)) - set(indices)) / len(indices)
             state["set_aside"] = set_aside_after(config.data, indices, groups, epoch, set_aside, state["set_aside"])
