@@ -303,6 +303,10 @@ class TrainConfig:
     )
     max_initial_mismatch: float = field(default=0.05, metadata={"help": "warn when step-1 sampler/learner log-prob mismatch exceeds this (nats per token)", **POSITIVE})
     dist_timeout_s: float = field(default=600.0, metadata={"help": "torchrun: how long a rank waits for the others before the run fails (a dead rank ends the run)", **POSITIVE})
+    async_steps: int = field(
+        default=0,
+        metadata={"help": "1: a sampler process samples and verifies step k+1 while the learner trains on step k (needs algorithm.tis_cap); 0: synchronous", **check(lambda v: v in (0, 1), "must be 0 or 1")},
+    )
 
 
 @dataclass
@@ -403,6 +407,17 @@ class Config:
             raise ConfigError(
                 f"algorithm.scale_rewards={algorithm.scale_rewards}: applies to algorithm.advantage=grpo only, "
                 f"not {algorithm.advantage}; drop it or use advantage=grpo"
+            )
+        if self.train.async_steps and algorithm.tis_cap is None:
+            raise ConfigError(
+                f"train.async_steps={self.train.async_steps} needs algorithm.tis_cap: the batch was sampled before the "
+                "last update, and the truncated importance weight corrects for it; set e.g. algorithm.tis_cap=2"
+            )
+        if self.train.async_steps and (self.data.skip_solved or self.data.skip_unsolved):
+            raise ConfigError(
+                f"train.async_steps={self.train.async_steps} with data.skip_solved={self.data.skip_solved:g}, "
+                f"data.skip_unsolved={self.data.skip_unsolved:g}: a step's prompts are chosen before the step "
+                "before it is scored; set both to 0, or train.async_steps=0"
             )
         if len(self.optimizer.betas) != 2 or not all(0 <= b < 1 for b in self.optimizer.betas):
             raise ConfigError(f"optimizer.betas={self.optimizer.betas}: needs two numbers in [0, 1)")

@@ -6,7 +6,8 @@ Every command loads through here:
 - `load_model(model_cfg)`: the same for model.name_or_path, on model.device in model.dtype ("auto" is
   bfloat16 on CUDA and float32 on CPU, where bf16 matmuls are slow and lossy);
 - `load_checkpoint_weights(model, directory)`: a checkpoint's trained weights (all of them, or the adapter's)
-  into a model already built, as resume does.
+  into a model already built, as resume does; `checkpoint_weights(model)` the other way, a live (peft) model's
+  weights under a plain model's names, LoRA merged.
 Each checks the weights' names against the model's: a missing or unexpected tensor is a one-line error, never a
 silently random layer.
 
@@ -23,7 +24,7 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import peft
 import torch
@@ -161,6 +162,29 @@ def load_checkpoint_weights(model: torch.nn.Module, directory: Path) -> None:
             f"the weights in {directory} do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
             "load them with the model and model.lora settings they were trained with"
         )
+
+
+def checkpoint_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
+    """`model`'s weights under the names of its checkpoint, as vLLM's loader expects them.
+
+    For a peft LoRA model, each adapted layer's base weight merged with its active adapters,
+        W' = W + sum_a (alpha_a / r_a) B_a A_a
+    under the base model's name (peft's `base_model.model.` prefix and `.base_layer` dropped); the adapter
+    matrices themselves are not sent. The merge happens one layer at a time as the caller (vLLM's weight sync,
+    the async sampler's weight push in pipeline.py) consumes the iterator, so at most one merged matrix is alive
+    at once.
+    """
+    if not isinstance(model, peft.PeftModel):
+        yield from model.state_dict().items()
+        return
+    lora_layers = {name: module for name, module in model.named_modules() if isinstance(module, peft.tuners.lora.LoraLayer)}
+    for name, tensor in model.state_dict().items():
+        if ".lora_" in name:
+            continue
+        layer = lora_layers.get(name.removesuffix(".base_layer.weight"))
+        if layer is not None and not layer.merged:  # a merged layer's base weight already holds its adapter
+            tensor = tensor + sum(layer.get_delta_weight(adapter) for adapter in layer.active_adapters)
+        yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), tensor
 
 
 def _untied(model: torch.nn.Module, missing: list[str]) -> list[str]:

@@ -66,7 +66,8 @@ CHARTS = (
     Chart("logprob_mismatch", "Sampler/learner log-prob mismatch (nats)",
           (_train("mean", "logprob_mismatch/mean"), _train("max", "logprob_mismatch/max"))),
     Chart("time", "Seconds per phase", (_train("sample", "time/sample_s"), _train("verify", "time/verify_s"),
-                                         _train("learn", "time/learn_s"), _train("sync", "time/sync_s"))),
+                                         _train("learn", "time/learn_s"), _train("sync", "time/sync_s"),
+                                         _train("wait (async)", "time/wait_s"))),
     Chart("throughput", "Tokens per second", (_train("generated", "tokens_per_s"),)),
 )
 

@@ -12,6 +12,9 @@
         push the new weights to the sampler                                 (time/sync_s)
         log metrics, health warnings; evaluate and checkpoint when due
 
+With train.async_steps=1 the groups and rewards of step k+1 are collected in a sampler process while the
+learner trains on step k (pipeline.py); the loop is the same.
+
 Every eval scores the eval split (what the run reports) and, after step 0, the select split (which chooses
 the best checkpoint), so the figures reported for the best checkpoint are not the ones that chose it.
 
@@ -32,7 +35,7 @@ import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
+from typing import Callable, Collection
 
 import torch
 import yaml
@@ -51,6 +54,7 @@ from grpo_cli.loggers import RunLoggers, check_installed
 from grpo_cli.metrics import completion_metrics, print_results
 from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.monitor import RunMonitor
+from grpo_cli.pipeline import RolloutPipeline
 from grpo_cli.preflight import format_report, run_preflight
 from grpo_cli.report import write_report
 from grpo_cli.sampler import build_sampler
@@ -178,8 +182,16 @@ def train(config: Config) -> dict:
 
     with build_verifier(config.verifier) as verifier, ExitStack() as stack:
         state = _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor)
-        sampler = stack.enter_context(closing(build_sampler(config, learner.full_model, tokenizer)))
-        environments = stack.enter_context(open_environments(config, tokenizer))
+
+        def step_examples(step: int) -> list:
+            return [train_examples[i] for i in step_prompts(schedule, train_examples, config.data, step, state)[0]]
+
+        if config.train.async_steps:  # sampling and verifying in a sampler process, one step ahead (pipeline.py)
+            pipeline = RolloutPipeline(config, learner.full_model, train_examples, schedule, step_examples, total_steps)
+            sampler = stack.enter_context(closing(pipeline))
+        else:
+            sampler = stack.enter_context(closing(build_sampler(config, learner.full_model, tokenizer)))
+        environments = stack.enter_context(open_environments(config, tokenizer))  # multi-turn evals' tool steps
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
@@ -221,14 +233,15 @@ def train(config: Config) -> dict:
             state["before"] = run_eval(0)
         for step in range(state["step"] + 1, total_steps + 1):
             epoch = schedule.epoch_at(step - 1)
-            set_aside = {i for i, until in state.setdefault("set_aside", {}).items() if until > epoch}
-            indices = schedule.indices(step - 1, set_aside | locked_prompts(train_examples, config.data, step))
-            examples = [train_examples[i] for i in indices]
-            metrics, groups = grpo_step(
-                config, step, examples, tokenizer, sampler, verifier, learner,
-                resample=lambda r: [train_examples[i] for i in schedule.resample_indices(step - 1, r)],
-                environments=environments,
-            )
+            indices, set_aside = step_prompts(schedule, train_examples, config.data, step, state)
+            if config.train.async_steps:  # sampled while the learner trained on the step before (pipeline.py)
+                rollouts, async_metrics = pipeline.rollouts(step)
+                metrics, groups = learn_from(config, step, rollouts, learner, sampler)
+                metrics |= async_metrics
+            else:
+                examples = [train_examples[i] for i in indices]
+                metrics, groups = grpo_step(config, step, examples, tokenizer, sampler, verifier, learner,
+                                            resample=resampler(schedule, train_examples, step), environments=environments)
             metrics["epoch"] = schedule.epoch_at(step)
             metrics["data/skipped_frac"] = len(set(schedule.indices(step - 1)) - set(indices)) / len(indices)
             state["set_aside"] = set_aside_after(config.data, indices, groups, epoch, set_aside, state["set_aside"])
@@ -422,6 +435,19 @@ def learn_from(config, step, rollouts: Rollouts, learner, sampler) -> tuple[dict
             "latency_ms": [round(latencies_ms[i].item(), 1) for i in members],
         } | ({"transcripts": [c.transcript for c in group]} if group[0].transcript is not None else {}))
     return metrics, logged_groups
+
+
+def step_prompts(schedule, examples, data, step: int, state: dict) -> tuple[list[int], set[int]]:
+    """The train prompts of `step` (1-based): the schedule's, those set aside (state["set_aside"]) or of a level
+    not yet reached replaced; and the prompts set aside now."""
+    epoch = schedule.epoch_at(step - 1)
+    set_aside = {i for i, until in state.setdefault("set_aside", {}).items() if until > epoch}
+    return schedule.indices(step - 1, set_aside | locked_prompts(examples, data, step)), set_aside
+
+
+def resampler(schedule, examples, step: int) -> Callable[[int], list]:
+    """Dynamic sampling's extra round r of `step` -> its examples (PromptSchedule.resample_indices)."""
+    return lambda resample_round: [examples[i] for i in schedule.resample_indices(step - 1, resample_round)]
 
 
 def locked_prompts(examples, data, step: int) -> set[int]:

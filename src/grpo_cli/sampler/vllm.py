@@ -45,12 +45,12 @@ from contextlib import contextmanager
 
 import torch
 from peft import PeftModel
-from peft.tuners.lora import LoraLayer
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
 
 from grpo_cli.config import Config
+from grpo_cli.models import checkpoint_weights
 from grpo_cli.sampler.base import Completion, eos_token_ids, new_token_budget, sampling_seed
 
 
@@ -188,25 +188,3 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def checkpoint_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """`model`'s weights under the names of its checkpoint, as vLLM's loader expects them.
-
-    For a peft LoRA model, each adapted layer's base weight merged with its active adapters,
-        W' = W + sum_a (alpha_a / r_a) B_a A_a
-    under the base model's name (peft's `base_model.model.` prefix and `.base_layer` dropped); the adapter
-    matrices themselves are not sent. The merge happens one layer at a time as vLLM consumes the iterator, so
-    at most one merged matrix is alive at once.
-    """
-    if not isinstance(model, PeftModel):
-        yield from model.state_dict().items()
-        return
-    lora_layers = {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
-    for name, tensor in model.state_dict().items():
-        if ".lora_" in name:
-            continue
-        layer = lora_layers.get(name.removesuffix(".base_layer.weight"))
-        if layer is not None and not layer.merged:  # a merged layer's base weight already holds its adapter
-            tensor = tensor + sum(layer.get_delta_weight(adapter) for adapter in layer.active_adapters)
-        yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), tensor
