@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Callable, Literal, Protocol
 
 from grpo_cli.errors import GrpoError
 
@@ -29,9 +29,16 @@ class Completion:
 
 class Sampler(Protocol):
     def generate(
-        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None
+        self,
+        prompt_ids: list[list[int]],
+        n: int,
+        seed: int,
+        temperature: float | None = None,
+        on_groups: Callable[[list[list[Completion]]], None] | None = None,
     ) -> list[list[Completion]]:
-        """For each prompt, n completions (a group). `temperature` overrides sampler.temperature (eval)."""
+        """For each prompt, n completions (a group). `temperature` overrides sampler.temperature (eval).
+        `on_groups` is called with each run of finished groups, in prompt order, while generation goes on
+        (the trainer verifies them meanwhile); together they are the groups returned."""
 
     def sync_weights(self, model) -> None:
         """Make the next generate() sample from `model`'s current weights."""

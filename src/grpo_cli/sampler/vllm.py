@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -115,7 +115,12 @@ class VLLMSampler:
         )
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None
+        self,
+        prompt_ids: list[list[int]],
+        n: int,
+        seed: int,
+        temperature: float | None = None,
+        on_groups: Callable[[list[list[Completion]]], None] | None = None,
     ) -> list[list[Completion]]:
         temperature = self.config.temperature if temperature is None else temperature
         if self.asleep:
@@ -152,7 +157,10 @@ class VLLMSampler:
             )
             for sample, text in zip(samples, texts)
         ]
-        return [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+        groups = [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+        if on_groups is not None:  # one engine call: every group finishes at its end
+            on_groups(groups)
+        return groups
 
     @torch.no_grad()
     def sync_weights(self, model) -> None:
