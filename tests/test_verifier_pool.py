@@ -4,6 +4,8 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -208,12 +210,24 @@ def test_each_gsm8k_reference_solution_scores_one_against_its_answer_and_zero_ag
     assert [s.reward for s in off_by_one] == [0.0] * 1319
 
 
-def test_verifier_workers_run_one_torch_thread(reward_module):
-    """The workers are mostly idle and must not take cores from the sampler and the learner."""
-    # timeout_s: the first check imports torch
-    config = VerifierConfig(extract="final_line", timeout_s=60, num_workers=2, rewards=RewardConfig(custom="user_rewards:torch_threads"))
-    with build_verifier(config) as verifier:
-        assert {s.components["custom"] for s in verifier.score(["FINAL: 1"] * 2, ["1"] * 2)} == {1.0}
+def test_verifier_workers_run_one_torch_thread(reward_module, tmp_path):
+    """The workers are mostly idle and must not take cores from the sampler and the learner. In a fresh
+    interpreter without OMP_NUM_THREADS (conftest sets it for the tests), where torch would take every core."""
+    script = textwrap.dedent("""
+        from grpo_cli.config import RewardConfig, VerifierConfig
+        from grpo_cli.verifier import build_verifier
+
+        if __name__ == "__main__":
+            # timeout_s: the first check imports torch
+            config = VerifierConfig(extract="final_line", timeout_s=60, num_workers=2, rewards=RewardConfig(custom="user_rewards:torch_threads"))
+            with build_verifier(config) as verifier:
+                print(sorted({s.components["custom"] for s in verifier.score(["FINAL: 1"] * 2, ["1"] * 2)}))
+    """)
+    (tmp_path / "threads.py").write_text(script)
+    env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    result = subprocess.run([sys.executable, str(tmp_path / "threads.py")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[1.0]", result.stderr
 
 
 class CharTokenizer:
