@@ -11,7 +11,7 @@ from grpo_cli.config import Config, ModelConfig, SamplerConfig, TinyModelConfig
 from grpo_cli.learner import RolloutBatch, completion_logprobs
 from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
-from grpo_cli.sampler.hf import HFSampler, _plain_generation_config, sequence_bytes
+from grpo_cli.sampler.hf import HFSampler, plain_generation_config, sequence_bytes
 
 TEXTS = [
     "The harbor holds 12 crates and ships 5 of them. How many remain?\n12 - 5 = 7\nFINAL: 7",
@@ -232,11 +232,11 @@ def unshared_generate(sampler: HFSampler, prompts: list[list[int]], n: int, seed
     rows = [ids for ids in prompts for _ in range(n)]
     input_ids = torch.tensor([[sampler.pad_token_id] * (width - len(ids)) + ids for ids in rows])
     attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
-    with torch.no_grad(), torch.random.fork_rng(), _plain_generation_config(sampler.model):
+    with torch.no_grad(), torch.random.fork_rng(), plain_generation_config(sampler.model):
         torch.manual_seed(seed)
         output = sampler.model.eval().generate(
             input_ids=input_ids, attention_mask=attention_mask,
-            generation_config=sampler._generation_config(temperature, sampler.config.max_new_tokens),
+            generation_config=sampler.generation_config(temperature, sampler.config.max_new_tokens),
         )
     tokens = output.sequences[:, width:]
     logprobs = torch.stack([torch.log_softmax(s, -1).gather(-1, t[:, None])[:, 0] for s, t in zip(output.scores, tokens.T)], 1)

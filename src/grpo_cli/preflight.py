@@ -34,7 +34,7 @@ from grpo_cli.progress import Progress
 GiB = 1024**3
 
 
-def _peak_memory_gib(device: torch.device) -> float:
+def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -59,19 +59,19 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
     chosen = random.Random(config.train.seed).sample(range(len(train_examples)), num_prompts)
     examples = [train_examples[i] for i in chosen]
     seconds, memory = {}, {}
-    _peak_memory_gib(learner.device)
+    peak_memory_gib(learner.device)
 
     with Progress("preflight", 3) as progress:  # sample, verify, learn
         tic = time.perf_counter()
         prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in examples]
         groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed)
-        seconds["sample"], memory["sample"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        seconds["sample"], memory["sample"] = time.perf_counter() - tic, peak_memory_gib(learner.device)
         progress.advance()
 
         tic = time.perf_counter()
         completions = [completion for group in groups for completion in group]
         scores = verifier.score([c.text for c in completions], [e.answer for e in examples for _ in range(G)], step=1)
-        seconds["verify"], memory["verify"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        seconds["verify"], memory["verify"] = time.perf_counter() - tic, peak_memory_gib(learner.device)
         progress.advance()
 
         rewards = torch.tensor([score.reward for score in scores], dtype=torch.float32)
@@ -83,7 +83,7 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
         batch.old_logprobs = learner.old_logprobs(batch)
         learner.backward(batch)
         learner.optimizer.zero_grad(set_to_none=True)
-        seconds["learn"], memory["learn"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        seconds["learn"], memory["learn"] = time.perf_counter() - tic, peak_memory_gib(learner.device)
         progress.advance()
 
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)

@@ -71,7 +71,7 @@ class HFSampler:
         piece: list[Completion] = []  # the finished pieces of a group larger than the batch
         try:
             # A private RNG stream: the same seed gives the same completions, and training's RNG is untouched.
-            with torch.random.fork_rng(devices=_cuda_devices(self.model)), _plain_generation_config(self.model):
+            with torch.random.fork_rng(devices=cuda_devices(self.model)), plain_generation_config(self.model):
                 torch.manual_seed(seed)
                 for prompts, copies in _batches(prompt_ids, n, batch_size):
                     completions = self._generate_batch(prompts, copies, temperature)
@@ -118,7 +118,7 @@ class HFSampler:
                 input_ids=input_ids.repeat_interleave(copies, dim=0),
                 attention_mask=attention_mask.repeat_interleave(copies, dim=0),
                 past_key_values=cache,
-                generation_config=self._generation_config(temperature, max_new_tokens),
+                generation_config=self.generation_config(temperature, max_new_tokens),
             )
         new_tokens = output.sequences[:, width:]
         # Scores: the logits after temperature (none when greedy) and top-k/top-p (-inf outside the support).
@@ -155,7 +155,8 @@ class HFSampler:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(token_ids=tokens, logprobs=logprobs[:length], text=text, finish_reason=finish_reason)
 
-    def _generation_config(self, temperature: float, max_new_tokens: int) -> GenerationConfig:
+    def generation_config(self, temperature: float, max_new_tokens: int) -> GenerationConfig:
+        """The settings of every generate call: sampler.* and `temperature`, nothing from the model."""
         greedy = temperature == 0
         return GenerationConfig(
             do_sample=not greedy,
@@ -196,7 +197,7 @@ def _batches(prompt_ids: list[list[int]], n: int, batch_size: int) -> Iterator[t
 
 
 @contextmanager
-def _plain_generation_config(model):
+def plain_generation_config(model):
     """generate() fills every setting the given config leaves unset (min_p, repetition_penalty,
     no_repeat_ngram_size, ...) from model.generation_config: hold a blank one while sampling."""
     transformers_model = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -208,6 +209,6 @@ def _plain_generation_config(model):
         transformers_model.generation_config = saved
 
 
-def _cuda_devices(model) -> list[int]:
+def cuda_devices(model) -> list[int]:
     device = model.device
     return [device.index or 0] if device.type == "cuda" else []
