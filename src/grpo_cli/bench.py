@@ -133,16 +133,21 @@ def bare_forward_backward(learner, rollouts, micro_batch_size: int) -> tuple[flo
     G = len(rollouts.groups[0])
     batch = RolloutBatch.build(rollouts.prompt_ids, rollouts.groups, torch.zeros(len(rollouts.groups) * G))
     lengths = batch.attention_mask.sum(dim=1)
-    batch = batch.select(lengths.argsort(descending=True)).to(learner.device)
-    model = learner.policy
+    order = lengths.argsort(descending=True).to(learner.device)
+    input_ids, attention_mask = batch.input_ids.to(learner.device), batch.attention_mask.to(learner.device)
+    completion_mask = batch.completion_mask.to(learner.device)
+    P = input_ids.shape[1] - completion_mask.shape[1]
     _synchronize(learner.device)
     tic = time.perf_counter()
-    for micro in batch.micro_batches(micro_batch_size):
+    for rows in order.split(micro_batch_size):
+        # Trimmed to the micro-batch's own longest prompt and completion, as the learner's micro-batches are.
+        columns = attention_mask[rows].any(dim=0).nonzero()[:, 0]
+        start, end = int(columns[0]), int(columns[-1]) + 1
         with compute_autocast(learner.device, learner.compute_dtype):
-            logits = model(input_ids=micro.input_ids, attention_mask=micro.attention_mask).logits
-        T = micro.completion_mask.shape[1]
-        logp = torch.log_softmax(logits[:, -T - 1 : -1].float(), dim=-1).gather(-1, micro.completion_ids[..., None])[..., 0]
-        logp.masked_fill(~micro.completion_mask, 0.0).sum().backward()
+            logits = learner.policy(input_ids=input_ids[rows, start:end], attention_mask=attention_mask[rows, start:end]).logits
+        targets = input_ids[rows, P:end]
+        logp = torch.log_softmax(logits[:, P - start - 1 : -1].float(), dim=-1).gather(-1, targets[..., None])[..., 0]
+        logp.masked_fill(~completion_mask[rows, : end - P], 0.0).sum().backward()
     _synchronize(learner.device)
     seconds = time.perf_counter() - tic
     learner.optimizer.zero_grad(set_to_none=True)

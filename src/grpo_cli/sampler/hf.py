@@ -91,8 +91,9 @@ class HFSampler:
     def automatic_batch_size(self, prompt_ids: list[list[int]]) -> int:
         """Sequences per generate call when sampler.batch_size is null: as many as fit the free memory's share."""
         device = self.model.device
-        if device.type == "cuda":
-            free = torch.cuda.mem_get_info(device)[0] * GPU_MEMORY_FRACTION
+        if device.type == "cuda":  # free on the device, and what torch's allocator holds unused
+            unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            free = (torch.cuda.mem_get_info(device)[0] + unused) * GPU_MEMORY_FRACTION
         else:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * CPU_MEMORY_FRACTION
         width = max(len(ids) for ids in prompt_ids)
