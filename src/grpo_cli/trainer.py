@@ -321,6 +321,8 @@ def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resam
 
         local_groups = sampler.generate(local_prompt_ids, n=G, seed=sampling_seed(*seed_parts), on_groups=verify)
         timings["time/sample_s"] += time.perf_counter() - tic
+        if len(submitted) < len(local_groups):  # groups a sampler returned without handing them over
+            verify(local_groups[len(submitted) :])
 
         tic = time.perf_counter()  # only the checks still running when generation ends
         checked = [check.result() for check in checks]
