@@ -27,14 +27,12 @@ class Completion:
     finish_reason: Literal["stop", "length"]
 
 
+OnGroups = Callable[[list[list[Completion]]], None]  # called with each run of finished groups
+
+
 class Sampler(Protocol):
     def generate(
-        self,
-        prompt_ids: list[list[int]],
-        n: int,
-        seed: int,
-        temperature: float | None = None,
-        on_groups: Callable[[list[list[Completion]]], None] | None = None,
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, on_groups: OnGroups | None = None
     ) -> list[list[Completion]]:
         """For each prompt, n completions (a group). `temperature` overrides sampler.temperature (eval).
         `on_groups` is called with each run of finished groups, in prompt order, while generation goes on

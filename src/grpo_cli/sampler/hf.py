@@ -21,15 +21,15 @@ A model held in float32 master weights (learner.py) samples under autocast to th
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from collections.abc import Callable, Iterator
 
 import torch
 from transformers import DynamicCache, GenerationConfig
 
 from grpo_cli.config import SamplerConfig
 from grpo_cli.models import compute_autocast
-from grpo_cli.sampler.base import Completion, eos_token_ids, new_token_budget
+from grpo_cli.sampler.base import Completion, OnGroups, eos_token_ids, new_token_budget
 
 # The share of free memory an automatic batch may take: on GPU the learner's memory is already allocated and
 # the rest is the sampler's; on CPU the machine's RAM is shared with the verifier's workers and everything else.
@@ -56,12 +56,7 @@ class HFSampler:
 
     @torch.no_grad()
     def generate(
-        self,
-        prompt_ids: list[list[int]],
-        n: int,
-        seed: int,
-        temperature: float | None = None,
-        on_groups: Callable[[list[list[Completion]]], None] | None = None,
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, on_groups: OnGroups | None = None
     ) -> list[list[Completion]]:
         temperature = self.config.temperature if temperature is None else temperature
         batch_size = self.config.batch_size or self.automatic_batch_size(prompt_ids)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -51,7 +51,7 @@ from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
 
 from grpo_cli.config import Config
-from grpo_cli.sampler.base import Completion, eos_token_ids, new_token_budget, sampling_seed
+from grpo_cli.sampler.base import Completion, OnGroups, eos_token_ids, new_token_budget, sampling_seed
 
 
 class VLLMSampler:
@@ -115,12 +115,7 @@ class VLLMSampler:
         )
 
     def generate(
-        self,
-        prompt_ids: list[list[int]],
-        n: int,
-        seed: int,
-        temperature: float | None = None,
-        on_groups: Callable[[list[list[Completion]]], None] | None = None,
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, on_groups: OnGroups | None = None
     ) -> list[list[Completion]]:
         temperature = self.config.temperature if temperature is None else temperature
         if self.asleep:
