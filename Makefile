@@ -30,12 +30,11 @@ test: setup system-deps
 test-slow: setup system-deps
 	$(PY) -m pytest -q -m slow
 
-# The demo's model is tiny: one thread per process beats two fighting over 2 cores (and the verifier's workers).
 demo: setup
 	rm -rf runs/demo
-	OMP_NUM_THREADS=1 $(VENV)/bin/grpo init-model recipe=demo
-	OMP_NUM_THREADS=1 $(VENV)/bin/grpo sft recipe=demo
-	OMP_NUM_THREADS=1 $(VENV)/bin/grpo train recipe=demo
+	$(VENV)/bin/grpo init-model recipe=demo
+	$(VENV)/bin/grpo sft recipe=demo
+	$(VENV)/bin/grpo train recipe=demo
 	# The report page (refreshed by train) with its PNG charts; prints the page's path.
 	$(VENV)/bin/grpo report runs/demo
 

@@ -3,6 +3,7 @@ masking and bonus, per-component rewards by hand, and a 3-step CPU run of each v
 
 import json
 import math
+from concurrent.futures import Future
 
 import pytest
 import torch
@@ -113,9 +114,11 @@ class ScriptedSampler:
     def __init__(self):
         self.calls = []
 
-    def generate(self, prompt_ids, n, seed, temperature=None):
+    def generate(self, prompt_ids, n, seed, temperature=None, on_groups=None):
         self.calls.append((len(prompt_ids), seed))
-        return [[Completion([5, 6, 7][: 1 + j % 3], [-1.0] * (1 + j % 3), f"{j}", "stop") for j in range(n)] for _ in prompt_ids]
+        groups = [[Completion([5, 6, 7][: 1 + j % 3], [-1.0] * (1 + j % 3), f"{j}", "stop") for j in range(n)] for _ in prompt_ids]
+        on_groups(groups)
+        return groups
 
     def sync_weights(self, model):
         pass
@@ -124,11 +127,11 @@ class ScriptedSampler:
 class ScriptedVerifier:
     """Answer "varied": completion 0 of the group scores 1, the rest 0; any other answer: all 0 (a tie)."""
 
-    latencies_s: list[float] = []
-
-    def score(self, texts, answers, step=0):
-        self.latencies_s = [0.001] * len(texts)
-        return [Score(float(a == "varied" and t == "0"), a == "varied" and t == "0", None, "wrong") for t, a in zip(texts, answers)]
+    def submit(self, texts, answers, step=0):
+        scores = [Score(float(a == "varied" and t == "0"), a == "varied" and t == "0", None, "wrong") for t, a in zip(texts, answers)]
+        done = Future()
+        done.set_result((scores, [0.001] * len(texts)))
+        return done
 
 
 class RecordingLearner:

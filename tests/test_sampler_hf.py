@@ -11,7 +11,7 @@ from grpo_cli.config import Config, ModelConfig, SamplerConfig, TinyModelConfig
 from grpo_cli.learner import RolloutBatch, completion_logprobs
 from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
-from grpo_cli.sampler.hf import HFSampler
+from grpo_cli.sampler.hf import HFSampler, plain_generation_config, sequence_bytes
 
 TEXTS = [
     "The harbor holds 12 crates and ships 5 of them. How many remain?\n12 - 5 = 7\nFINAL: 7",
@@ -223,3 +223,60 @@ def test_new_tokens_are_capped_at_the_models_context(tiny_model_dir):
     longest = max(len(p) for p in prompts)  # one left-padded batch: the longest prompt sets the room left
     for group in groups:
         assert len(group[0].token_ids) == 512 - longest and group[0].finish_reason == "length"
+
+
+def unshared_generate(sampler: HFSampler, prompts: list[list[int]], n: int, seed: int, temperature: float):
+    """What the sampler computes without the shared prefill: one plain generate over the prompts' n left-padded
+    copies (all of them one batch), with the sampler's generation settings and seed."""
+    width = max(len(ids) for ids in prompts)
+    rows = [ids for ids in prompts for _ in range(n)]
+    input_ids = torch.tensor([[sampler.pad_token_id] * (width - len(ids)) + ids for ids in rows])
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
+    with torch.no_grad(), torch.random.fork_rng(), plain_generation_config(sampler.model):
+        torch.manual_seed(seed)
+        output = sampler.model.eval().generate(
+            input_ids=input_ids, attention_mask=attention_mask,
+            generation_config=sampler.generation_config(temperature, sampler.config.max_new_tokens),
+        )
+    tokens = output.sequences[:, width:]
+    logprobs = torch.stack([torch.log_softmax(s, -1).gather(-1, t[:, None])[:, 0] for s, t in zip(output.scores, tokens.T)], 1)
+    return [sampler._completion(t.tolist(), lp.tolist()) for t, lp in zip(tokens, logprobs)]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_the_shared_prompt_prefill_samples_what_the_unshared_generate_does(tokenizer, prompt_ids, temperature):
+    model = tiny_model(tokenizer)
+    sampler = HFSampler(model, tokenizer, SamplerConfig(temperature=temperature, top_k=30, max_new_tokens=10, batch_size=12))
+    shared = [c for group in sampler.generate(prompt_ids, n=4, seed=11) for c in group]
+    unshared = unshared_generate(sampler, prompt_ids, 4, 11, temperature)
+    assert [c.token_ids for c in shared] == [c.token_ids for c in unshared]
+    assert len({tuple(c.token_ids) for c in shared}) > (1 if temperature == 0 else 6)  # prompts differ; sampled copies too
+    # The same tokens; log-probs equal up to float rounding (the prompt's last token is computed apart).
+    for ours, theirs in zip(shared, unshared):
+        assert ours.finish_reason == theirs.finish_reason
+        torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), atol=1e-5, rtol=0)
+
+
+def test_groups_come_back_whole_and_in_order_through_on_groups(tokenizer, prompt_ids):
+    model = tiny_model(tokenizer)
+    # batch 8 with n=4: two groups per call; batch 3 with n=4: each group in two pieces (3 + 1).
+    for batch_size, calls in [(8, 2), (3, 3)]:
+        sampler = HFSampler(model, tokenizer, SamplerConfig(max_new_tokens=5, batch_size=batch_size))
+        finished = []
+        groups = sampler.generate(prompt_ids, n=4, seed=2, on_groups=finished.append)
+        assert len(finished) == calls and [g for batch in finished for g in batch] == groups
+        assert [len(g) for g in groups] == [4, 4, 4]
+
+
+def test_sequence_bytes_by_hand_and_the_automatic_batch_fits_the_free_memory(tokenizer, prompt_ids, monkeypatch):
+    model = tiny_model(tokenizer)
+    # 2 layers x 1 KV head x 64 dims x (K and V) x (7 + 10 positions) x 4 bytes, and (10 + 3) x 300 float32 scores.
+    assert sequence_bytes(model.config, 7, 10, 4) == 2 * 2 * 1 * 64 * 17 * 4 + 13 * 300 * 4
+    sampler = HFSampler(model, tokenizer, SamplerConfig(max_new_tokens=10, batch_size=None))
+    width = max(len(ids) for ids in prompt_ids)
+    per_sequence = sequence_bytes(model.config, width, 10, 4)
+    pages = {"SC_AVPHYS_PAGES": 5 * per_sequence * 2 // 4096 + 1, "SC_PAGE_SIZE": 4096}  # half is 5 sequences' worth
+    monkeypatch.setattr("os.sysconf", pages.__getitem__)
+    assert sampler.automatic_batch_size(prompt_ids) == 5
+    groups = sampler.generate(prompt_ids, n=2, seed=0)  # 2 groups (4 sequences) per call, then 1
+    assert [len(g) for g in groups] == [2, 2, 2]

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -50,6 +52,14 @@ def reward_module(tmp_path, monkeypatch):
 
         def broken(completion, answer):
             raise RuntimeError("bug in the user's reward")
+
+        def torch_threads(completion, answer):
+            import torch  # imported in the worker, as a user's reward may
+            return float(torch.get_num_threads())
+
+        def mark_checked(completion, answer):
+            open(completion.splitlines()[0], "w").close()  # the completion's first line: a path, checked
+            return 0.0
 
         def c_loop(completion, answer):
             # One C call that never returns to the interpreter for minutes, as GMP's integer power does when
@@ -198,3 +208,72 @@ def test_each_gsm8k_reference_solution_scores_one_against_its_answer_and_zero_ag
         off_by_one = verifier.score(solutions, [str(int(a) + 1) for a in answers])
     assert [s.reward for s in right] == [1.0] * 1319
     assert [s.reward for s in off_by_one] == [0.0] * 1319
+
+
+def test_verifier_workers_run_one_torch_thread(reward_module, tmp_path):
+    """The workers are mostly idle and must not take cores from the sampler and the learner. In a fresh
+    interpreter without OMP_NUM_THREADS (conftest sets it for the tests), where torch would take every core."""
+    script = textwrap.dedent("""
+        from grpo_cli.config import RewardConfig, VerifierConfig
+        from grpo_cli.verifier import build_verifier
+
+        if __name__ == "__main__":
+            # timeout_s: the first check imports torch
+            config = VerifierConfig(extract="final_line", timeout_s=60, num_workers=2, rewards=RewardConfig(custom="user_rewards:torch_threads"))
+            with build_verifier(config) as verifier:
+                print(sorted({s.components["custom"] for s in verifier.score(["FINAL: 1"] * 2, ["1"] * 2)}))
+    """)
+    (tmp_path / "threads.py").write_text(script)
+    env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    result = subprocess.run([sys.executable, str(tmp_path / "threads.py")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[1.0]", result.stderr
+
+
+class CharTokenizer:
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [1] + [2 + ord(c) % 50 for c in text]}
+
+
+class BatchedSampler:
+    """Two groups per batch; after handing over its first batch it waits until the verifier has checked it
+    (a synchronous verifier never would), so the step only finishes when verification overlaps generation."""
+
+    def __init__(self, groups, markers):
+        self.groups, self.markers, self.waited = groups, markers, False
+
+    def generate(self, prompt_ids, n, seed, temperature=None, on_groups=None):
+        for start in range(0, len(self.groups), 2):
+            on_groups(self.groups[start : start + 2])
+            if start == 0:
+                deadline = time.monotonic() + 30
+                while not all(path.exists() for path in self.markers[: 2 * n]) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                self.waited = all(path.exists() for path in self.markers[: 2 * n])
+        return self.groups
+
+
+def test_finished_groups_are_verified_while_generation_goes_on(reward_module, tmp_path):
+    from grpo_cli.config import Config
+    from grpo_cli.data import Example
+    from grpo_cli.sampler.base import Completion
+    from grpo_cli.trainer import collect_rollouts
+
+    config = Config()
+    config.algorithm.group_size = 2
+    examples = [Example(f"q{i}", f"question {i}", str(i)) for i in range(6)]
+    markers = [tmp_path / f"checked{i}" for i in range(12)]
+    # completion j of prompt i answers i when j == 0 or i is even: rewards 1 0, 1 1, 1 0, ...
+    groups = [
+        [Completion([5], [-1.0], f"{markers[2 * i + j]}\nFINAL: {i if j == 0 or i % 2 == 0 else i + 1}", "stop") for j in range(2)]
+        for i in range(6)
+    ]
+    sampler = BatchedSampler(groups, markers)
+    verifier_config = VerifierConfig(extract="final_line", num_workers=2, rewards=RewardConfig(custom="user_rewards:mark_checked"))
+    with build_verifier(verifier_config) as verifier:
+        rollouts = collect_rollouts(config, 1, examples, CharTokenizer(), sampler, verifier)
+        assert sampler.waited
+        expected = verifier.score([c.text for g in groups for c in g], [ex.answer for ex in examples for _ in range(2)])
+    assert [s.reward for s in rollouts.scores] == [1.0, 1.0, 1.0, 0.0] * 3
+    assert rollouts.scores == expected  # the same scores as one synchronous call
+    assert len(rollouts.latencies_ms) == 12 and (rollouts.latencies_ms > 0).all()

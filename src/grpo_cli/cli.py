@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="GPUs (torchrun ranks) the run shards over with FSDP2 (default: $WORLD_SIZE, else 1)")
     preflight = command("preflight", "sample training prompts x G from the starting model: enough signal to learn? how long?")
     preflight.add_argument("--strict", action="store_true", help="exit 1 when too few groups have a positive reward")
+    bench = command("bench", "time a few steps against the bare generate and forward+backward limits (grpo bench recipe=demo)")
+    bench.add_argument("--steps", type=int, default=3, metavar="N", help="measured steps after one warm-up step (default 3)")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor = command("doctor", "versions, devices, vLLM, code sandbox, free disk: can this configuration run here?")
     doctor.add_argument("--vllm-start", action="store_true", help="also start a vLLM engine on a tiny model (slow)")
     audit = command("audit", "a review sheet of completions with correct answers, for a human to judge the reasoning",
@@ -149,6 +152,7 @@ HANDLERS = {
     "report": "grpo_cli.report:report_command",
     "preflight": "grpo_cli.preflight:preflight_command",
     "doctor": "grpo_cli.doctor:doctor_command",
+    "bench": "grpo_cli.bench:bench_command",
     "audit": "grpo_cli.audit:audit_command",
 }
 

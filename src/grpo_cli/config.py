@@ -94,7 +94,9 @@ class SamplerConfig:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling: keep the smallest token set with this probability", **check(lambda v: 0 < v <= 1, "must be in (0, 1]")})
     top_k: int = field(default=0, metadata={"help": "keep the k most likely tokens (0: all)", **check(lambda v: v >= 0, "must be >= 0 (0 turns it off)")})
     max_new_tokens: int = field(default=256, metadata={"help": "generation budget per completion, in tokens", **POSITIVE})
-    batch_size: int = field(default=64, metadata={"help": "hf: prompts per generate call", **POSITIVE})
+    batch_size: Optional[int] = field(
+        default=None, metadata={"help": "hf: sequences (prompts x G) per generate call; null sizes it by free memory", **POSITIVE_OR_NONE}
+    )
     gpu_memory_utilization: float = field(
         default=0.5, metadata={"help": "vllm: fraction of device memory the engine may take", **check(lambda v: 0 < v <= 1, "must be in (0, 1]")}
     )

@@ -28,7 +28,7 @@ length of a completion; T = train.micro_batch_tokens, or 8 x S when null, tokens
     logits            T x V x 8 (float32 logits and their log-softmax)
     vLLM              gpu_memory_utilization x GPU: its own copy of the weights, the rest KV cache at
                       2 x L x kv x b per token (or the weights + sampler.kv_cache_gb when that is set)
-    hf generate       KV cache of sampler.batch_size sequences of S tokens
+    hf generate       KV cache of sampler.batch_size sequences of S tokens (null: prompts_per_step x G)
 With N > 1 GPUs (--nproc, or torchrun's WORLD_SIZE) the learner runs under FSDP2 (distributed.py), per GPU:
     policy weights    params x 4 / N (float32 shards; bf16 compute)
     reference         params x b / N when there is one
@@ -283,9 +283,11 @@ def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: 
         components["vLLM KV cache"] = kv_cache
         phases_overlap = not sampler.enable_sleep_mode
     else:
-        sampling = kv_cache = round(sampler.batch_size * padded * kv_per_token)
+        # sampler.batch_size null: the sampler takes as many as the free memory holds, at most a step's sequences.
+        batch = sampler.batch_size or config.train.prompts_per_step * config.algorithm.group_size
+        sampling = kv_cache = round(batch * padded * kv_per_token)
         components["generate KV cache"] = kv_cache
-        notes["generate KV cache"] = f"sampler.batch_size {sampler.batch_size} sequences x {padded:g} tokens"
+        notes["generate KV cache"] = f"{batch} sequences (sampler.batch_size {sampler.batch_size}) x {padded:g} tokens"
         phases_overlap = False
     peak = learner + sampling if phases_overlap else max(resident + sampling, learner)
     return MemoryEstimate(components, notes, kv_cache // kv_per_token, phases_overlap, peak, gpu)

@@ -35,7 +35,7 @@ from grpo_cli.sampler.base import sampling_seed
 GiB = 1024**3
 
 
-def _peak_memory_gib(device: torch.device) -> float:
+def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -61,20 +61,20 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
     chosen = random.Random(config.train.seed).sample(range(len(train_examples)), num_prompts)
     examples = [train_examples[i] for i in chosen]
     seconds, memory = {}, {}
-    _peak_memory_gib(learner.device)
+    peak_memory_gib(learner.device)
 
     with Progress("preflight", 3) as progress:  # sample, verify, learn
         tic = time.perf_counter()
         with open_environments(config, tokenizer) as environments:  # multi-turn rollouts with an environment
             sampled = sample_groups(sampler, tokenizer, examples, G, sampling_seed(config.train.seed, "preflight"), config, environments)
         prompt_ids, groups = sampled.prompt_ids, sampled.groups
-        seconds["sample"], memory["sample"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        seconds["sample"], memory["sample"] = time.perf_counter() - tic, peak_memory_gib(learner.device)
         progress.advance()
 
         tic = time.perf_counter()
         completions = [completion for group in groups for completion in group]
         scores = verifier.score(final_texts(completions), [e.answer for e in examples for _ in range(G)], step=1)
-        seconds["verify"], memory["verify"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        seconds["verify"], memory["verify"] = time.perf_counter() - tic, peak_memory_gib(learner.device)
         progress.advance()
 
         rewards = torch.tensor([score.reward for score in scores], dtype=torch.float32)
@@ -86,7 +86,7 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
         batch.old_logprobs = learner.old_logprobs(batch)
         learner.backward(batch)
         learner.optimizer.zero_grad(set_to_none=True)
-        seconds["learn"], memory["learn"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
+        seconds["learn"], memory["learn"] = time.perf_counter() - tic, peak_memory_gib(learner.device)
         progress.advance()
 
     schedule = PromptSchedule(len(train_examples), config.train.prompts_per_step, config.train.epochs, config.train.seed)

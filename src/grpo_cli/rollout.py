@@ -29,7 +29,7 @@ from grpo_cli.config import Config
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt
 from grpo_cli.environment import Environments
-from grpo_cli.sampler.base import Completion, sampling_seed
+from grpo_cli.sampler.base import Completion, OnGroups, sampling_seed
 from grpo_cli.verifier.score import Score
 
 
@@ -56,13 +56,14 @@ class _Rollout:
 
 def sample_groups(
     sampler, tokenizer, examples: list[Example], n: int, seed: int, config: Config,
-    environments: Environments | None = None, temperature: float | None = None,
+    environments: Environments | None = None, temperature: float | None = None, on_groups: OnGroups | None = None,
 ) -> SampledGroups:
     """n rollouts per example: sampler.generate's completions when `environments` is None, else multi-turn
-    rollouts (module docstring). `temperature` overrides sampler.temperature (eval)."""
+    rollouts (module docstring). `temperature` overrides sampler.temperature (eval). `on_groups` (single turn
+    only) gets runs of finished groups while generation goes on, as Sampler.generate's does."""
     if environments is None:
         prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in examples]
-        groups = sampler.generate(prompt_ids, n=n, seed=seed, temperature=temperature) if examples else []
+        groups = sampler.generate(prompt_ids, n=n, seed=seed, temperature=temperature, on_groups=on_groups) if examples else []
         return SampledGroups(prompt_ids, groups)
     return _multi_turn(sampler, tokenizer, examples, n, seed, config, environments, temperature)
 

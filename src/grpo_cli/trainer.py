@@ -5,7 +5,8 @@
                     set aside (data.skip_solved / skip_unsolved) or of a level not yet reached
                     (data.difficulty_steps) replaced
         groups   <- G completions per prompt from the sampler              (time/sample_s)
-        rewards  <- the verifier's score of every completion                (time/verify_s)
+        rewards  <- the verifier's score of every completion, each finished group checked while generation
+                    goes on                                                 (time/verify_s: the wait after)
         A        <- algorithm.advantage, e.g. (r - mean_group) / (std_group + eps)   (algo/advantages.py)
         repeat algorithm.num_iterations times: one clipped policy-gradient step with KL to the reference
                                                                             (learner.py, algo/loss.py)
@@ -329,19 +330,28 @@ def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resam
         tic = time.perf_counter()
         seed_parts = (config.train.seed, "train", step) + (("resample", resample_round) if resample_round else ())
         seed_parts += ("rank", world.rank) if world.size > 1 else ()
-        sampled = sample_groups(sampler, tokenizer, local_examples, G, sampling_seed(*seed_parts), config, environments)
+        checks, submitted = [], []  # verifier futures, one per run of finished groups, checked while generation goes on
+
+        def verify(finished: list[list]) -> None:
+            answers = [ex.answer for ex in local_examples[len(submitted) : len(submitted) + len(finished)] for _ in range(G)]
+            checks.append(verifier.submit(final_texts([c for group in finished for c in group]), answers, step=step))
+            submitted.extend(finished)
+
+        sampled = sample_groups(sampler, tokenizer, local_examples, G, sampling_seed(*seed_parts), config, environments,
+                                on_groups=verify)
         local_prompt_ids, local_groups = sampled.prompt_ids, sampled.groups
         timings["time/sample_s"] += time.perf_counter() - tic - sampled.env_s
         if environments:
             timings["time/env_s"] += sampled.env_s
+        if len(submitted) < len(local_groups):  # groups a sampler (or a multi-turn rollout) returned all at once
+            verify(local_groups[len(submitted) :])
 
-        tic = time.perf_counter()
-        answers = [ex.answer for ex in local_examples for _ in range(G)]
-        local_scores = verifier.score(final_texts([c for group in local_groups for c in group]), answers, step=step)
-        local_scores = with_environment_rewards(local_scores, sampled.env_rewards, config.environment.reward)
+        tic = time.perf_counter()  # only the checks still running when generation ends
+        checked = [check.result() for check in checks]
         timings["time/verify_s"] += time.perf_counter() - tic
-        scores += distributed.gather(local_scores)
-        latencies_s += distributed.gather(list(verifier.latencies_s))
+        local_scores = [score for group_scores, _ in checked for score in group_scores]
+        scores += distributed.gather(with_environment_rewards(local_scores, sampled.env_rewards, config.environment.reward))
+        latencies_s += distributed.gather([latency for _, local_latencies in checked for latency in local_latencies])
         step_examples += examples
         prompt_ids += distributed.gather(local_prompt_ids)
         groups += distributed.gather(local_groups)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
 from grpo_cli.errors import GrpoError
 
@@ -33,15 +33,21 @@ class Completion:
     transcript: list[dict] | None = None  # multi-turn: rollout.py's turn records, in order
 
 
+OnGroups = Callable[[list[list[Completion]]], None]  # called with each run of finished groups
+
+
 class Sampler(Protocol):
     context_length: int  # positions a prompt and its completion may fill (multi-turn rollouts stop before it)
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = ()
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = (),
+        on_groups: OnGroups | None = None,
     ) -> list[list[Completion]]:
         """For each prompt, n completions (a group). `temperature` overrides sampler.temperature (eval).
         A completion also stops right after the first of the `stop` strings it writes (the token that completes
-        it is kept, with finish_reason "stop"): a tool call's closing tag in multi-turn rollouts."""
+        it is kept, with finish_reason "stop"): a tool call's closing tag in multi-turn rollouts.
+        `on_groups` is called with each run of finished groups, in prompt order, while generation goes on
+        (the trainer verifies them meanwhile); together they are the groups returned."""
 
     def sync_weights(self, model) -> None:
         """Make the next generate() sample from `model`'s current weights."""

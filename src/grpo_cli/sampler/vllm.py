@@ -51,7 +51,7 @@ from vllm.platforms import current_platform
 
 from grpo_cli.config import Config
 from grpo_cli.models import checkpoint_weights
-from grpo_cli.sampler.base import Completion, eos_token_ids, new_token_budget, sampling_seed
+from grpo_cli.sampler.base import Completion, OnGroups, eos_token_ids, new_token_budget, sampling_seed
 
 
 class VLLMSampler:
@@ -121,7 +121,8 @@ class VLLMSampler:
         )
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = ()
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = (),
+        on_groups: OnGroups | None = None,
     ) -> list[list[Completion]]:
         temperature = self.config.temperature if temperature is None else temperature
         if self.asleep:
@@ -159,7 +160,10 @@ class VLLMSampler:
             )
             for sample, text in zip(samples, texts)
         ]
-        return [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+        groups = [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+        if on_groups is not None:  # one engine call: every group finishes at its end
+            on_groups(groups)
+        return groups
 
     @torch.no_grad()
     def sync_weights(self, model) -> None:

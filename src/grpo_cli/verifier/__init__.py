@@ -2,6 +2,7 @@
 
     with build_verifier(config.verifier) as verifier:
         scores = verifier.score(completions, answers, step=step)
+        future = verifier.submit(completions, answers, step=step)   # checked while the caller goes on
 
 verifier.name=math extracts and compares answers (extract.py, normalize.py, equivalence.py);
 verifier.name=code runs programs against tests in a sandbox (code_check.py, sandbox.py). Rewards are
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.metadata import version as package_version
 from typing import Literal
 
@@ -39,24 +41,40 @@ class Verifier:
         self.version = _version(cfg)
         self.config_hash = config_hash(cfg)
         self._pool = WorkerPool(Scorer(cfg), cfg.num_workers, cfg.timeout_s, soft_timeout=cfg.name == "math", preload=WORKER_MODULES)
+        self._dispatcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier")
+        self._latencies_s: list[float] = []
 
     def score(self, completions: list[str], answers: list[str], step: int = 0, split: Literal["train", "eval"] = "train") -> list[Score]:
         """One Score per completion, checked in parallel; `step` drives the format-bonus anneal and
         split="eval" adds a code answer's hidden tests."""
+        scores, self._latencies_s = self.submit(completions, answers, step, split).result()
+        return scores
+
+    def submit(
+        self, completions: list[str], answers: list[str], step: int = 0, split: Literal["train", "eval"] = "train"
+    ) -> Future[tuple[list[Score], list[float]]]:
+        """score() in the background, so the caller goes on generating: the pool is driven from a thread (it
+        waits on pipes, releasing the GIL). The future's result: the scores and each one's latency in seconds.
+        Submissions are checked one after another, in order."""
         if len(completions) != len(answers):
             raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
-        return self._pool.map([(completion, answer, step, split) for completion, answer in zip(completions, answers)])
+        tasks = [(completion, answer, step, split) for completion, answer in zip(completions, answers)]
+        return self._dispatcher.submit(self._map, tasks)
+
+    def _map(self, tasks: list[tuple]) -> tuple[list[Score], list[float]]:
+        return self._pool.map(tasks), list(self._pool.latencies_s)
 
     @property
     def latencies_s(self) -> list[float]:
         """Seconds each completion of the last score() call took, from dispatch to verdict, in its order."""
-        return self._pool.latencies_s
+        return self._latencies_s
 
     @property
     def worker_pids(self) -> list[int]:
         return self._pool.pids
 
     def close(self) -> None:
+        self._dispatcher.shutdown(cancel_futures=True)
         self._pool.close()
 
     def __enter__(self) -> "Verifier":

@@ -10,14 +10,16 @@ A worker that dies for any other reason (a segfault, the OOM killer) is replaced
 check scores 0 with reason "error". The code verifier runs without the soft limit: its sandbox bounds
 each program itself, and an exception inside subprocess handling could leave a program running.
 Workers come from a forkserver that has already imported the verifier, so a replacement is ready in
-milliseconds and inherits no threads or CUDA state of the trainer.
+milliseconds and inherits no threads or CUDA state of the trainer; each runs one torch/OpenMP thread.
 """
 
 from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import signal
+import sys
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
@@ -39,6 +41,11 @@ def _raise_timeout(signum, frame):
 def _serve(conn: Connection, score_one: Callable, timeout_s: float, soft_timeout: bool, failed: Callable[[str], Any]) -> None:
     """Worker loop: receive a task tuple, answer score_one's result, until the parent sends None or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # One thread each for torch (a user's reward may import it) and BLAS: the workers wait most of the time
+    # and must not take cores from the sampler and the learner when they do run.
+    os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     signal.signal(signal.SIGALRM, _raise_timeout)
     conn.send(READY)
     while (task := conn.recv()) is not None:
