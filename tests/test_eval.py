@@ -37,7 +37,7 @@ class ScriptedSampler:
         self.groups = groups
         self.calls: list[dict] = []
 
-    def generate(self, prompt_ids, n, seed, temperature=None):
+    def generate(self, prompt_ids, n, seed, temperature=None, stop=(), on_groups=None):
         self.calls.append({"prompt_ids": prompt_ids, "n": n, "seed": seed, "temperature": temperature})
         return self.groups[: len(prompt_ids)]
 

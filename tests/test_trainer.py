@@ -117,9 +117,9 @@ class RecordingSampler:
     def __init__(self, sampler):
         self.sampler, self.seeds, self.syncs, self.closed = sampler, [], 0, False
 
-    def generate(self, prompt_ids, n, seed, temperature=None, on_groups=None):
+    def generate(self, prompt_ids, n, seed, temperature=None, stop=(), on_groups=None):
         self.seeds.append(seed)
-        return self.sampler.generate(prompt_ids, n, seed, temperature, on_groups)
+        return self.sampler.generate(prompt_ids, n, seed, temperature, stop, on_groups)
 
     def sync_weights(self, model):
         self.syncs += 1

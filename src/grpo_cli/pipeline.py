@@ -118,8 +118,10 @@ class RolloutPipeline:
         )
         return dataclasses.replace(rollouts, timings={"time/wait_s": wait_s}), {"async/staleness": self.version - version, **busy}
 
-    def generate(self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop=()):
-        """The Sampler interface's generate, with the policy as of the latest push."""
+    def generate(self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop=(),
+                 on_groups=None):
+        """The Sampler interface's generate, with the policy as of the latest push (evals, preflight). The groups
+        come back at once, so `on_groups` is never called (callers verify what it did not hand over)."""
         self._request("generate", prompt_ids, n, seed, temperature, tuple(stop))
         return self._wait_for(("generated",))
 
