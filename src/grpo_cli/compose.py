@@ -2,7 +2,7 @@
 
 Every key's default comes from the dataclasses in config.py, registered with Hydra's ConfigStore as
 `grpo_defaults`; `conf/config.yaml` starts from it and picks one option from each group (model, sampler,
-verifier, optimizer, data, algorithm), each holding only what it changes. A recipe is a `# @package _global_` YAML file that overrides group choices and
+verifier, optimizer, data, algorithm, environment), each holding only what it changes. A recipe is a `# @package _global_` YAML file that overrides group choices and
 values; `recipe=NAME` selects it. Recipes are looked up in the folders of `--recipes-dir` and of the
 environment variable GRPO_RECIPES_PATH (os.pathsep-separated), then in the built-in `recipes/`.
 """

@@ -322,6 +322,25 @@ class PreflightConfig:
 
 
 @dataclass
+class EnvironmentConfig:
+    """Multi-turn rollouts (rollout.py): the model calls tools between turns and reads their outputs."""
+
+    name: Literal["none", "python", "calculator", "custom"] = field(
+        default="none", metadata={"help": "none: one completion per rollout; python: run code in the sandbox; calculator: exact arithmetic; custom: environment.factory"}
+    )
+    factory: Optional[str] = field(default=None, metadata={"help": "name=custom: a function package.module:make_env, called as make_env(config, tool_format) once per rollout (environment/base.py)"})
+    max_turns: int = field(default=4, metadata={"help": "model turns per rollout, at most", **POSITIVE})
+    max_total_tokens: int = field(default=1024, metadata={"help": "model and environment tokens after the prompt per rollout, at most", **POSITIVE})
+    tool_format: Literal["auto", "tagged"] = field(
+        default="auto", metadata={"help": "auto: the chat template's <tool_call> convention when data.use_chat_template and the template has one, else tagged (<python>...</python> answered by <output>...</output>)"}
+    )
+    reward: Literal["verifier", "environment", "sum"] = field(
+        default="verifier", metadata={"help": "the rollout's reward: the verifier's score of the final answer, the environment's reward(transcript), or their sum"}
+    )
+    max_output_chars: int = field(default=1000, metadata={"help": "a tool's output is cut to this many characters before the model reads it", **POSITIVE})
+
+
+@dataclass
 class Config:
     recipe: Optional[str] = field(default=None, metadata={"help": "the recipe the run was composed from"})
     description: str = field(default="", metadata={"help": "a recipe's one-line description"})
@@ -336,6 +355,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "the training loop"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
     preflight: PreflightConfig = field(default_factory=PreflightConfig, metadata={"help": "grpo preflight: is the task learnable from this model"})
+    environment: EnvironmentConfig = field(default_factory=EnvironmentConfig, metadata={"help": "multi-turn rollouts with tools"})
 
     @property
     def completions_per_step(self) -> int:
@@ -392,11 +412,27 @@ class Config:
             )
         if len(self.optimizer.betas) != 2 or not all(0 <= b < 1 for b in self.optimizer.betas):
             raise ConfigError(f"optimizer.betas={self.optimizer.betas}: needs two numbers in [0, 1)")
+        self._validate_environment()
         if self.sampler.temperature == 0 and self.algorithm.group_size > 1:
             warnings.warn(
                 f"sampler.temperature=0 (greedy) with algorithm.group_size={self.algorithm.group_size}: every completion "
                 "in a group is identical, so every advantage is 0 and GRPO learns nothing. Use temperature > 0.",
                 stacklevel=2,
+            )
+
+    def _validate_environment(self) -> None:
+        environment = self.environment
+        if (environment.name == "custom") != (environment.factory is not None):
+            raise ConfigError(
+                f"environment.name={environment.name}, environment.factory={environment.factory}: a factory "
+                "(package.module:make_env) goes with environment.name=custom, and only with it"
+            )
+        if environment.reward != "verifier" and environment.name == "none":
+            raise ConfigError(f"environment.reward={environment.reward}: needs an environment; set environment.name")
+        if environment.reward != "verifier" and self.verifier.rewards.normalize == "per_component":
+            raise ConfigError(
+                f"environment.reward={environment.reward}: verifier.rewards.normalize=per_component normalizes the "
+                "verifier's components only; use environment.reward=verifier or normalize=none"
             )
 
 

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 from grpo_cli import distributed
 from grpo_cli.algo.passk import mean_pass_at_k
 from grpo_cli.config import Config
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import encode_prompt
+from grpo_cli.environment import open_environments
 from grpo_cli.errors import GrpoError
 from grpo_cli.metrics import completion_metrics, print_results
+from grpo_cli.rollout import final_texts, sample_groups
 
 
-def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Config, seed: int, progress=None) -> dict:
+def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Config, seed: int, progress=None, environments=None) -> dict:
     """Sample n = config.eval_num_samples per prompt (the first eval.num_prompts), verify, summarize.
+
+    With environment.name set the samples are the multi-turn rollouts training makes (rollout.py), in
+    `environments` or, when None, in environments opened for this call.
 
     Returns pass@k for each k in eval.pass_at and for k = 1 (checkpoint selection and the health checks
     read it) whether listed or not, num_prompts, num_samples, temperature, and the completion statistics of
@@ -36,13 +40,16 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     n = config.eval_num_samples
     temperature = config.sampler.temperature if config.eval.temperature is None else config.eval.temperature
     mine = distributed.share(examples)
-    prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in mine]
-    groups = sampler.generate(prompt_ids, n=n, seed=seed, temperature=temperature) if mine else []
+    with ExitStack() as stack:
+        if environments is None:
+            environments = stack.enter_context(open_environments(config, tokenizer))
+        sampled = sample_groups(sampler, tokenizer, mine, n, seed, config, environments, temperature=temperature)
+    groups = sampled.groups
     if progress:  # `grpo eval`'s bar: sampling, then verifying
         progress.advance()
     completions = [completion for group in groups for completion in group]
     answers = [example.answer for example in mine for _ in range(n)]
-    scores = verifier.score([completion.text for completion in completions], answers, split="eval")
+    scores = verifier.score(final_texts(completions), answers, split="eval")
     if progress:
         progress.advance()
     scored = distributed.gather(list(zip(completions, scores)))

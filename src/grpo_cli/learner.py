@@ -48,6 +48,9 @@ class RolloutBatch:
         attention_mask  [B, P + T]     0   0  1  1  1 |  1  1   0
         completion_mask [B, T]                        |  1  1   0
 
+    In a multi-turn rollout the completion holds environment tokens too: they are attended to but out of
+    completion_mask (Completion.model_mask), so out of the loss, the log-prob mismatch and the KL.
+
     advantages [B]; sampler_logprobs [B, T] (the sampling engine's); truncated [B] (stopped at the length
     limit); old_logprobs, ref_logprobs [B, T] and pg_mask [B, T] (algorithm.entropy_mask_top), filled in by
     Learner.train_on.
@@ -78,15 +81,17 @@ class RolloutBatch:
         input_ids = torch.full((len(rows), P + T), PAD_ID, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), P + T), dtype=torch.long)
         sampler_logprobs = torch.zeros((len(rows), T))
+        completion_mask = torch.zeros((len(rows), T), dtype=torch.bool)
         for i, (prompt, completion) in enumerate(rows):
             n = len(completion.token_ids)
             input_ids[i, P - len(prompt) : P + n] = torch.tensor(prompt + completion.token_ids)
             attention_mask[i, P - len(prompt) : P + n] = 1
             sampler_logprobs[i, :n] = torch.tensor(completion.logprobs)
+            completion_mask[i, :n] = True if completion.model_mask is None else torch.tensor(completion.model_mask)
         return cls(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            completion_mask=attention_mask[:, P:].bool(),
+            completion_mask=completion_mask,
             advantages=advantages.float(),
             sampler_logprobs=sampler_logprobs,
             truncated=torch.tensor([completion.finish_reason == "length" for _, completion in rows]),
@@ -114,7 +119,7 @@ class RolloutBatch:
     def _trimmed(self) -> "RolloutBatch":
         P = self.input_ids.shape[1] - self.completion_mask.shape[1]
         prompt_start = int(self.attention_mask[:, :P].any(dim=0).float().argmax())
-        completion_end = int(self.completion_mask.sum(dim=1).max())
+        completion_end = int(self.attention_mask[:, P:].sum(dim=1).max())  # environment tokens are not in completion_mask
         columns = slice(prompt_start, P + completion_end)
         trimmed = {"input_ids": self.input_ids[:, columns], "attention_mask": self.attention_mask[:, columns]}
         for name in ("completion_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "pg_mask"):

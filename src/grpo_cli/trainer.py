@@ -42,7 +42,8 @@ from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.algo.rewards import overlong_penalty, per_component_rewards
 from grpo_cli.algo.stats import group_stats, zero_variance_groups
 from grpo_cli.config import Config, flatten
-from grpo_cli.data.loaders import encode_prompt, load_examples
+from grpo_cli.data.loaders import load_examples
+from grpo_cli.environment import open_environments
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.evaluate import evaluate
 from grpo_cli.learner import Learner, RolloutBatch
@@ -55,6 +56,7 @@ from grpo_cli.report import write_report
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.base import sampling_seed
 from grpo_cli.retention import load_retention_set, response_nll, retention_metrics
+from grpo_cli.rollout import env_metrics, final_texts, sample_groups, with_environment_rewards
 from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.edge_cases import check_at_start
 from grpo_cli.verifier.rewards import component_weights
@@ -177,6 +179,7 @@ def train(config: Config) -> dict:
     with build_verifier(config.verifier) as verifier, ExitStack() as stack:
         state = _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor)
         sampler = stack.enter_context(closing(build_sampler(config, learner.full_model, tokenizer)))
+        environments = stack.enter_context(open_environments(config, tokenizer))
         metrics_log = RunLog(run_dir / "metrics.jsonl", truncate=not config.resume)
         samples_log = RunLog(run_dir / "samples.jsonl", truncate=not config.resume)
         evals_log = RunLog(run_dir / "evals.jsonl", truncate=not config.resume)
@@ -192,10 +195,11 @@ def train(config: Config) -> dict:
         console.warn(resume_warnings, state["step"])
 
         def run_eval(step: int) -> dict:
-            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=sampling_seed(config.train.seed, "eval", step))
+            seed = sampling_seed(config.train.seed, "eval", step)
+            results = evaluate(sampler, tokenizer, eval_examples, verifier, config, seed=seed, environments=environments)
             if step > 0:  # a candidate for the best checkpoint: score it on the select split too
                 seed = sampling_seed(config.train.seed, "select", step)
-                select = evaluate(sampler, tokenizer, select_examples, verifier, config, seed=seed)
+                select = evaluate(sampler, tokenizer, select_examples, verifier, config, seed=seed, environments=environments)
                 results |= {f"select/{key}": select[key] for key in select if key.startswith("pass@")}
                 results["select/num_prompts"] = select["num_prompts"]
             results["step"] = step
@@ -223,6 +227,7 @@ def train(config: Config) -> dict:
             metrics, groups = grpo_step(
                 config, step, examples, tokenizer, sampler, verifier, learner,
                 resample=lambda r: [train_examples[i] for i in schedule.resample_indices(step - 1, r)],
+                environments=environments,
             )
             metrics["epoch"] = schedule.epoch_at(step)
             metrics["data/skipped_frac"] = len(set(schedule.indices(step - 1)) - set(indices)) / len(indices)
@@ -267,10 +272,10 @@ def train(config: Config) -> dict:
     return summary
 
 
-def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, resample=None) -> tuple[dict, list[dict]]:
+def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, resample=None, environments=None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompts: collect its rollouts, then learn from them; returns the step's
-    metrics and its groups for samples.jsonl."""
-    rollouts = collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resample)
+    metrics and its groups for samples.jsonl. `environments` (environment/__init__.py): multi-turn rollouts."""
+    rollouts = collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resample, environments)
     return learn_from(config, step, rollouts, learner, sampler)
 
 
@@ -289,8 +294,9 @@ class Rollouts:
     timings: dict[str, float]
 
 
-def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resample=None) -> Rollouts:
-    """Sample G completions per prompt and score them.
+def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resample=None, environments=None) -> Rollouts:
+    """Sample G completions per prompt and score them; with `environments`, G multi-turn rollouts (rollout.py)
+    whose last model turn the verifier scores, environment.reward applied.
 
     With algorithm.filter_zero_variance and max_resample_rounds (DAPO dynamic sampling), while fewer than
     train.prompts_per_step groups have rewards that differ, round r = 1, 2, ... samples the prompts
@@ -300,7 +306,7 @@ def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resam
     the groups are gathered, so advantages, group statistics and metrics are the global batch's.
     """
     G = config.algorithm.group_size
-    timings = {"time/sample_s": 0.0, "time/verify_s": 0.0}
+    timings = {"time/sample_s": 0.0, "time/verify_s": 0.0} | ({"time/env_s": 0.0} if environments else {})
     world = distributed.world()
     step_examples, prompt_ids, groups, scores, latencies_s = [], [], [], [], []
     for resample_round in range(config.algorithm.max_resample_rounds + 1):
@@ -308,15 +314,18 @@ def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resam
             examples = resample(resample_round)
         local_examples = distributed.share(examples)
         tic = time.perf_counter()
-        local_prompt_ids = [encode_prompt(ex, tokenizer, config.data) for ex in local_examples]
         seed_parts = (config.train.seed, "train", step) + (("resample", resample_round) if resample_round else ())
         seed_parts += ("rank", world.rank) if world.size > 1 else ()
-        local_groups = sampler.generate(local_prompt_ids, n=G, seed=sampling_seed(*seed_parts))
-        timings["time/sample_s"] += time.perf_counter() - tic
+        sampled = sample_groups(sampler, tokenizer, local_examples, G, sampling_seed(*seed_parts), config, environments)
+        local_prompt_ids, local_groups = sampled.prompt_ids, sampled.groups
+        timings["time/sample_s"] += time.perf_counter() - tic - sampled.env_s
+        if environments:
+            timings["time/env_s"] += sampled.env_s
 
         tic = time.perf_counter()
         answers = [ex.answer for ex in local_examples for _ in range(G)]
-        local_scores = verifier.score([c.text for group in local_groups for c in group], answers, step=step)
+        local_scores = verifier.score(final_texts([c for group in local_groups for c in group]), answers, step=step)
+        local_scores = with_environment_rewards(local_scores, sampled.env_rewards, config.environment.reward)
         timings["time/verify_s"] += time.perf_counter() - tic
         scores += distributed.gather(local_scores)
         latencies_s += distributed.gather(list(verifier.latencies_s))
@@ -393,6 +402,8 @@ def learn_from(config, step, rollouts: Rollouts, learner, sampler) -> tuple[dict
         "time/step_s": step_seconds,
         "tokens_per_s": generated_tokens / step_seconds,
     }
+    if completions[0].transcript is not None:
+        metrics |= env_metrics(completions)
     if config.algorithm.overlong_buffer:
         lengths = torch.tensor([len(c.token_ids) for c in completions])
         penalties = overlong_penalty(lengths, config.sampler.max_new_tokens, config.algorithm.overlong_buffer)
@@ -409,7 +420,7 @@ def learn_from(config, step, rollouts: Rollouts, learner, sampler) -> tuple[dict
             "advantages": [round(advantages[i].item(), 4) for i in members],
             "truncated": [c.finish_reason == "length" for c in group],
             "latency_ms": [round(latencies_ms[i].item(), 1) for i in members],
-        })
+        } | ({"transcripts": [c.transcript for c in group]} if group[0].transcript is not None else {}))
     return metrics, logged_groups
 
 

@@ -14,24 +14,32 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Sequence
 
 from grpo_cli.errors import GrpoError
 
 
 @dataclass
 class Completion:
+    """One rollout's tokens after the prompt. A multi-turn rollout (rollout.py) interleaves the model's turns
+    with the environment's observations: model_mask says which tokens the model wrote (None: all of them),
+    an environment token's log-prob is 0, and transcript lists the turns and tool calls."""
+
     token_ids: list[int]  # generated tokens, EOS included when the completion stopped on it
     logprobs: list[float]  # one per token in token_ids
-    text: str  # decoded without special tokens
+    text: str  # decoded without special tokens (multi-turn: the turns' and observations' texts joined)
     finish_reason: Literal["stop", "length"]
+    model_mask: list[bool] | None = None  # one per token in token_ids: True where the model wrote it
+    transcript: list[dict] | None = None  # multi-turn: rollout.py's turn records, in order
 
 
 class Sampler(Protocol):
     def generate(
-        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = ()
     ) -> list[list[Completion]]:
-        """For each prompt, n completions (a group). `temperature` overrides sampler.temperature (eval)."""
+        """For each prompt, n completions (a group). `temperature` overrides sampler.temperature (eval).
+        A completion also stops right after the first of the `stop` strings it writes (the token that completes
+        it is kept, with finish_reason "stop"): a tool call's closing tag in multi-turn rollouts."""
 
     def sync_weights(self, model) -> None:
         """Make the next generate() sample from `model`'s current weights."""

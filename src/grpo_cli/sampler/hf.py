@@ -17,6 +17,7 @@ A model held in float32 master weights (learner.py) samples under autocast to th
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Sequence
 
 import torch
 from transformers import GenerationConfig
@@ -45,7 +46,7 @@ class HFSampler:
 
     @torch.no_grad()
     def generate(
-        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = ()
     ) -> list[list[Completion]]:
         temperature = self.config.temperature if temperature is None else temperature
         sequences = [ids for ids in prompt_ids for _ in range(n)]
@@ -58,12 +59,12 @@ class HFSampler:
                 torch.manual_seed(seed)
                 completions = []
                 for start in range(0, len(sequences), batch_size):
-                    completions += self._generate_batch(sequences[start : start + batch_size], temperature)
+                    completions += self._generate_batch(sequences[start : start + batch_size], temperature, stop)
         finally:
             self.model.train(was_training)
         return [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
-    def _generate_batch(self, prompts: list[list[int]], temperature: float) -> list[Completion]:
+    def _generate_batch(self, prompts: list[list[int]], temperature: float, stop: Sequence[str] = ()) -> list[Completion]:
         width = max(len(ids) for ids in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -78,7 +79,8 @@ class HFSampler:
             output = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
-                generation_config=self._generation_config(temperature, max_new_tokens),
+                generation_config=self._generation_config(temperature, max_new_tokens, stop),
+                tokenizer=self.tokenizer,  # generate needs it to match stop strings
             )
         new_tokens = output.sequences[:, width:]
         # Scores: the logits after temperature (none when greedy) and top-k/top-p (-inf outside the support).
@@ -89,20 +91,23 @@ class HFSampler:
             ],
             dim=1,
         )
-        return [self._completion(tokens.tolist(), row_logprobs.tolist()) for tokens, row_logprobs in zip(new_tokens, logprobs)]
+        return [
+            self._completion(tokens.tolist(), row_logprobs.tolist(), stop) for tokens, row_logprobs in zip(new_tokens, logprobs)
+        ]
 
-    def _completion(self, tokens: list[int], logprobs: list[float]) -> Completion:
-        """Cut after the first EOS (generate pads finished rows); no EOS means max_new_tokens ran out."""
-        stop = next((i for i, token in enumerate(tokens) if token in self.eos_token_ids), None)
-        if stop is None:
+    def _completion(self, tokens: list[int], logprobs: list[float], stop: Sequence[str] = ()) -> Completion:
+        """Cut after the first EOS or stop string (generate pads finished rows); neither means max_new_tokens ran out."""
+        eos = next((i for i, token in enumerate(tokens) if token in self.eos_token_ids), None)
+        length = _stop_string_length(self.tokenizer, tokens[: None if eos is None else eos], stop)
+        if length is None and eos is None:
             length, finish_reason = len(tokens), "length"
         else:
-            length, finish_reason = stop + 1, "stop"
+            length, finish_reason = length or eos + 1, "stop"
         tokens = tokens[:length]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(token_ids=tokens, logprobs=logprobs[:length], text=text, finish_reason=finish_reason)
 
-    def _generation_config(self, temperature: float, max_new_tokens: int) -> GenerationConfig:
+    def _generation_config(self, temperature: float, max_new_tokens: int, stop: Sequence[str] = ()) -> GenerationConfig:
         greedy = temperature == 0
         return GenerationConfig(
             do_sample=not greedy,
@@ -110,12 +115,20 @@ class HFSampler:
             top_k=0 if greedy else self.config.top_k,
             top_p=1.0 if greedy else self.config.top_p,
             max_new_tokens=max_new_tokens,
+            stop_strings=list(stop) or None,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             use_cache=True,
             return_dict_in_generate=True,
             output_scores=True,
         )
+
+
+def _stop_string_length(tokenizer, tokens: list[int], stop: Sequence[str]) -> int | None:
+    """How many of `tokens` it takes to write one of the `stop` strings (None: they never do)."""
+    if not stop or not any(string in tokenizer.decode(tokens) for string in stop):
+        return None
+    return next(n for n in range(1, len(tokens) + 1) if any(string in tokenizer.decode(tokens[:n]) for string in stop))
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -104,7 +104,7 @@ class VLLMSampler:
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.sync_weights(model)
 
-    def sampling_params(self, n: int, seed: int, temperature: float, max_tokens: int) -> SamplingParams:
+    def sampling_params(self, n: int, seed: int, temperature: float, max_tokens: int, stop: Sequence[str] = ()) -> SamplingParams:
         return SamplingParams(
             n=n,
             seed=seed,
@@ -113,12 +113,14 @@ class VLLMSampler:
             top_k=self.config.top_k,
             max_tokens=max_tokens,
             stop_token_ids=self.eos_token_ids,
+            stop=list(stop),
+            include_stop_str_in_output=True,
             logprobs=0,  # the sampled token's log-prob only
-            detokenize=False,
+            detokenize=bool(stop),  # stop strings are matched on the detokenized text
         )
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None
+        self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = ()
     ) -> list[list[Completion]]:
         temperature = self.config.temperature if temperature is None else temperature
         if self.asleep:
@@ -134,6 +136,7 @@ class VLLMSampler:
                 sampling_seed(seed, i),
                 temperature,
                 new_token_budget(self.config.max_new_tokens, len(ids), self.max_model_len, context_key),
+                stop,
             )
             for i, ids in enumerate(prompt_ids)
         ]

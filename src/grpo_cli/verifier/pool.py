@@ -20,7 +20,7 @@ import multiprocessing
 import signal
 import time
 from multiprocessing.connection import Connection, wait
-from typing import Callable
+from typing import Any, Callable
 
 from grpo_cli.verifier.score import Score
 
@@ -36,8 +36,8 @@ def _raise_timeout(signum, frame):
     raise CheckTimeout
 
 
-def _serve(conn: Connection, score_one: Callable[..., Score], timeout_s: float, soft_timeout: bool) -> None:
-    """Worker loop: receive a task tuple, answer a Score, until the parent sends None or goes away."""
+def _serve(conn: Connection, score_one: Callable, timeout_s: float, soft_timeout: bool, failed: Callable[[str], Any]) -> None:
+    """Worker loop: receive a task tuple, answer score_one's result, until the parent sends None or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGALRM, _raise_timeout)
     conn.send(READY)
@@ -50,16 +50,16 @@ def _serve(conn: Connection, score_one: Callable[..., Score], timeout_s: float, 
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except CheckTimeout:
-            score = Score.failed("timeout")
+            score = failed("timeout")
         except Exception:
-            score = Score.failed("error")
+            score = failed("error")
         conn.send(score)
 
 
 class _Worker:
-    def __init__(self, context, score_one, timeout_s: float, soft_timeout: bool):
+    def __init__(self, context, score_one, timeout_s: float, soft_timeout: bool, failed: Callable[[str], Any]):
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child_conn, score_one, timeout_s, soft_timeout), daemon=True)
+        self.process = context.Process(target=_serve, args=(child_conn, score_one, timeout_s, soft_timeout, failed), daemon=True)
         self.process.start()
         child_conn.close()
         self.ready = False
@@ -82,12 +82,16 @@ class _Worker:
 
 class WorkerPool:
     """`map(tasks)` runs score_one(*task) for every task on num_workers processes; results in task order, and
-    each task's latency (seconds from sending it to a worker to its answer, a kill or a crash) in `latencies_s`."""
+    each task's latency (seconds from sending it to a worker to its answer, a kill or a crash) in `latencies_s`.
+    A task that times out or crashes answers failed("timeout") or failed("error") (the verifier's: a failed Score)."""
 
-    def __init__(self, score_one: Callable[..., Score], num_workers: int, timeout_s: float, soft_timeout: bool, preload: list[str]):
+    def __init__(
+        self, score_one: Callable, num_workers: int, timeout_s: float, soft_timeout: bool, preload: list[str],
+        failed: Callable[[str], Any] = Score.failed,
+    ):
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(preload)
-        self.score_one, self.timeout_s, self.soft_timeout = score_one, timeout_s, soft_timeout
+        self.score_one, self.timeout_s, self.soft_timeout, self.failed = score_one, timeout_s, soft_timeout, failed
         self.hard_limit_s = HARD_LIMIT * timeout_s
         self.latencies_s: list[float] = []
         self.workers = [self._spawn() for _ in range(num_workers)]
@@ -98,8 +102,8 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [worker.process.pid for worker in self.workers]
 
-    def map(self, tasks: list[tuple]) -> list[Score]:
-        results: list[Score | None] = [None] * len(tasks)
+    def map(self, tasks: list[tuple]) -> list:
+        results: list = [None] * len(tasks)
         self.latencies_s = [0.0] * len(tasks)
         queue = collections.deque(range(len(tasks)))
         running: dict[_Worker, tuple[int, float]] = {}  # worker -> (task index, time.monotonic() when sent)
@@ -136,7 +140,7 @@ class WorkerPool:
                 message = conn.recv()
             except (EOFError, OSError):  # it crashed: a segfault, the OOM killer, a kill from outside
                 if worker in running:
-                    self._finish(results, running, worker, Score.failed("error"))
+                    self._finish(results, running, worker, self.failed("error"))
                 self._replace(worker)
                 continue
             if message == READY:
@@ -148,11 +152,11 @@ class WorkerPool:
         now = time.monotonic()
         for worker, (_, sent) in list(running.items()):
             if now >= sent + self.hard_limit_s:
-                self._finish(results, running, worker, Score.failed("timeout"))
+                self._finish(results, running, worker, self.failed("timeout"))
                 self._replace(worker)
 
     def _spawn(self) -> _Worker:
-        return _Worker(self.context, self.score_one, self.timeout_s, self.soft_timeout)
+        return _Worker(self.context, self.score_one, self.timeout_s, self.soft_timeout, self.failed)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()

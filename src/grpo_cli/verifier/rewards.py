@@ -64,7 +64,11 @@ def _call_custom(custom: CustomReward, completion: str, answer: str) -> float:
 
 def load_custom_reward(path: str) -> CustomReward:
     """Import "package.module:function"; ConfigError when it does not resolve to a callable."""
-    key = f"verifier.rewards.custom={path!r}"
+    return import_function(path, f"verifier.rewards.custom={path!r}")
+
+
+def import_function(path: str, key: str) -> Callable:
+    """The function "package.module:function" names; ConfigError starting with `key` when there is none."""
     module_name, _, function_name = path.partition(":")
     if not module_name or not function_name:
         raise ConfigError(f"{key}: expected package.module:function")
