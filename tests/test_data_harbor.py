@@ -94,7 +94,7 @@ def test_tool_solutions_call_the_calculator_on_the_same_problems():
             assert "<calculator>" not in without.solution
             continue
         calls += 1
-        call = re.fullmatch(r"<calculator>(\d+) ([+-]) (\d+)</calculator><output>(\d+)</output>\nFINAL: (\d+)", with_tool.solution)
+        call = re.fullmatch(r"<calculator>(\d+) ([+-]) (\d+)</calculator>\n<output>(\d+)</output>\nFINAL: (\d+)", with_tool.solution)
         assert call, with_tool.solution
         a, op, b, output, final = call.groups()
         assert [int(a), int(b)] == [int(n) for n in re.findall(r"\d+", with_tool.question)]

@@ -13,6 +13,7 @@ from conftest import GRPO
 from grpo_cli.compose import compose
 from grpo_cli.config import TinyModelConfig
 from grpo_cli.data.loaders import load_examples
+from grpo_cli.environment.tool_calls import TAGGED_OUTPUT
 from grpo_cli.models import build_tiny_model, build_tokenizer
 from grpo_cli.sft import IGNORE, collate, encode_solution, tokenize, train
 
@@ -25,21 +26,21 @@ def test_collate_masks_prompt_tool_outputs_and_padding():
 
 
 def test_tool_outputs_are_out_of_the_loss():
-    """Each <output> span is tokenized on its own and labelled IGNORE; the call, the text after it and EOS
-    are trained, in a solution with two calls."""
-    solution = "<calculator>34 - 28</calculator><output>6</output>\nthen <calculator>6 + 1</calculator><output>7</output>\nFINAL: 7"
+    """Each tool output (with the newlines the environment writes around it) is tokenized on its own and
+    labelled IGNORE; the calls, the text after them and EOS are trained, in a solution with two calls."""
+    solution = "<calculator>34 - 28</calculator>\n<output>6</output>\nthen <calculator>6 + 1</calculator>\n<output>7</output>\nFINAL: 7"
     tokenizer = build_tokenizer([f"Bay A has 34 crates.\n{solution}"] * 5, vocab_size=320, max_length=128)
     ids, labels = encode_solution(solution, tokenizer)
     assert len(ids) == len(labels) and ids[-1] == labels[-1] == tokenizer.eos_token_id
     masked = [token for token, label in zip(ids, labels) if label == IGNORE]
     trained = [token for token, label in zip(ids, labels) if label != IGNORE]
-    assert tokenizer.decode(masked) == "<output>6</output><output>7</output>"
+    assert tokenizer.decode(masked) == "\n<output>6</output>\n\n<output>7</output>\n"
     assert tokenizer.decode(trained, skip_special_tokens=True) == (
-        "<calculator>34 - 28</calculator>\nthen <calculator>6 + 1</calculator>\nFINAL: 7"
+        "<calculator>34 - 28</calculator>then <calculator>6 + 1</calculator>FINAL: 7"
     )
     # The pieces are those a rollout puts together: the model's turn, then the environment's text on its own.
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
-    first_turn = encode("<calculator>34 - 28</calculator>") + encode("<output>6</output>")
+    first_turn = encode("<calculator>34 - 28</calculator>") + encode(TAGGED_OUTPUT.format(6))
     assert ids[: len(first_turn)] == first_turn
     # A solution without tool calls is trained on every token, as before.
     plain, plain_labels = encode_solution("34 - 28 = 6\nFINAL: 6", tokenizer)

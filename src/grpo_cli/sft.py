@@ -5,11 +5,11 @@ The loss is the mean negative log-likelihood over solution tokens only; prompt a
 
     L = -(1 / |S|) * sum_{t in S} log p(x_t | x_<t),   S = solution and EOS positions of the batch
 
-A solution that calls a tool (`<calculator>34 - 28</calculator><output>6</output>`) holds the tool's answers in
-`<output>...</output>` spans. Those come from the environment in a rollout, so they are masked too: the model
-learns to call the tool and read its output, not to write outputs itself. Each span is tokenized on its own,
-as a rollout appends the environment's text after the model's turn, so the token boundaries match the ones
-GRPO will sample over.
+A solution that calls a tool in the tagged form (`<calculator>34 - 28</calculator>`) holds the tool's answers
+as the environment writes them (tool_calls.TAGGED_OUTPUT, `\n<output>6</output>\n`). In a rollout those
+come from the environment, so they are masked too: the model learns to call the tool and read its output, not
+to write outputs itself. Each output is tokenized on its own, as a rollout appends the environment's text
+after the model's turn, so the token boundaries match the ones GRPO will sample over.
 
 AdamW on the GRPO learner's schedule (learner.lr_factor): linear warmup over sft.warmup_steps, then cosine
 decay to 0 at sft.steps. The model starts from sft.init_from (else model.name_or_path) and is saved to
@@ -32,6 +32,7 @@ import torch
 from grpo_cli.config import Config
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt, load_examples
+from grpo_cli.environment.tool_calls import TAGGED_OUTPUT
 from grpo_cli.errors import GrpoError
 from grpo_cli.progress import Progress
 from grpo_cli.learner import lr_factor
@@ -39,7 +40,7 @@ from grpo_cli.metrics import print_results
 from grpo_cli.models import init_dir, load_model, load_tokenizer
 
 IGNORE = -100  # label of positions without a loss (Hugging Face's convention)
-TOOL_OUTPUT = re.compile(r"<output>.*?</output>", re.DOTALL)
+TOOL_OUTPUT = re.compile(".*?".join(map(re.escape, TAGGED_OUTPUT.split("{}"))), re.DOTALL)
 
 # (prompt ids, solution ids + EOS, the solution's labels: its ids with IGNORE on tool-output tokens)
 Sequence = tuple[list[int], list[int], list[int]]
@@ -47,7 +48,7 @@ Sequence = tuple[list[int], list[int], list[int]]
 
 def encode_solution(solution: str, tokenizer) -> tuple[list[int], list[int]]:
     """(ids, labels) of a worked solution followed by EOS; labels are the ids with IGNORE on the tokens of
-    each `<output>...</output>` span, which is tokenized apart from the text around it."""
+    each tool output (TOOL_OUTPUT), which is tokenized apart from the text around it."""
     ids: list[int] = []
     labels: list[int] = []
 

@@ -26,6 +26,8 @@ from typing import Callable, NamedTuple
 
 from grpo_cli.config import Config, DataConfig
 from grpo_cli.data import Example
+from grpo_cli.environment.calculator import evaluate, format_number
+from grpo_cli.environment.tool_calls import TAGGED_OUTPUT
 from grpo_cli.errors import GrpoError
 from grpo_cli.verifier.equivalence import terminates
 
@@ -98,22 +100,19 @@ def one_step(rng: random.Random, question: str, a: int, op: str, b: int) -> Prob
     return Problem(question, steps, str(answer), f"{a} {op} {b}")
 
 
-def calculator_observation(value: str) -> str:
-    # TODO(i19c merge): the calculator environment's own formatting
-    return f"<output>{value}</output>"
-
-
 def calculator_solution(problem: Problem) -> Problem:
-    """The level-1 problem solved with one tagged calculator call and the calculator's answer, as a rollout
-    with environment=calculator writes it:
+    """The level-1 problem solved with one tagged calculator call, then the final line. The calculator's
+    answer sits between them as a rollout with environment=calculator puts it (TAGGED_OUTPUT):
 
-        <calculator>34 - 28</calculator><output>6</output>
+        <calculator>34 - 28</calculator>
+        <output>6</output>
         FINAL: 6
 
-    The model writes the call and the final line; the <output> span is the environment's (SFT leaves it out
+    The model writes the call and the final line; the <output> line is the environment's (SFT leaves it out
     of the loss, see sft.py)."""
-    call = f"<calculator>{problem.calculation}</calculator>"
-    return problem._replace(steps=[call + calculator_observation(problem.answer)])
+    output = TAGGED_OUTPUT.format(format_number(evaluate(problem.calculation)))
+    # Problem.solution joins the steps with newlines: the one after the output is the join's.
+    return problem._replace(steps=[f"<calculator>{problem.calculation}</calculator>{output.removesuffix(chr(10))}"])
 
 
 def restock(rng: random.Random) -> Problem:
