@@ -125,7 +125,3 @@ def observation_text(observation: str, tool_format: str, tokenizer=None, tool: s
         raise ValueError(f"{tokenizer.name_or_path}: the chat template does not render an assistant turn verbatim")
     return rendered.split(_SENTINEL, 1)[1]
 
-
-def is_tool_call_end(text: str, stops: list[str]) -> bool:
-    """Whether a turn stopped at a tool call's closing tag (rather than on EOS)."""
-    return any(stop in text for stop in stops)
