@@ -1,9 +1,10 @@
 """The harbor_tools recipe trains with each sampler: multi-turn rollouts that call the calculator, the
 calculator's tokens out of the loss, reward rising over a few steps.
 
-A tiny Llama (head_dim 64, so vLLM serves it) is SFT-trained here on Harbor level-1 solutions, half of them
-calling the calculator (data.tool_solutions=0.5), then GRPO runs a few steps of the recipe at a high learning
-rate: the rollouts that call the calculator are right far more often, so reward alone moves the policy.
+A tiny Llama (head_dim 64, so vLLM serves it) is SFT-trained here for a few hundred steps on Harbor level-1
+solutions that all call the calculator (data.tool_solutions=1): it calls the tool but copies the numbers into
+the call, and the answer out of the output, right only some of the time. GRPO sharpens that over a few steps
+at a high learning rate (a favourable setting: the demo, `make demo-tools`, shows the calibrated one).
 """
 
 from __future__ import annotations
@@ -23,17 +24,16 @@ from grpo_cli.trainer import train
 
 pytestmark = pytest.mark.slow
 
-SFT = ["recipe=harbor_tools", "data.num_train=4000", "data.num_eval=40", "data.num_select=20", "data.tool_solutions=0.5",
-       "sft.steps=300", "sft.batch_size=32", "sft.lr=3e-3", "sft.warmup_steps=20"]
-GRPO = ["recipe=harbor_tools", "data.num_train=4000", "data.num_eval=40", "data.num_select=20", "data.tool_solutions=0.5",
-        "train.max_steps=6", "train.prompts_per_step=16", "train.micro_batch_size=128", "optimizer.lr=1e-3",
-        "eval.num_prompts=8", "eval.pass_at=[1]", "train.log_groups_per_step=16"]
+DATA = ["recipe=harbor_tools", "data.num_train=4000", "data.num_eval=40", "data.num_select=20", "data.tool_solutions=1.0"]
+SFT = [*DATA, "sft.steps=300", "sft.batch_size=32", "sft.lr=3e-3", "sft.warmup_steps=20"]
+GRPO = [*DATA, "train.max_steps=8", "train.prompts_per_step=16", "train.micro_batch_size=128", "optimizer.lr=5e-4",
+        "eval.num_prompts=8", "eval.pass_at=[1]"]
 OBSERVATION = re.compile(r"\n<output>-?\d+</output>\n")
 
 
 @pytest.fixture(scope="module")
 def tool_model(tmp_path_factory):
-    """A 2-layer tiny Llama after SFT on solutions that call the calculator half of the time."""
+    """A 2-layer tiny Llama after SFT on solutions that call the calculator."""
     config = compose(SFT)
     examples = load_examples(config, "train")
     tokenizer = build_tokenizer((f"{ex.question}\n{ex.solution}" for ex in examples), vocab_size=400, max_length=256)
@@ -67,8 +67,7 @@ def run_steps(tool_model, out, sampler: str, monkeypatch) -> tuple[list[dict], l
 
 def check_rollouts(metrics: list[dict], batches: list, tokenizer, out) -> None:
     # Several turns: rollouts call the calculator and read its answer before the final line.
-    assert all(m["env/tool_calls_mean"] > 0.2 and m["env/turns_mean"] > 1.2 for m in metrics), metrics
-    assert all(m["env/tool_errors"] < 0.1 * 16 * 8 for m in metrics)
+    assert all(m["env/tool_calls_mean"] > 0.5 and m["env/turns_mean"] > 1.5 for m in metrics), metrics
     # Environment tokens are in the sequences but out of completion_mask, so out of the loss: per row, the
     # tokens outside the mask are exactly the calculator's answers.
     checked = 0
@@ -83,9 +82,9 @@ def check_rollouts(metrics: list[dict], batches: list, tokenizer, out) -> None:
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert any(record["role"] == "tool" and record["tool"] == "calculator" for group in samples
                for transcript in group["transcripts"] for record in transcript)
-    # Reward rises: the last two steps beat the first two.
+    # Reward rises: the last three steps beat the first three.
     rewards = [m["reward/mean"] for m in metrics]
-    assert sum(rewards[-2:]) > sum(rewards[:2]), rewards
+    assert sum(rewards[-3:]) > sum(rewards[:3]), rewards
 
 
 def test_harbor_tools_trains_with_the_hf_sampler(tool_model, tmp_path, monkeypatch):
