@@ -8,6 +8,7 @@ single tokens, and a bias on their logits (an lm_head with a bias, as in test_sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -34,9 +35,9 @@ EXAMPLES = [Example(id="a", question="The harbor holds 12 + 30 crates.", answer=
 TAGS = ["<calculator>", "</calculator>"]
 
 
-def biased_model(tokenizer, biases: dict[str, float]):
+def biased_model(tokenizer, biases: dict[str, float], positions: int = TINY.max_position_embeddings):
     """Random weights, plus `biases` on the logits of the given (single-token) strings at every step."""
-    model = build_tiny_model(TINY, tokenizer, seed=0)
+    model = build_tiny_model(dataclasses.replace(TINY, max_position_embeddings=positions), tokenizer, seed=0)
     head = torch.nn.Linear(TINY.hidden_size, len(tokenizer), bias=True)
     head.weight.data.copy_(model.lm_head.weight.data)
     head.bias.data.zero_()
@@ -140,6 +141,12 @@ def test_turn_and_token_budgets_cut_rollouts(model, tokenizer):
     completions = [c for group in short.groups for c in group]
     assert all(len(c.token_ids) <= 20 for c in completions)
     assert env_metrics(completions)["env/truncated_frac"] == 1.0  # an observation of the calculator is > 8 tokens
+    # The model's positions bound a rollout too: prompt + everything after it fits in 80.
+    short_context = biased_model(tokenizer, {"<calculator>": 3.0, "</calculator>": 3.5}, positions=80)
+    _, bounded = rollouts(short_context, tokenizer, "environment.max_turns=20")
+    lengths = [len(prompt) + len(c.token_ids) for prompt, group in zip(bounded.prompt_ids, bounded.groups) for c in group]
+    assert max(lengths) <= 80 and all(c.finish_reason == "length" for group in bounded.groups for c in group)
+    assert max(len(c.transcript) for group in bounded.groups for c in group) < 20
 
 
 def test_rollout_batch_masks_environment_tokens_and_micro_batches_keep_the_last_model_tokens():

@@ -7,6 +7,7 @@ The model is a tiny Llama (head_dim 64, the smallest vLLM's CPU attention takes)
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 import torch
@@ -255,3 +256,26 @@ def test_truncated_sampling_logprobs_match_the_learners_over_the_same_support(sa
     assert (truncated - batch.sampler_logprobs)[mask].abs().max() < 1e-3
     # Without the learner's truncation the two sides differ by -log(kept mass), far above the tolerance.
     assert (full - batch.sampler_logprobs)[mask].abs().mean() > 0.1
+
+
+def test_stop_strings_end_a_completion_right_after_the_first_one(sampler, config, tokenizer, prompt_ids):
+    """stop= (multi-turn rollouts stop at a tool call's closing tag): the same draws, cut after the token
+    that completes the first stop string, which is kept."""
+    sampler.sync_weights(fresh_model(config))
+    full = [c for group in sampler.generate(prompt_ids, n=4, seed=5) for c in group]
+    stop = Counter(ch for c in full for ch in c.text if ch.isascii() and ch.isalnum()).most_common(1)[0][0]
+    stopped = [c for group in sampler.generate(prompt_ids, n=4, seed=5, stop=[stop]) for c in group]
+    cut_count = 0
+    for whole, cut in zip(full, stopped):
+        assert whole.token_ids[: len(cut.token_ids)] == cut.token_ids
+        assert cut.logprobs == pytest.approx(whole.logprobs[: len(cut.logprobs)], abs=1e-5)
+        length = next(
+            (n for n in range(1, len(whole.token_ids) + 1) if stop in tokenizer.decode(whole.token_ids[:n], skip_special_tokens=True)),
+            None,
+        )
+        if length is None:
+            assert cut.token_ids == whole.token_ids
+        else:
+            assert (len(cut.token_ids), cut.finish_reason) == (length, "stop")
+            cut_count += 1
+    assert cut_count >= 4

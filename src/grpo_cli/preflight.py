@@ -48,8 +48,9 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
     Returns the measured fractions, seconds and GiB per phase, the projected seconds of the run and `advice`:
     what to change, empty when the run clears the bar.
     """
-    from grpo_cli.data.loaders import encode_prompt
+    from grpo_cli.environment import open_environments
     from grpo_cli.learner import RolloutBatch
+    from grpo_cli.rollout import final_texts, sample_groups
     from grpo_cli.trainer import PromptSchedule
 
     G = config.algorithm.group_size
@@ -63,14 +64,15 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
 
     with Progress("preflight", 3) as progress:  # sample, verify, learn
         tic = time.perf_counter()
-        prompt_ids = [encode_prompt(example, tokenizer, config.data) for example in examples]
-        groups = sampler.generate(prompt_ids, n=G, seed=config.train.seed)
+        with open_environments(config, tokenizer) as environments:  # multi-turn rollouts with an environment
+            sampled = sample_groups(sampler, tokenizer, examples, G, config.train.seed, config, environments)
+        prompt_ids, groups = sampled.prompt_ids, sampled.groups
         seconds["sample"], memory["sample"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
         progress.advance()
 
         tic = time.perf_counter()
         completions = [completion for group in groups for completion in group]
-        scores = verifier.score([c.text for c in completions], [e.answer for e in examples for _ in range(G)], step=1)
+        scores = verifier.score(final_texts(completions), [e.answer for e in examples for _ in range(G)], step=1)
         seconds["verify"], memory["verify"] = time.perf_counter() - tic, _peak_memory_gib(learner.device)
         progress.advance()
 

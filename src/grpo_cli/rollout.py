@@ -9,7 +9,8 @@ A multi-turn rollout alternates model turns and environment observations over an
         tokens      += the observation's tokens     (tokenized alone: the model's tokens are never re-tokenized)
         turn t      <- sampler.generate(prompt + tokens, n=1)   for every live rollout, in one call
 A rollout is cut (finish_reason "length") when a turn runs out of sampler.max_new_tokens, when its tokens
-after the prompt would pass environment.max_total_tokens, or when its last allowed turn calls a tool.
+after the prompt would pass environment.max_total_tokens (or the sampler's context_length with the prompt),
+or when its last allowed turn calls a tool.
 
 The result per rollout is one Completion whose token_ids are everything after the prompt, model_mask True
 at the tokens the model wrote, log-prob 0 at the environment's, and transcript the turns in order:
@@ -78,6 +79,8 @@ def _multi_turn(sampler, tokenizer, examples, n, seed, config, environments: Env
         rollouts += group
     if not rollouts:
         return SampledGroups([], [])
+    # Tokens after the prompt: at most max_total_tokens, and within the model's positions.
+    budgets = [min(env_config.max_total_tokens, sampler.context_length - len(prompt_ids[i // n])) for i in range(len(rollouts))]
     live = list(range(len(rollouts)))
     for turn in range(1, env_config.max_turns + 1):
         if turn == 1:
@@ -89,7 +92,7 @@ def _multi_turn(sampler, tokenizer, examples, n, seed, config, environments: Env
         stepping = []
         for i, completion in zip(live, turns):
             rollout = rollouts[i]
-            _append_turn(rollout, completion, env_config.max_total_tokens - len(rollout.token_ids), tokenizer)
+            _append_turn(rollout, completion, budgets[i] - len(rollout.token_ids), tokenizer)
             calls_tool = any(stop in rollout.transcript[-1]["text"] for stop in environments.stop)
             if rollout.truncated or (turn == env_config.max_turns and calls_tool):
                 rollout.truncated = True
@@ -100,7 +103,7 @@ def _multi_turn(sampler, tokenizer, examples, n, seed, config, environments: Env
         env_s += time.perf_counter() - tic
         live = []
         for i, observation in zip(stepping, observations):
-            if observation is not None and _append_observation(rollouts[i], observation, environments, env_config.max_total_tokens):
+            if observation is not None and _append_observation(rollouts[i], observation, environments, budgets[i]):
                 live.append(i)
         if not live:
             break
@@ -136,14 +139,14 @@ def _step(environments: Environments, rollouts: list[_Rollout]):
     return observations
 
 
-def _append_observation(rollout: _Rollout, observation, environments: Environments, max_total_tokens: int) -> bool:
+def _append_observation(rollout: _Rollout, observation, environments: Environments, budget: int) -> bool:
     """Add the observation's tokens; False (the rollout is truncated) when they and one more model token
-    do not fit in max_total_tokens."""
+    do not fit in the rollout's `budget` of tokens after the prompt."""
     rollout.transcript.append(
         {"role": "tool", "tool": observation.tool, "input": observation.input, "output": observation.text, "error": observation.error}
     )
     ids = environments.observation_ids(observation)
-    if len(rollout.token_ids) + len(ids) >= max_total_tokens:
+    if len(rollout.token_ids) + len(ids) >= budget:
         rollout.truncated = True
         return False
     rollout.token_ids += ids

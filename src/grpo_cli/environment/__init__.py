@@ -64,6 +64,8 @@ class Environments:
             raise ConfigError(f"environment.reward={config.environment.reward}: {type(probe).__name__} has no reward(transcript)")
         self.tools: list[dict] = probe.tools
         self.stop = stop_strings(self.tool_format, [tool["function"]["name"] for tool in self.tools])
+        if self.tool_format == "chat":
+            observation_text("", "chat", tokenizer, None, self.tools)  # a template that cannot render one fails now
         if name == "python":
             check_sandbox_available()
         verifier = config.verifier

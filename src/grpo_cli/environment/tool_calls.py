@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from grpo_cli.errors import ConfigError
+
 CHAT_OPEN, CHAT_CLOSE = "<tool_call>", "</tool_call>"
 TAGGED_OUTPUT = "\n<output>{}</output>\n"
 # Stands for the assistant's turn while the chat template renders a tool message (see observation_text).
@@ -122,6 +124,9 @@ def observation_text(observation: str, tool_format: str, tokenizer=None, tool: s
     messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": _SENTINEL}, tool_message]
     rendered = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False, add_generation_prompt=True)
     if rendered.count(_SENTINEL) != 1:
-        raise ValueError(f"{tokenizer.name_or_path}: the chat template does not render an assistant turn verbatim")
+        raise ConfigError(
+            f"environment.tool_format=auto: the chat template of {tokenizer.name_or_path} does not render an assistant "
+            "turn verbatim, so tool results cannot be appended to it; set environment.tool_format=tagged"
+        )
     return rendered.split(_SENTINEL, 1)[1]
 

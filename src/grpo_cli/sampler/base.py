@@ -27,13 +27,15 @@ class Completion:
 
     token_ids: list[int]  # generated tokens, EOS included when the completion stopped on it
     logprobs: list[float]  # one per token in token_ids
-    text: str  # decoded without special tokens (multi-turn: the turns' and observations' texts joined)
+    text: str  # decoded without special tokens (multi-turn: all of token_ids, the environment's included)
     finish_reason: Literal["stop", "length"]
     model_mask: list[bool] | None = None  # one per token in token_ids: True where the model wrote it
     transcript: list[dict] | None = None  # multi-turn: rollout.py's turn records, in order
 
 
 class Sampler(Protocol):
+    context_length: int  # positions a prompt and its completion may fill (multi-turn rollouts stop before it)
+
     def generate(
         self, prompt_ids: list[list[int]], n: int, seed: int, temperature: float | None = None, stop: Sequence[str] = ()
     ) -> list[list[Completion]]:

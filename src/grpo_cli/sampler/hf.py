@@ -38,6 +38,10 @@ class HFSampler:
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
 
+    @property
+    def context_length(self) -> int:
+        return self.model.config.max_position_embeddings
+
     def sync_weights(self, model) -> None:
         self.model = model
 

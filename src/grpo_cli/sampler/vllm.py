@@ -104,6 +104,10 @@ class VLLMSampler:
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         self.sync_weights(model)
 
+    @property
+    def context_length(self) -> int:
+        return self.max_model_len
+
     def sampling_params(self, n: int, seed: int, temperature: float, max_tokens: int, stop: Sequence[str] = ()) -> SamplingParams:
         return SamplingParams(
             n=n,
