@@ -2,9 +2,10 @@
 calculator's tokens out of the loss, reward rising over a few steps.
 
 A tiny Llama (head_dim 64, so vLLM serves it) is SFT-trained here for a few hundred steps on Harbor level-1
-solutions that all call the calculator (data.tool_solutions=1): it calls the tool but copies the numbers into
-the call, and the answer out of the output, right only some of the time. GRPO sharpens that over a few steps
-at a high learning rate (a favourable setting: the demo, `make demo-tools`, shows the calibrated one).
+solutions that all call the calculator (data.tool_solutions=1): at temperature 1 it then calls the tool and
+copies the numbers in and the answer out right about 95% of the time. Sampled at temperature 1.5 it slips
+far more often, which leaves GRPO room to show the reward rising within a few steps (a favourable setting:
+`make demo-tools` shows the calibrated one, where GRPO teaches a model to choose the calculator).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ pytestmark = pytest.mark.slow
 
 DATA = ["recipe=harbor_tools", "data.num_train=4000", "data.num_eval=40", "data.num_select=20", "data.tool_solutions=1.0"]
 SFT = [*DATA, "sft.steps=300", "sft.batch_size=32", "sft.lr=3e-3", "sft.warmup_steps=20"]
-GRPO = [*DATA, "train.max_steps=8", "train.prompts_per_step=16", "train.micro_batch_size=128", "optimizer.lr=5e-4",
-        "eval.num_prompts=8", "eval.pass_at=[1]"]
-OBSERVATION = re.compile(r"\n<output>-?\d+</output>\n")
+GRPO = [*DATA, "train.max_steps=8", "train.prompts_per_step=16", "train.micro_batch_size=128", "optimizer.lr=3e-4",
+        "sampler.temperature=1.5", "eval.num_prompts=8", "eval.pass_at=[1]"]
+OBSERVATIONS = re.compile(r"(\n<output>[^\n]*</output>\n)*")  # TAGGED_OUTPUT, any number of them
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +70,16 @@ def check_rollouts(metrics: list[dict], batches: list, tokenizer, out) -> None:
     # Several turns: rollouts call the calculator and read its answer before the final line.
     assert all(m["env/tool_calls_mean"] > 0.5 and m["env/turns_mean"] > 1.5 for m in metrics), metrics
     # Environment tokens are in the sequences but out of completion_mask, so out of the loss: per row, the
-    # tokens outside the mask are exactly the calculator's answers.
+    # tokens outside the mask are the calculator's answers (results or errors), nothing else.
     checked = 0
     for batch in batches:
         P = batch.input_ids.shape[1] - batch.completion_mask.shape[1]
         for ids, attended, mask in zip(batch.input_ids[:, P:], batch.attention_mask[:, P:], batch.completion_mask):
             env = tokenizer.decode(ids[attended.bool() & ~mask])
-            text = tokenizer.decode(ids[attended.bool()], skip_special_tokens=True)
-            assert env == "".join(OBSERVATION.findall(text))
+            assert OBSERVATIONS.fullmatch(env), env
+            assert "<calculator>" in tokenizer.decode(ids[mask]) or not env
             checked += bool(env)
-    assert checked > 0
+    assert checked > 0.5 * sum(batch.input_ids.shape[0] for batch in batches)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert any(record["role"] == "tool" and record["tool"] == "calculator" for group in samples
                for transcript in group["transcripts"] for record in transcript)
