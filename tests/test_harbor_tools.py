@@ -77,7 +77,6 @@ def check_rollouts(metrics: list[dict], batches: list, tokenizer, out) -> None:
         for ids, attended, mask in zip(batch.input_ids[:, P:], batch.attention_mask[:, P:], batch.completion_mask):
             env = tokenizer.decode(ids[attended.bool() & ~mask])
             assert OBSERVATIONS.fullmatch(env), env
-            assert "</calculator>" in tokenizer.decode(ids[mask]) or not env  # only a call's closing tag ends a turn
             checked += bool(env)
     assert checked > 0.5 * sum(batch.input_ids.shape[0] for batch in batches)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
