@@ -255,3 +255,16 @@ def test_environment_config_errors(env_module):
         compose(["environment=calculator", "environment.factory=user_envs:make_echo"])
     with pytest.raises(ConfigError, match="environment.reward=environment: needs an environment"):
         compose(["environment.reward=environment"])
+
+
+def test_python_steps_run_in_the_worker_pool_in_parallel_within_the_timeout(sandbox):
+    with_envs = environments(["environment=python"])
+    try:
+        envs = [with_envs.new() for _ in range(3)]
+        observations = with_envs.step(envs, ["<python>print(6 * 7)</python>", "<python>while True: pass</python>", "FINAL: 42"])
+        assert observations[0] == Observation("42", tool="python", input="print(6 * 7)")
+        assert observations[1].error and observations[1].text == "error: the program ran past 0.5 s and was stopped"
+        assert observations[2] is None
+        assert with_envs.stop == ["</python>"]
+    finally:
+        with_envs.close()

@@ -39,11 +39,11 @@ def test_best_checkpoint_is_chosen_on_the_select_split_and_reported_on_the_eval_
 
     real_evaluate = trainer.evaluate
 
-    def scripted_evaluate(sampler, tokenizer, examples, verifier, config, seed):
+    def scripted_evaluate(sampler, tokenizer, examples, verifier, config, seed, environments=None):
         split = examples[0].id.split("-")[1]
         seen[split] |= {example.question for example in examples}
         score = next(scores[split])
-        results = real_evaluate(sampler, tokenizer, examples, verifier, config, seed)
+        results = real_evaluate(sampler, tokenizer, examples, verifier, config, seed, environments=environments)
         return results | {"pass@1": score, "pass@2": score + 0.05}
 
     monkeypatch.setattr(trainer, "evaluate", scripted_evaluate)

@@ -52,7 +52,6 @@ class _Rollout:
     model_mask: list[bool] = field(default_factory=list)
     transcript: list[dict] = field(default_factory=list)
     truncated: bool = False
-    done: bool = False
 
 
 def sample_groups(
@@ -74,8 +73,8 @@ def _multi_turn(sampler, tokenizer, examples, n, seed, config, environments: Env
     rollouts, prompt_ids = [], []
     for example in examples:
         group = [_Rollout(environments.new()) for _ in range(n)]
-        prompts = [rollout.environment.reset(example) for rollout in group]
-        prompt_ids.append(environments.prompt_ids(prompts[0]))
+        first_prompts = [rollout.environment.reset(example) for rollout in group]  # each environment starts; one prompt
+        prompt_ids.append(environments.prompt_ids(first_prompts[0]))
         rollouts += group
     if not rollouts:
         return SampledGroups([], [])
