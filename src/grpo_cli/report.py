@@ -262,6 +262,9 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: 3
 .group { border: 1px solid #ddd; border-radius: 4px; margin: 8px 0; padding: 6px 10px; }
 .completion { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 12px; padding: 4px; margin: 4px 0; border-left: 4px solid #bbb; }
 .completion.correct { border-color: #2a9d55; } .completion.wrong { border-color: #d1453b; } .completion.no_answer { border-color: #e0a100; }
+.tool-call { background: #e7f0fb; color: #174a8b; border-radius: 3px; }
+.tool-output { display: block; background: #eef7ee; color: #1d5f32; border-radius: 3px; padding: 1px 4px; margin: 2px 0; }
+.tool-output.error { background: #fdecea; color: #9b2a20; }
 .prompt { white-space: pre-wrap; } #controls > * { margin-right: 10px; }
 pre { background: #f6f6f6; padding: 8px; overflow: auto; max-height: 400px; }
 </style></head>
@@ -409,6 +412,27 @@ function matches(group, i, filter, query) {
   const q = query.toLowerCase();
   return [group.prompt, group.answer, group.completions[i]].some(t => String(t).toLowerCase().includes(q));
 }
+// A multi-turn rollout (samples.jsonl "transcripts"): model turns as text with the tool call that ends a
+// turn marked, and each tool's output (or error) in its own box.
+function transcript(records) {
+  const nodes = [];
+  records.forEach((r, k) => {
+    if (r.role === "tool") {
+      const label = (r.tool || "tool") + (r.error ? " error" : "") + (r.input != null ? ": " + r.input : "");
+      const box = el("span", {class: "tool-output" + (r.error ? " error" : ""), title: label});
+      box.append(el("span", {class: "muted"}, "→ " + (r.tool || "tool") + " "), r.output);
+      nodes.push(box);
+      return;
+    }
+    const next = records[k + 1];
+    const open = next && next.role === "tool" && next.tool
+      ? Math.max(r.text.lastIndexOf("<tool_call>"), r.text.lastIndexOf("<" + next.tool + ">")) : -1;
+    const turn = el("span", {class: "turn"}, open < 0 ? r.text : r.text.slice(0, open));
+    if (open >= 0) turn.appendChild(el("span", {class: "tool-call"}, r.text.slice(open)));
+    nodes.push(turn);
+  });
+  return nodes;
+}
 function renderSamples() {
   const state = new URLSearchParams(location.hash.slice(1));
   const stepSel = document.getElementById("step"), filterSel = document.getElementById("filter"), search = document.getElementById("search");
@@ -433,7 +457,8 @@ function renderSamples() {
         const trunc = g.truncated && g.truncated[i];
         const c = el("div", {class: "completion " + g.reasons[i], "data-reason": g.reasons[i], "data-truncated": trunc ? 1 : 0});
         c.appendChild(el("div", {class: "muted"}, `reward ${fmt(g.rewards[i])} · ${g.reasons[i]} · advantage ${fmt(g.advantages[i])}${trunc ? " · truncated" : ""}`));
-        c.append(g.completions[i]);
+        if (g.transcripts && g.transcripts[i]) c.append(...transcript(g.transcripts[i]));
+        else c.append(g.completions[i]);
         box.appendChild(c);
         shown++;
       }

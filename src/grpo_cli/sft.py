@@ -5,6 +5,12 @@ The loss is the mean negative log-likelihood over solution tokens only; prompt a
 
     L = -(1 / |S|) * sum_{t in S} log p(x_t | x_<t),   S = solution and EOS positions of the batch
 
+A solution that calls a tool in the tagged form (`<calculator>34 - 28</calculator>`) holds the tool's answers
+as the environment writes them (tool_calls.TAGGED_OUTPUT, `\n<output>6</output>\n`). In a rollout those
+come from the environment, so they are masked too: the model learns to call the tool and read its output, not
+to write outputs itself. Each output is tokenized on its own, as a rollout appends the environment's text
+after the model's turn, so the token boundaries match the ones GRPO will sample over.
+
 AdamW on the GRPO learner's schedule (learner.lr_factor): linear warmup over sft.warmup_steps, then cosine
 decay to 0 at sft.steps. The model starts from sft.init_from (else model.name_or_path) and is saved to
 sft.output_dir (else <train.output_dir>/sft) with its tokenizer, then evaluated like `grpo eval` (eval.num_prompts prompts x eval.num_samples samples), the results
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from contextlib import closing
 from dataclasses import replace
@@ -25,6 +32,7 @@ import torch
 from grpo_cli.config import Config
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt, load_examples
+from grpo_cli.environment.tool_calls import TAGGED_OUTPUT
 from grpo_cli.errors import GrpoError
 from grpo_cli.progress import Progress
 from grpo_cli.learner import lr_factor
@@ -32,29 +40,55 @@ from grpo_cli.metrics import print_results
 from grpo_cli.models import init_dir, load_model, load_tokenizer
 
 IGNORE = -100  # label of positions without a loss (Hugging Face's convention)
+TOOL_OUTPUT = re.compile(".*?".join(map(re.escape, TAGGED_OUTPUT.split("{}"))), re.DOTALL)
+
+# (prompt ids, solution ids + EOS, the solution's labels: its ids with IGNORE on tool-output tokens)
+Sequence = tuple[list[int], list[int], list[int]]
 
 
-def tokenize(examples: list[Example], tokenizer, config: Config, max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, solution ids + EOS) for each example that has a solution and fits in max_length tokens."""
-    pairs = []
+def encode_solution(solution: str, tokenizer) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a worked solution followed by EOS; labels are the ids with IGNORE on the tokens of
+    each tool output (TOOL_OUTPUT), which is tokenized apart from the text around it."""
+    ids: list[int] = []
+    labels: list[int] = []
+
+    def add(text: str, trained: bool) -> None:
+        if text:
+            piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids.extend(piece)
+            labels.extend(piece if trained else [IGNORE] * len(piece))
+
+    start = 0
+    for span in TOOL_OUTPUT.finditer(solution):
+        add(solution[start : span.start()], trained=True)
+        add(span.group(), trained=False)
+        start = span.end()
+    add(solution[start:], trained=True)
+    return ids + [tokenizer.eos_token_id], labels + [tokenizer.eos_token_id]
+
+
+def tokenize(examples: list[Example], tokenizer, config: Config, max_length: int) -> list[Sequence]:
+    """(prompt ids, solution ids + EOS, solution labels) for each example that has a solution and fits in
+    max_length tokens."""
+    sequences = []
     for example in examples:
         prompt = encode_prompt(example, tokenizer, config.data)
-        solution = tokenizer(example.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        solution, labels = encode_solution(example.solution, tokenizer)
         if len(prompt) + len(solution) <= max_length:
-            pairs.append((prompt, solution))
-    return pairs
+            sequences.append((prompt, solution, labels))
+    return sequences
 
 
-def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask and labels (IGNORE on prompt and padding)."""
-    width = max(len(prompt) + len(solution) for prompt, solution in pairs)
-    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(pairs), width), IGNORE, dtype=torch.long)
-    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-    for row, (prompt, solution) in enumerate(pairs):
+def collate(sequences: list[Sequence], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and labels (IGNORE on prompt, tool outputs and padding)."""
+    width = max(len(prompt) + len(solution) for prompt, solution, _ in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(sequences), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, (prompt, solution, solution_labels) in enumerate(sequences):
         ids = prompt + solution
         input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, len(prompt) : len(ids)] = torch.tensor(solution)
+        labels[row, len(prompt) : len(ids)] = torch.tensor(solution_labels)
         attention_mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
@@ -68,17 +102,18 @@ def batches(num_examples: int, batch_size: int, seed: int):
             yield order[start : start + batch_size]
 
 
-def train(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, config: Config, on_step=None) -> list[float]:
-    """sft.steps AdamW steps over `pairs`; returns the loss of each step. `on_step(step, loss)` runs after each."""
+def train(model, sequences: list[Sequence], pad_id: int, config: Config, on_step=None) -> list[float]:
+    """sft.steps AdamW steps over `sequences` (from tokenize); returns the loss of each step. `on_step(step,
+    loss)` runs after each."""
     sft = config.sft
-    if len(pairs) < sft.batch_size:
-        raise GrpoError(f"sft.batch_size={sft.batch_size}: more than the {len(pairs)} usable train examples; lower it")
+    if len(sequences) < sft.batch_size:
+        raise GrpoError(f"sft.batch_size={sft.batch_size}: more than the {len(sequences)} usable train examples; lower it")
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, betas=(0.9, 0.95), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, sft.warmup_steps, sft.steps, "cosine"))
     model.train()
     losses = []
-    for step, indices in zip(range(1, sft.steps + 1), batches(len(pairs), sft.batch_size, config.train.seed)):
-        batch = {k: v.to(model.device) for k, v in collate([pairs[i] for i in indices], pad_id).items()}
+    for step, indices in zip(range(1, sft.steps + 1), batches(len(sequences), sft.batch_size, config.train.seed)):
+        batch = {k: v.to(model.device) for k, v in collate([sequences[i] for i in indices], pad_id).items()}
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,8 +144,8 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
     torch.manual_seed(config.train.seed)
     tokenizer = load_tokenizer(source)
     model = load_model(replace(config.model, name_or_path=source))
-    pairs = tokenize(train_examples, tokenizer, config, model.config.max_position_embeddings)
-    print(f"sft: {source} -> {output_dir}, {len(pairs)} examples, {config.sft.steps} steps of {config.sft.batch_size}", flush=True)
+    sequences = tokenize(train_examples, tokenizer, config, model.config.max_position_embeddings)
+    print(f"sft: {source} -> {output_dir}, {len(sequences)} examples, {config.sft.steps} steps of {config.sft.batch_size}", flush=True)
 
     def run_eval(step: int) -> dict:
         # Verifier workers are started per eval: idle, they would still cost their start-up during training.
@@ -130,7 +165,7 @@ def sft_command(args: argparse.Namespace, config: Config) -> None:
     with closing(build_sampler(config, model, tokenizer)) as sampler:
         started = time.monotonic()
         with Progress("sft", config.sft.steps) as progress:
-            losses = train(model, pairs, tokenizer.pad_token_id, config, on_step)
+            losses = train(model, sequences, tokenizer.pad_token_id, config, on_step)
         train_seconds = time.monotonic() - started
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)

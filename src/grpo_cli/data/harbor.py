@@ -2,7 +2,8 @@
 
 Levels (data.difficulty picks which to mix; a curriculum starts at [1]):
   1  one addition or subtraction, numbers below 50 (the CPU demo's task); the solution is the one-line sum
-     or, for half the problems, the column working with the carry or borrow
+     or, for half the problems, the column working with the carry or borrow; with data.tool_solutions, that
+     share of the solutions calls the calculator instead (see calculator_solution)
   2  two steps: pallets x items, stock in and out, equal shares, kg/g and m/cm conversions, minutes to hours
   3  fractions and mixed numbers, percentages, means and medians
 
@@ -25,6 +26,8 @@ from typing import Callable, NamedTuple
 
 from grpo_cli.config import Config, DataConfig
 from grpo_cli.data import Example
+from grpo_cli.environment.calculator import evaluate, format_number
+from grpo_cli.environment.tool_calls import TAGGED_OUTPUT
 from grpo_cli.errors import GrpoError
 from grpo_cli.verifier.equivalence import terminates
 
@@ -33,6 +36,7 @@ class Problem(NamedTuple):
     question: str
     steps: list[str]
     answer: str
+    calculation: str = ""  # level 1: the one arithmetic step, "34 - 28" (what a calculator call would hold)
 
     @property
     def solution(self) -> str:
@@ -93,7 +97,22 @@ def column_working(a: int, op: str, b: int) -> list[str]:
 def one_step(rng: random.Random, question: str, a: int, op: str, b: int) -> Problem:
     answer = a + b if op == "+" else a - b
     steps = column_working(a, op, b) if rng.random() < 0.5 else [f"{a} {op} {b} = {answer}"]
-    return Problem(question, steps, str(answer))
+    return Problem(question, steps, str(answer), f"{a} {op} {b}")
+
+
+def calculator_solution(problem: Problem) -> Problem:
+    """The level-1 problem solved with one tagged calculator call, then the final line. The calculator's
+    answer sits between them as a rollout with environment=calculator puts it (TAGGED_OUTPUT):
+
+        <calculator>34 - 28</calculator>
+        <output>6</output>
+        FINAL: 6
+
+    The model writes the call and the final line; the <output> line is the environment's (SFT leaves it out
+    of the loss, see sft.py)."""
+    output = TAGGED_OUTPUT.format(format_number(evaluate(problem.calculation)))
+    # Problem.solution joins the steps with newlines: the one after the output is the join's.
+    return problem._replace(steps=[f"<calculator>{problem.calculation}</calculator>{output.removesuffix(chr(10))}"])
 
 
 def restock(rng: random.Random) -> Problem:
@@ -284,6 +303,8 @@ def generate(data: DataConfig) -> tuple[list[Example], list[Example], list[Examp
     data.difficulty's levels. Eval is drawn first, train next and select last, so neither the eval nor the
     train split depends on the sizes of the splits drawn after it."""
     rng = random.Random(data.seed)
+    # Its own stream, so that the problems (and, with tool_solutions=0, the solutions) are those without tools.
+    tools_rng = random.Random(f"{data.seed}/tool_solutions")
     wanted = data.num_eval + data.num_train + data.num_select
     seen: set[str] = set()
     problems: list[Problem] = []
@@ -296,6 +317,8 @@ def generate(data: DataConfig) -> tuple[list[Example], list[Example], list[Examp
         problem = rng.choice(LEVELS[level])(rng)
         if problem.question not in seen:
             seen.add(problem.question)
+            if problem.calculation and tools_rng.random() < data.tool_solutions:
+                problem = calculator_solution(problem)
             problems.append(problem)
             levels.append(level)
     else:

@@ -88,6 +88,9 @@ class VLLMSampler:
             # A prompt split across scheduler steps makes vLLM rewind the request's seeded generator, which
             # CPU generators cannot do ("CPU Generator does not use offset"): keep every prefill whole.
             enable_chunked_prefill=False,
+            # A multi-turn rollout (rollout.py) continues from its whole token prefix each turn: the prompt's
+            # and earlier turns' KV blocks are reused, not recomputed.
+            enable_prefix_caching=True,
         )
         # vLLM sets torch to its serving thread count (1 unless OMP_NUM_THREADS is set: OpenMP workers spinning
         # between small decode ops cost more than they give; 25x slower here on 2 busy cores) and, on CPU, swaps
