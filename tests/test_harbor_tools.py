@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 DATA = ["recipe=harbor_tools", "data.num_train=4000", "data.num_eval=40", "data.num_select=20", "data.tool_solutions=1.0"]
 SFT = [*DATA, "sft.steps=300", "sft.batch_size=32", "sft.lr=3e-3", "sft.warmup_steps=20"]
-GRPO = [*DATA, "train.max_steps=8", "train.prompts_per_step=16", "train.micro_batch_size=128", "optimizer.lr=3e-4",
+GRPO = [*DATA, "train.max_steps=8", "train.prompts_per_step=16", "train.micro_batch_tokens=8192", "optimizer.lr=3e-4",
         "sampler.temperature=1.5", "eval.num_prompts=8", "eval.pass_at=[1]"]
 OBSERVATIONS = re.compile(r"(\n<output>[^\n]*</output>\n)*")  # TAGGED_OUTPUT, any number of them
 

@@ -59,7 +59,7 @@ def test_gsm8k_python_recipe_runs_python_tool_rollouts(tiny_model, tmp_path):
     """The tiny model has no <tool_call> chat template, so its calls take the tagged form; it writes noise,
     so the point is that the recipe's whole path (chat prompts, sandbox environment, vLLM) runs."""
     grpo_train("recipe=gsm8k_python", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
-               "train.prompts_per_step=4", "train.micro_batch_size=8")
+               "train.prompts_per_step=4", "train.micro_batch_tokens=1024")
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["env/turns_mean"] >= 1 for m in metrics)
