@@ -74,6 +74,7 @@ def test_a_real_run_writes_a_page_whose_every_chart_has_data(tiny_model, tmp_pat
     assert all(points > 0 for points in drawn.values()), drawn
     # 3 steps per training series, 3 evals (steps 0, 2, 3) per eval series.
     assert drawn["kl"] == 3 and drawn["pass_at_k"] == 2 * 3 and drawn["reward"] == 3 + 3 + 3 and drawn["time"] == 4 * 3
+    assert drawn["pass_at_k_curve"] == 2 * 2  # pass@1 and pass@2 at step 0 and at step 3
 
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     # 2 groups a step, plus the group of the slowest check when it is not one of them.
@@ -130,6 +131,7 @@ def test_charts_skip_missing_and_non_finite_values_and_read_old_eval_names(handm
     assert charts["entropy"]["mean"] == [[1, 2.0], [3, 1.5]]
     assert charts["clip"] == {"low": [[1, 0.1], [3, 0.2]]}
     assert charts["pass_at_k"] == {"pass@1": [[0, 0.25], [2, 0.5]], "pass@4": [[0, 0.5], [2, 0.75]]}
+    assert charts["pass_at_k_curve"] == {"before (step 0)": [[1, 0.25], [4, 0.5]], "latest (step 2)": [[1, 0.5], [4, 0.75]]}
     assert charts["truncation"] == {"eval": [[0, 0.1], [2, 0.0]]}
     assert charts["kl"] == {}
     assert warning_timeline(run) == [

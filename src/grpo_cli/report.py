@@ -37,6 +37,7 @@ class Chart:
     id: str
     title: str
     series: tuple[Series, ...]
+    x_label: str = "step"
 
 
 def _train(label: str, key: str) -> Series:
@@ -52,6 +53,8 @@ CHARTS = (
                                _eval("eval mean", "reward/mean"))),
     # Series are filled in from the eval records: one per pass@k they hold.
     Chart("pass_at_k", "Eval pass@k", ()),
+    # pass@k against k at the first eval and the latest: what training did to pass@1 and to pass@k at large k.
+    Chart("pass_at_k_curve", "Eval pass@k by k: before vs latest", (), x_label="k"),
     Chart("kl", "KL to the reference", (_train("mean", "kl/mean"),)),
     Chart("groups", "Groups", (_train("any positive reward", "groups/any_positive_frac"),
                                _train("zero variance", "groups/zero_variance_frac"),
@@ -127,19 +130,36 @@ def _number(value) -> float | None:
 
 
 def chart_data(run: Run) -> list[dict]:
-    """Each chart as {id, title, series: [{label, points: [[step, value], ...]}]}, non-numeric values dropped."""
+    """Each chart as {id, title, x_label, series: [{label, points: [[x, value], ...]}]}, non-numeric values
+    dropped; x is the step, or k for the pass@k curve."""
     pass_at = sorted({key for record in run.evals for key in record if key.startswith("pass@")},
                      key=lambda key: int(key[5:]) if key[5:].isdigit() else 0)
     charts = []
     for chart in CHARTS:
+        if chart.id == "pass_at_k_curve":
+            charts.append({"id": chart.id, "title": chart.title, "x_label": chart.x_label, "series": pass_at_k_curves(run)})
+            continue
         series = chart.series if chart.id != "pass_at_k" else tuple(_eval(key, key) for key in pass_at)
         drawn = []
         for s in series:
             records = run.metrics if s.source == "metrics" else run.evals
             points = [[record["step"], _number(record.get(s.key))] for record in records if _number(record.get("step")) is not None]
             drawn.append({"label": s.label, "points": [point for point in points if point[1] is not None]})
-        charts.append({"id": chart.id, "title": chart.title, "series": [s for s in drawn if s["points"]]})
+        charts.append({"id": chart.id, "title": chart.title, "x_label": chart.x_label, "series": [s for s in drawn if s["points"]]})
     return charts
+
+
+def pass_at_k_curves(run: Run) -> list[dict]:
+    """[{label, points: [[k, pass@k], ...]}] of the first eval ("before") and, once there is another, the
+    latest; empty while no eval holds two values of k."""
+    curves = []
+    for label, records in (("before", run.evals[:1]), ("latest", run.evals[1:][-1:])):
+        for record in records:
+            points = sorted([int(key[5:]), _number(value)] for key, value in record.items()
+                            if key.startswith("pass@") and key[5:].isdigit() and _number(value) is not None)
+            if len(points) >= 2:
+                curves.append({"label": f"{label} (step {record.get('step')})", "points": points})
+    return curves
 
 
 def warning_timeline(run: Run) -> list[dict]:
@@ -211,7 +231,7 @@ def write_pngs(charts: list[dict], out: Path) -> list[Path]:
             steps, values = zip(*series["points"])
             ax.plot(steps, values, marker="o" if len(steps) <= 30 else None, markersize=3, label=series["label"])
         ax.set_title(chart["title"])
-        ax.set_xlabel("step")
+        ax.set_xlabel(chart["x_label"])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -339,7 +359,7 @@ function drawChart(chart) {
   for (const t of ticks(x0, x1, 6, true)) {
     svg.appendChild(el("svg:text", {x: X(t), y: H - B + 14, "text-anchor": "middle", "font-size": 11}, fmt(t)));
   }
-  svg.appendChild(el("svg:text", {x: W - R, y: H - 4, "text-anchor": "end", "font-size": 11, fill: "#777"}, "step"));
+  svg.appendChild(el("svg:text", {x: W - R, y: H - 4, "text-anchor": "end", "font-size": 11, fill: "#777"}, chart.x_label));
   svg.appendChild(el("svg:rect", {x: L, y: T, width: W - L - R, height: H - T - B, fill: "none", stroke: "#ccc"}));
   const legend = el("div", {class: "legend"});
   chart.series.forEach((s, i) => {
@@ -348,7 +368,7 @@ function drawChart(chart) {
     svg.appendChild(el("svg:path", {d: d, fill: "none", stroke: color, "stroke-width": 1.6, class: "series"}));
     if (s.points.length <= 60) for (const p of s.points) {
       const dot = el("svg:circle", {cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: color});
-      dot.appendChild(el("svg:title", {}, `${s.label} step ${p[0]}: ${fmt(p[1])}`));
+      dot.appendChild(el("svg:title", {}, `${s.label} ${chart.x_label} ${p[0]}: ${fmt(p[1])}`));
       svg.appendChild(dot);
     }
     const item = el("span"); item.appendChild(el("i", {style: "background:" + color})); item.append(s.label);
