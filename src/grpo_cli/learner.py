@@ -11,9 +11,9 @@ Log-probs follow the sampler's convention (sampler/base.py): log_softmax(mask(lo
 sampling temperature, mask the sampler's top-k/top-p truncation.
 
 Every forward pass runs on micro-batches of at most train.micro_batch_tokens padded tokens (RolloutBatch.micro_batches):
-the step's completions sorted by length and packed, so little padding is computed. Within a micro-batch each distinct
-prompt is computed once and its keys/values are shared by the completions that answer it, gradients included
-(completion_logprobs with share_prompt; `shares_prompt` says for which models).
+the step's completions sorted by length and packed, so little padding is computed. Each distinct prompt is computed
+once per pass (PromptPass; within each micro-batch under FSDP) and its keys/values are shared by the completions that
+answer it, gradients included (completion_logprobs with share_prompt; `shares_prompt` says for which models).
 """
 
 from __future__ import annotations
