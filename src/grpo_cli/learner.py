@@ -184,7 +184,7 @@ def completion_logprobs(
     temperature: float,
     top_k: int = 0,
     top_p: float = 1.0,
-    share_prompt: "bool | PromptPass" = False,
+    share_prompt: bool | PromptPass = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs [B, T] of the completion tokens of `batch` (one micro-batch) under `model`, and the policy's
     entropy [B, T] at each completion position (differentiable like the log-probs); top_k/top_p as in
@@ -319,7 +319,8 @@ def _logits_after_prompts(model: torch.nn.Module, batch: RolloutBatch, prompts: 
     T = batch.completion_mask.shape[1]
     rows = prompts.prompt_of_row
     width = int(prompts.mask[rows].sum(dim=1).max())
-    cache = DynamicCache(ddp_cache_data=[(k[rows, :, -width:], v[rows, :, -width:]) for k, v in zip(prompts.keys, prompts.values)])
+    kv = [(keys[rows, :, -width:], values[rows, :, -width:]) for keys, values in zip(prompts.keys, prompts.values)]
+    cache = DynamicCache(ddp_cache_data=kv)
     prompt_mask = prompts.mask[rows, -width:]
     completion_pass = model(
         input_ids=batch.completion_ids,
