@@ -240,7 +240,7 @@ class PromptPass:
         prompt_of_row  [B]                      which prompt each completion answers
 
     With `detach` (Learner.backward) keys, values and last_logits are leaf tensors cut from the prompt
-    passes' graph: each micro-batch's backward accumulates their gradients, and `backward()` then runs the
+    passes' graph (those that need a gradient: with LoRA on q_proj the first layer's keys need none): each micro-batch's backward accumulates their gradients, and `backward()` then runs the
     prompt passes' backward once. Their activations live until then (prompts only, the completions come and
     go micro-batch by micro-batch).
     """
@@ -272,7 +272,7 @@ class PromptPass:
         outputs = [torch.cat([p[0][layer] for p in passes]) for layer in range(num_layers)]
         outputs += [torch.cat([p[1][layer] for p in passes]) for layer in range(num_layers)]
         outputs.append(torch.cat([p[2] for p in passes]))
-        kept = [o.detach().requires_grad_(torch.is_grad_enabled()) for o in outputs] if detach else outputs
+        kept = [o.detach().requires_grad_(o.requires_grad) for o in outputs] if detach else outputs
         return cls(
             keys=kept[:num_layers],
             values=kept[num_layers:-1],
