@@ -216,6 +216,24 @@ def test_length_packed_micro_batches_and_the_shared_prompt_give_the_update_in_on
             torch.testing.assert_close(packed_grad, grad, atol=1e-6, rtol=1e-5)
 
 
+def test_each_distinct_prompt_runs_once_per_pass():
+    learner = Learner(make_config(), tiny_llama(), total_steps=1)
+    batch = make_batch(learner.algorithm)
+    prompts, _ = make_groups()
+    calls = []
+    learner.policy.model.embed_tokens.register_forward_hook(lambda module, args, out: calls.append(args[0]))
+    for run_pass in (learner.backward, learner.policy_logprobs):
+        calls.clear()
+        run_pass(batch)
+        micro_batches = batch.micro_batches(40, share_prompt=True)
+        assert len(calls) == 1 + len(micro_batches) > 3
+        # one pass of the 3 prompts, longest first (7, 5, 3 tokens, left-padded), then the 12 completions alone
+        expected = [[0] * (7 - len(p)) + p for p in sorted(prompts, key=len, reverse=True)]
+        assert calls[0].tolist() == expected
+        assert [c.tolist() for c in calls[1:]] == [micro.completion_ids.tolist() for _, micro in micro_batches]
+    assert all(p.grad is not None for p in learner.trainable_parameters)
+
+
 def test_auto_micro_batch_budget_is_eight_completions_of_the_padded_width():
     batch = make_batch(AlgorithmConfig(group_size=GROUP_SIZE))
     assert batch.input_ids.shape[1] == 13

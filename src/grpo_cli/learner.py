@@ -11,9 +11,9 @@ Log-probs follow the sampler's convention (sampler/base.py): log_softmax(mask(lo
 sampling temperature, mask the sampler's top-k/top-p truncation.
 
 Every forward pass runs on micro-batches of at most train.micro_batch_tokens padded tokens (RolloutBatch.micro_batches):
-the step's completions sorted by length and packed, so little padding is computed. Within a micro-batch each distinct
-prompt is computed once and its keys/values are shared by the completions that answer it, gradients included
-(completion_logprobs with share_prompt; `shares_prompt` says for which models).
+the step's completions sorted by length and packed, so little padding is computed. Each distinct prompt is computed
+once per pass (PromptPass; within each micro-batch under FSDP) and its keys/values are shared by the completions that
+answer it, gradients included (completion_logprobs with share_prompt; `shares_prompt` says for which models).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config, LoraConfig
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import compute_autocast, load_checkpoint_weights
 from grpo_cli.sampler.base import Completion
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 # Any valid token id: padded positions are masked out of attention and of the loss.
 PAD_ID = 0
@@ -184,17 +184,22 @@ def completion_logprobs(
     temperature: float,
     top_k: int = 0,
     top_p: float = 1.0,
-    share_prompt: bool = False,
+    share_prompt: bool | PromptPass = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs [B, T] of the completion tokens of `batch` (one micro-batch) under `model`, and the policy's
     entropy [B, T] at each completion position (differentiable like the log-probs); top_k/top_p as in
     token_logprobs.
 
-    share_prompt (for models where `shares_prompt` holds): each distinct prompt runs once and the completions
-    answering it attend to its keys/values (`_shared_prompt_logits`), which gives the same log-probs and
-    gradients as running every completion with its own copy of the prompt.
+    share_prompt (for models where `shares_prompt` holds): True runs each distinct prompt of `batch` once
+    (PromptPass.run) and the completions answering it attend to its keys/values; a PromptPass (selected to
+    `batch`'s rows) gives prompts already run. Either gives the same log-probs and gradients as running
+    every completion with its own copy of the prompt.
     """
-    logits = _shared_prompt_logits(model, batch) if share_prompt else _completion_logits(model, batch)
+    if share_prompt is False:
+        logits = _completion_logits(model, batch)
+    else:
+        prompts = PromptPass.run(model, batch) if share_prompt is True else share_prompt
+        logits = _logits_after_prompts(model, batch, prompts)
     return token_logprobs(logits, batch.completion_ids, temperature, top_k=top_k, top_p=top_p)
 
 
@@ -225,35 +230,107 @@ def _completion_logits(model: torch.nn.Module, batch: RolloutBatch) -> torch.Ten
     ).logits
 
 
-def _shared_prompt_logits(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
-    """[B, T, V] as _completion_logits, each distinct prompt run once: the prompts [U, P] (left-padded) with a
-    KV cache, the cache indexed out to the B completions (a differentiable index: gradients from every
-    completion flow back into its prompt's pass), then the completions on top of it. The first completion
-    token is predicted by the prompt's last position, the others by the completion's columns 0..T-2. Both
-    passes always run, so every FSDP rank calls the model twice per micro-batch."""
-    T = batch.completion_mask.shape[1]
-    prompts, prompt_of_row = batch.distinct_prompts()
-    prompt_mask = (prompts >= 0).long()
-    prompt_lengths = prompt_mask.sum(dim=1)
-    prompt_pass = model(
+@dataclass
+class PromptPass:
+    """The distinct prompts of a batch, each run once with a KV cache, and what their completions need:
+
+        keys, values   per layer [U, H, P, D]   prompts left-padded to the longest, P
+        mask           [U, P]                   1 at prompt tokens
+        last_logits    [U, V]                   the logits that predict each completion's first token
+        prompt_of_row  [B]                      which prompt each completion answers
+
+    With `detach` (Learner.backward) keys, values and last_logits are leaf tensors cut from the prompt
+    passes' graph (those that need a gradient: with LoRA on q_proj the first layer's keys need none): each micro-batch's backward accumulates their gradients, and `backward()` then runs the
+    prompt passes' backward once. Their activations live until then (prompts only, the completions come and
+    go micro-batch by micro-batch).
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+    last_logits: torch.Tensor
+    prompt_of_row: torch.Tensor
+    outputs: list[torch.Tensor] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def run(cls, model: torch.nn.Module, batch: RolloutBatch, token_budget: int | None = None,
+            detach: bool = False) -> "PromptPass":
+        """Runs `batch`'s distinct prompts on `model`, longest first, in passes of at most `token_budget`
+        padded tokens (None: one pass)."""
+        prompts, prompt_of_row = batch.distinct_prompts()
+        lengths = (prompts >= 0).sum(dim=1)
+        order = lengths.argsort(descending=True, stable=True)
+        prompts, lengths = prompts[order], lengths[order]
+        longest = int(lengths[0])
+        prompts = prompts[:, prompts.shape[1] - longest :]
+        passes, start = [], 0
+        while start < len(prompts):  # sorted longest first: a pass is as wide as its first prompt
+            end = start + max(1, (token_budget or len(prompts) * longest) // int(lengths[start]))
+            passes.append(_prompt_pass(model, prompts[start:end, longest - int(lengths[start]) :], longest))
+            start = end
+        num_layers = len(passes[0][0])
+        outputs = [torch.cat([p[0][layer] for p in passes]) for layer in range(num_layers)]
+        outputs += [torch.cat([p[1][layer] for p in passes]) for layer in range(num_layers)]
+        outputs.append(torch.cat([p[2] for p in passes]))
+        kept = [o.detach().requires_grad_(o.requires_grad) for o in outputs] if detach else outputs
+        return cls(
+            keys=kept[:num_layers],
+            values=kept[num_layers:-1],
+            mask=(prompts >= 0).long(),
+            last_logits=kept[-1],
+            prompt_of_row=order.argsort()[prompt_of_row],
+            outputs=outputs if detach else [],
+        )
+
+    def select(self, rows: torch.Tensor) -> "PromptPass":
+        """The same prompts for the completions `rows` of the batch (one micro-batch's)."""
+        return dataclasses.replace(self, prompt_of_row=self.prompt_of_row[rows.to(self.prompt_of_row.device)])
+
+    def backward(self) -> None:
+        """The prompt passes' backward from the gradients the micro-batches accumulated (detach only)."""
+        leaves = self.keys + self.values + [self.last_logits]
+        pairs = [(out, leaf.grad) for out, leaf in zip(self.outputs, leaves, strict=True) if leaf.grad is not None]
+        if pairs:
+            torch.autograd.backward([out for out, _ in pairs], grad_tensors=[grad for _, grad in pairs])
+
+
+def _prompt_pass(model: torch.nn.Module, prompts: torch.Tensor, width: int) -> tuple[list, list, torch.Tensor]:
+    """Per-layer keys and values [n, H, width, D] (left-padded with zeros) and last-position logits [n, V] of
+    `prompts` [n, P] (left-padded with -1)."""
+    mask = (prompts >= 0).long()
+    out = model(
         input_ids=prompts.clamp(min=PAD_ID),
-        attention_mask=prompt_mask,
-        position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0),
+        attention_mask=mask,
+        position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
         use_cache=True,
         logits_to_keep=1,
     )
-    cache = prompt_pass.past_key_values
-    cache.batch_select_indices(prompt_of_row)
-    completion_mask = batch.attention_mask[:, batch.prompt_width :]
+    padding = (0, 0, width - prompts.shape[1], 0)
+    keys = [F.pad(layer.keys, padding) for layer in out.past_key_values.layers]
+    values = [F.pad(layer.values, padding) for layer in out.past_key_values.layers]
+    return keys, values, out.logits[:, -1]
+
+
+def _logits_after_prompts(model: torch.nn.Module, batch: RolloutBatch, prompts: PromptPass) -> torch.Tensor:
+    """[B, T, V] as _completion_logits, the completions run on top of their prompts' keys/values, indexed out
+    of `prompts` (a differentiable index: gradients from every completion flow back into its prompt). The
+    first completion token is predicted by the prompt's last position, the others by the completion's
+    columns 0..T-2."""
+    T = batch.completion_mask.shape[1]
+    rows = prompts.prompt_of_row
+    width = int(prompts.mask[rows].sum(dim=1).max())
+    kv = [(keys[rows, :, -width:], values[rows, :, -width:]) for keys, values in zip(prompts.keys, prompts.values)]
+    cache = DynamicCache(ddp_cache_data=kv)
+    prompt_mask = prompts.mask[rows, -width:]
     completion_pass = model(
         input_ids=batch.completion_ids,
-        attention_mask=torch.cat([prompt_mask[prompt_of_row], completion_mask], dim=1),
-        position_ids=prompt_lengths[prompt_of_row, None] + torch.arange(T, device=prompts.device),
+        attention_mask=torch.cat([prompt_mask, batch.attention_mask[:, batch.prompt_width :]], dim=1),
+        position_ids=prompt_mask.sum(dim=1, keepdim=True) + torch.arange(T, device=rows.device),
         past_key_values=cache,
         use_cache=True,
-        logits_to_keep=torch.arange(0, T - 1, device=prompts.device),
+        logits_to_keep=torch.arange(0, T - 1, device=rows.device),
     )
-    return torch.cat([prompt_pass.logits[prompt_of_row], completion_pass.logits], dim=1)
+    return torch.cat([prompts.last_logits[rows, None], completion_pass.logits], dim=1)
 
 
 def token_logprobs(
@@ -529,10 +606,12 @@ class Learner:
         num_completion_tokens = max(int(distributed.all_reduce([int(batch.completion_mask.sum())])[0]), 1)
         parts = []
         share_prompt = shares_prompt(self.policy)
-        for _, micro in self._micro_batches(batch, share_prompt):
+        prompts = self._prompt_pass(self.policy, batch, share_prompt, detach=True)
+        for rows, micro in self._micro_batches(batch, share_prompt):
             with self._autocast():
                 logp, entropy = completion_logprobs(
-                    self.policy, micro, self.temperature, self.top_k, self.top_p, share_prompt
+                    self.policy, micro, self.temperature, self.top_k, self.top_p,
+                    share_prompt if prompts is None else prompts.select(rows),
                 )
             loss, metrics = policy_loss(
                 logp,
@@ -554,6 +633,8 @@ class Learner:
             metrics["logprob_mismatch/mean"] = mismatch.sum() / num_completion_tokens
             metrics["logprob_mismatch/max"] = mismatch.max()
             parts.append(metrics)
+        if prompts is not None:
+            prompts.backward()
         advantages = torch.tensor(distributed.gather(batch.advantages.tolist()))
         return distributed.reduce_metrics(merge_metrics(parts), METRIC_REDUCTIONS) | {
             "advantage/mean": advantages.mean().item(),
@@ -610,6 +691,17 @@ class Learner:
         padding = (torch.zeros(0, dtype=torch.long), _padding_batch(batch))
         return micro_batches + [padding] * (most - len(micro_batches))
 
+    def _prompt_pass(self, model: torch.nn.Module, batch: RolloutBatch, share_prompt: bool,
+                     detach: bool = False) -> PromptPass | None:
+        """`batch`'s distinct prompts run once for the whole pass (PromptPass.run, passes under the micro-batch
+        token budget), or None where every micro-batch runs its own: when the prompt is not shared, and under
+        FSDP, where ranks would have to agree on the number of prompt passes and the prompt backward runs
+        after the micro-batches' (each micro-batch then shares its prompts within itself)."""
+        if not share_prompt or distributed.world().size > 1:
+            return None
+        with self._autocast():
+            return PromptPass.run(model, batch, micro_batch_token_budget(self.micro_batch_tokens, batch), detach)
+
     def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] completion log-probs and entropies (0 at padding) in eval mode (no dropout), micro-batch by
         micro-batch."""
@@ -619,9 +711,13 @@ class Learner:
         logps = torch.zeros(batch.completion_mask.shape, device=self.device)
         entropies = torch.zeros_like(logps)
         share_prompt = shares_prompt(model)
+        prompts = self._prompt_pass(model, batch, share_prompt)
         for rows, micro in self._micro_batches(batch, share_prompt):
             with self._autocast():
-                logp, entropy = completion_logprobs(model, micro, self.temperature, self.top_k, self.top_p, share_prompt)
+                logp, entropy = completion_logprobs(
+                    model, micro, self.temperature, self.top_k, self.top_p,
+                    share_prompt if prompts is None else prompts.select(rows),
+                )
             T = micro.completion_mask.shape[1]
             for tensor, out in ((logp, logps), (entropy, entropies)):
                 out[rows.to(self.device), :T] = tensor.float().masked_fill(~micro.completion_mask, 0.0)
