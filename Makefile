@@ -30,29 +30,26 @@ test: setup system-deps
 test-slow: setup system-deps
 	$(PY) -m pytest -q -m slow
 
+# A demo: a tiny model built here, SFT, GRPO, then the report page with its PNG charts (prints the page's path).
+# $(1): the recipe, $(2): its run directory (the recipe's train.output_dir).
+define run_demo
+	rm -rf $(2)
+	$(VENV)/bin/grpo init-model recipe=$(1)
+	$(VENV)/bin/grpo sft recipe=$(1)
+	$(VENV)/bin/grpo train recipe=$(1)
+	$(VENV)/bin/grpo report $(2)
+endef
+
 demo: setup
-	rm -rf runs/demo
-	$(VENV)/bin/grpo init-model recipe=demo
-	$(VENV)/bin/grpo sft recipe=demo
-	$(VENV)/bin/grpo train recipe=demo
-	# The report page (refreshed by train) with its PNG charts; prints the page's path.
-	$(VENV)/bin/grpo report runs/demo
+	$(call run_demo,demo,runs/demo)
 
 # Multi-turn rollouts: SFT on worked solutions that call the calculator, then GRPO with environment=calculator.
 demo-tools: setup
-	rm -rf runs/demo-tools
-	$(VENV)/bin/grpo init-model recipe=harbor_tools
-	$(VENV)/bin/grpo sft recipe=harbor_tools
-	$(VENV)/bin/grpo train recipe=harbor_tools
-	$(VENV)/bin/grpo report runs/demo-tools
+	$(call run_demo,harbor_tools,runs/demo-tools)
 
 # The harder demo (recipes/demo_hard.yaml): pass@k for k = 1..12 before and after, charted in the report.
 demo-hard: setup
-	rm -rf runs/demo-hard
-	$(VENV)/bin/grpo init-model recipe=demo_hard
-	$(VENV)/bin/grpo sft recipe=demo_hard
-	$(VENV)/bin/grpo train recipe=demo_hard
-	$(VENV)/bin/grpo report runs/demo-hard
+	$(call run_demo,demo_hard,runs/demo-hard)
 
 clean:
 	rm -rf $(VENV) runs
