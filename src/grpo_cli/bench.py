@@ -100,12 +100,11 @@ def bare_generate(sampler, prompt_ids: list[list[int]], n: int, seed: int) -> fl
             sampler.llm.generate(prompts, params, use_tqdm=False)
         return time.perf_counter() - tic
     from grpo_cli.models import compute_autocast
-    from grpo_cli.sampler.hf import cuda_devices, plain_generation_config
+    from grpo_cli.sampler.hf import cuda_devices, left_padded, plain_generation_config
 
     model = sampler.model
-    width = max(len(ids) for ids in prompt_ids)
-    input_ids = torch.tensor([[sampler.pad_token_id] * (width - len(ids)) + ids for ids in prompt_ids], device=model.device)
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=model.device)
+    input_ids, attention_mask = left_padded(prompt_ids, sampler.pad_token_id, model.device)
+    width = input_ids.shape[1]
     max_new_tokens = new_token_budget(sampler.config.max_new_tokens, width, model.config.max_position_embeddings, "max_position_embeddings")
     generation_config = sampler.generation_config(temperature, max_new_tokens)
     generation_config.update(output_scores=False, return_dict_in_generate=False, num_return_sequences=n)

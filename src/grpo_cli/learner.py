@@ -240,8 +240,9 @@ class PromptPass:
         prompt_of_row  [B]                      which prompt each completion answers
 
     With `detach` (Learner.backward) keys, values and last_logits are leaf tensors cut from the prompt
-    passes' graph (those that need a gradient: with LoRA on q_proj the first layer's keys need none): each micro-batch's backward accumulates their gradients, and `backward()` then runs the
-    prompt passes' backward once. Their activations live until then (prompts only, the completions come and
+    passes' graph (those that need a gradient: with LoRA on q_proj the first layer's keys need none): each
+    micro-batch's backward accumulates their gradients, and `backward()` then runs the prompt passes' backward
+    once. Their activations live until then (prompts only, the completions come and
     go micro-batch by micro-batch).
     """
 

@@ -102,14 +102,9 @@ class HFSampler:
 
     def _generate_batch(self, prompts: list[list[int]], copies: int, temperature: float, stop: Sequence[str] = ()) -> list[Completion]:
         """`copies` completions of each prompt, prompt-major; each prompt is computed once."""
-        width = max(len(ids) for ids in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
         device = self.model.device
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        input_ids, attention_mask = left_padded(prompts, self.pad_token_id, device)
+        width = input_ids.shape[1]
         max_new_tokens = new_token_budget(
             self.config.max_new_tokens, width, self.model.config.max_position_embeddings, "max_position_embeddings"
         )
@@ -183,6 +178,17 @@ def _stop_string_length(tokenizer, tokens: list[int], stop: Sequence[str]) -> in
     if not stop or not any(string in tokenizer.decode(tokens) for string in stop):
         return None
     return next(n for n in range(1, len(tokens) + 1) if any(string in tokenizer.decode(tokens[:n]) for string in stop))
+
+
+def left_padded(prompts: list[list[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask [len(prompts), longest]: the prompts right-aligned, as generate expects."""
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
 
 
 def sequence_bytes(model_config, prompt_tokens: int, max_new_tokens: int, dtype_bytes: int) -> int:
