@@ -116,22 +116,35 @@ def _field(row: dict, name: str, key: str, where: str) -> str:
     return text
 
 
+def fill_template(example: Example, data: DataConfig) -> str:
+    """data.prompt_template with {prompt} replaced by the question."""
+    return data.prompt_template.replace("{prompt}", example.question)
+
+
 def format_prompt(example: Example, tokenizer, data: DataConfig) -> str:
-    """data.prompt_template with {prompt} replaced by the question, wrapped in the tokenizer's chat template
-    (as one user turn, generation prompt added) when data.use_chat_template is set."""
-    text = data.prompt_template.replace("{prompt}", example.question)
-    if not data.use_chat_template:
-        return text
+    """fill_template's text, wrapped in the tokenizer's chat template (as one user turn, generation prompt
+    added) when data.use_chat_template is set."""
+    text = fill_template(example, data)
+    return chat_text([{"role": "user", "content": text}], tokenizer) if data.use_chat_template else text
+
+
+def chat_text(messages: list[dict], tokenizer, tools: list[dict] | None = None) -> str:
+    """`messages` in the tokenizer's chat template, generation prompt added; `tools`: tool schemas for a
+    template that lists them (multi-turn rollouts' chat form)."""
     if not getattr(tokenizer, "chat_template", None):
         raise GrpoError(
             f"data.use_chat_template=true but the tokenizer {tokenizer.name_or_path!r} has no chat template; "
             "set data.use_chat_template=false"
         )
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
 
 
 def encode_prompt(example: Example, tokenizer, data: DataConfig) -> list[int]:
-    """Token ids of the formatted prompt. A chat template writes its own special tokens (BOS among them), so
-    the tokenizer adds none then; a plain template gets the tokenizer's usual ones (BOS for the tiny model)."""
-    text = format_prompt(example, tokenizer, data)
-    return tokenizer(text, add_special_tokens=not data.use_chat_template)["input_ids"]
+    """Token ids of the formatted prompt (prompt_token_ids)."""
+    return prompt_token_ids(format_prompt(example, tokenizer, data), tokenizer, data.use_chat_template)
+
+
+def prompt_token_ids(text: str, tokenizer, chat_template: bool) -> list[int]:
+    """Token ids of a prompt's text. A chat template writes its own special tokens (BOS among them), so the
+    tokenizer adds none then; a plain template gets the tokenizer's usual ones (BOS for the tiny model)."""
+    return tokenizer(text, add_special_tokens=not chat_template)["input_ids"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from grpo_cli.config import Config
+from grpo_cli.data.loaders import chat_text, prompt_token_ids
 from grpo_cli.environment.base import Environment, Observation, ToolFormat
 from grpo_cli.environment.calculator import CalculatorEnvironment
 from grpo_cli.environment.python import PythonEnvironment
@@ -82,11 +83,10 @@ class Environments:
         """Token ids of reset()'s prompt: messages, or (with data.use_chat_template) text as one user turn, go
         through the chat template with the tools; other text is tokenized as encode_prompt does."""
         if isinstance(first, str) and not self.config.data.use_chat_template:
-            return self.tokenizer(first)["input_ids"]
+            return prompt_token_ids(first, self.tokenizer, chat_template=False)
         messages = [{"role": "user", "content": first}] if isinstance(first, str) else first
         tools = self.tools if self.tool_format == "chat" else None
-        text = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return prompt_token_ids(chat_text(messages, self.tokenizer, tools), self.tokenizer, chat_template=True)
 
     def observation_ids(self, observation: Observation) -> list[int]:
         """The tokens the model reads after its turn."""

@@ -26,6 +26,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from grpo_cli.config import Config
 from grpo_cli.data import Example
+from grpo_cli.data.loaders import fill_template
 from grpo_cli.environment.tool_calls import MalformedCall, parse_call, tool_schema
 
 ToolFormat = Literal["chat", "tagged"]
@@ -69,7 +70,7 @@ class ToolEnvironment:
 
     def __init__(self, config: Config, tool_format: ToolFormat):
         self.tool_format = tool_format
-        self.prompt_template = config.data.prompt_template
+        self.data = config.data
         self.max_output_chars = config.environment.max_output_chars
 
     @property
@@ -77,7 +78,7 @@ class ToolEnvironment:
         return [tool_schema(self.name, self.description, self.parameter)]
 
     def reset(self, example: Example) -> str:
-        return self.prompt_template.replace("{prompt}", example.question)
+        return fill_template(example, self.data)
 
     def step(self, model_turn_text: str) -> Observation | None:
         try:
