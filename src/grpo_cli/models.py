@@ -11,6 +11,10 @@ Every command loads through here:
 Each checks the weights' names against the model's: a missing or unexpected tensor is a one-line error, never a
 silently random layer.
 
+A GGUF file (llama.cpp's format, how many instruct checkpoints ship) is a model source too:
+`model_source(path)` converts it on first use (`gguf_checkpoint`) into a plain checkpoint folder, cached by the
+file's content hash, so every command sees an ordinary model directory.
+
 `grpo init-model` builds a model that nothing has to download: a byte-level BPE tokenizer trained with
 `tokenizers` on the task's text, digits split one per token (so the model sees 47 as 4, 7, the way it has to
 add them), and a randomly initialised LlamaForCausalLM of shape model.tiny. Both are saved as a normal model
@@ -21,8 +25,11 @@ load.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -71,13 +78,82 @@ def _source(path: str) -> str:
     """What to hand `from_pretrained`: an existing local directory, or a hub id; anything else is an error."""
     if not path:
         raise GrpoError("model.name_or_path is not set; point it at a model directory (grpo init-model builds a tiny one)")
-    local = Path(path).expanduser()
+    local = Path(model_source(path)).expanduser()
     if local.exists():
         # Absolute, because LoRA checkpoints record it as their base: export must find it from anywhere.
         return str(local.resolve())
     if HUB_ID.fullmatch(path):
         return path
     raise GrpoError(f"model directory {path} does not exist; build it (grpo init-model, grpo sft) or fix model.name_or_path")
+
+
+def model_source(path: str) -> str:
+    """model.name_or_path as the commands use it: a `.gguf` file becomes its converted checkpoint folder
+    (`gguf_checkpoint`); anything else is returned as it is."""
+    return str(gguf_checkpoint(Path(path).expanduser())) if path.endswith(".gguf") else path
+
+
+def gguf_cache_dir() -> Path:
+    """Where converted GGUF checkpoints are kept: $GRPO_CACHE_DIR/gguf, else ~/.cache/grpo-cli/gguf."""
+    root = os.environ.get("GRPO_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "grpo-cli"
+    return Path(root) / "gguf"
+
+
+def gguf_checkpoint(gguf_file: Path) -> Path:
+    """The plain checkpoint folder converted from `gguf_file`, converting it on first use. The folder is named
+    by the file's content hash, so a changed file is converted again and a renamed one is not."""
+    if not gguf_file.is_file():
+        raise GrpoError(f"model.name_or_path={gguf_file}: no such GGUF file; fix the path")
+    digest = hashlib.sha256()
+    with gguf_file.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    out_dir = gguf_cache_dir() / f"{gguf_file.stem}-{digest.hexdigest()[:16]}"
+    if not (out_dir / "config.json").is_file():
+        convert_gguf(gguf_file, out_dir)
+    return out_dir
+
+
+def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
+    """Write `gguf_file` as a plain checkpoint folder `out_dir` (config.json, model.safetensors, tokenizer with
+    its chat template, generation_config.json) that transformers and vLLM load like any other.
+
+    transformers dequantizes GGUF weights to float32 as it reads them; they are stored as float32 (exactly what the
+    dequantizer produced, so nothing is lost) and load in model.dtype like any checkpoint. A GGUF-loaded model
+    keeps a `quantization_config` that `save_pretrained` refuses, so the weights are copied into a model built
+    from the config without it. Written to a temporary folder and renamed, so an interrupted conversion (or two
+    ranks converting at once) never leaves a half-written checkpoint where the next run looks."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(gguf_file)  # reads the header and tensor table: a corrupt or truncated file fails here, at once
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+    except Exception as exc:  # noqa: BLE001 - gguf and transformers raise many types for a bad or unsupported file
+        first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise GrpoError(
+            f"cannot convert the GGUF file {gguf_file} (corrupt, truncated, or of an architecture transformers cannot "
+            f"read: llama, qwen2, mistral, ... can): {first_line}; use an intact file, or a model directory"
+        ) from None
+    # GGUF stores no tokenizer length limit (transformers leaves a 1e30 sentinel): the context is the limit.
+    tokenizer.model_max_length = loaded.config.max_position_embeddings
+    config = loaded.config
+    del config.quantization_config
+    config.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(out_dir)
+    except OSError:  # another process finished the same conversion first
+        shutil.rmtree(partial, ignore_errors=True)
+        if not (out_dir / "config.json").is_file():
+            raise
 
 
 def _load_error(path: str, exc: Exception) -> GrpoError:
