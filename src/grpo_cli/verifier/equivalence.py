@@ -175,8 +175,15 @@ def _matrices_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
 
 
 def _grid(answer: Answer) -> tuple[tuple[int, int] | str, tuple[Answer, ...]] | None:
-    """(shape, entries row by row); a vector (one row, one column, or a tuple) has shape "vector"."""
+    """(shape, entries row by row); a vector (one row, one column, a tuple or a bracketed list) has shape
+    "vector"; a list of equally long lists ([[1, 2], [3, 4]]) is a matrix."""
     if isinstance(answer, Items) and answer.brackets in ("()", "[]"):
+        rows = answer.items
+        if len(rows) > 1 and all(isinstance(row, Items) and row.brackets == answer.brackets for row in rows):
+            if len({len(row.items) for row in rows}) != 1:
+                return None
+            entries = tuple(entry for row in rows for entry in row.items)
+            return ("vector" if len(rows[0].items) == 1 else (len(rows), len(rows[0].items))), entries
         return "vector", answer.items
     if not isinstance(answer, Matrix):
         return None
