@@ -170,9 +170,9 @@ NUMBER = re.compile(
 UNIT_WORDS = re.compile(
     r"(?:[ \t]+(?!(?:and|or|is|are)\b)(?:[A-Za-z]{2,}|[mgshL](?![A-Za-z&']))(?:/[A-Za-z]+)?(?:\^[0-9])?){1,3}", re.ASCII
 )
-# Lists of numbers, read back from the last one: "1, 2, 3", "1,1,1" and "4 and 5", not "1,000" (one
+# Lists of numbers, read back from the last one: "1, 2, 3", "1;1;1" and "4 and 5", not "1,000" (one
 # number). "or" between numbers restates a value ("0.60 or 60%") unless "either" opens the list.
-LIST_LINK = re.compile(r"\s*,\s*(?:(?:and|or)\s+)?\Z|\s+(?:and|or)\s+\Z")
+LIST_LINK = re.compile(r"\s*[,;]\s*(?:(?:and|or)\s+)?\Z|\s+(?:and|or)\s+\Z")
 EITHER = re.compile(r"\beither\s+\Z", re.IGNORECASE)
 # Conditions joined by "or" are a union ("$x \le -3$ or $x \ge 2$"); values joined by "or" restate one value.
 RELATION = re.compile(r"[<>]|\\(?:le|ge|leq|geq|lt|gt|neq|ne|in)(?![A-Za-z])")
@@ -279,15 +279,18 @@ def _is_bare_answer(text: str) -> bool:
 
 def _clause_value(answer: str) -> str:
     """An answer phrase that is a clause, reduced to its value: "The largest $n$ is 34" is 34, "Jane started
-    growing Sphere 3 hours ago" is "3 hours ago". Math alone stays, and so does a phrase with "and"/"or" or a
-    comma ("5 or six" is a list, not 5)."""
+    growing Sphere 3 hours ago" is "3 hours ago". Math alone stays, and so does what the value cannot be
+    read from without a guess: a phrase with "and"/"or" or a comma ("5 or six" is a list, not 5), words
+    that change the value ("at least 5", "not 5"), or several values ("3 times 5")."""
     if not WORD.search(LATEX_COMMAND.sub("", answer)) or CLAUSE_LIST.search(_outside_math(answer)):
         return answer
     copula = _last_match(COPULA, _outside_math(answer))
     tail = answer[copula.end() :].strip() if copula else answer
     if tail and not WORD.search(LATEX_COMMAND.sub("", tail)):
         return tail
-    if QUALIFIERS.search(_outside_math(tail)):
+    outside = _outside_math(tail)
+    values = len(NUMBER.findall(outside)) + len(re.findall(r"\0+", outside))  # numbers and spans of math
+    if values != 1 or QUALIFIERS.search(outside):
         return answer
     return _last_expression(tail) or answer
 

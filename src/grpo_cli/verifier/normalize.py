@@ -105,6 +105,7 @@ LATEX_NORMALIZATION = NormalizationConfig(
 )
 MAX_LATEX_CHARS = 1000  # longer answers are compared as text
 MAX_NESTING = 50  # and so are answers with brackets nested deeper
+MAX_ITEMS = 1000  # and lists longer than this: reading thousands of items costs more than a check may take
 MAX_EXPONENT = 1000  # 1e400 is a number; 1e99999999 is left to sympy, under the check's timeout
 # "12 3" is two numbers, though LaTeX would typeset 123 and the parser reads 12*3; "\\log_2 3" is one.
 SPACED_DIGITS = re.compile(r"(?<![\w^_\\])\d+\s+\d")
@@ -492,6 +493,8 @@ def _items(text: str) -> Items | None:
     parts = _split_top_level(text)
     if len(parts) < 2:
         return None
+    if len(parts) > MAX_ITEMS:
+        return _text(text)
     if any(not part for part in parts):
         return None
     assignments = [ASSIGNMENT.fullmatch(part) for part in parts]
