@@ -297,7 +297,10 @@ def _clause_value(answer: str) -> str:
 
 def _outside_math(text: str) -> str:
     """`text` with its spans of math filled with NUL, same length, so positions still line up."""
-    return LATEX_SPAN.sub(lambda span: "\0" * len(span.group(0)) if _looks_like_math(span.group(span.lastgroup)) else span.group(0), text)
+    def fill(span: re.Match) -> str:
+        return "\0" * len(span.group(0)) if _looks_like_math(span.group(span.lastgroup)) else span.group(0)
+
+    return LATEX_SPAN.sub(fill, text)
 
 
 def _last_expression(text: str) -> str | None:
@@ -330,7 +333,8 @@ def _joined_spans(text: str, spans: list[re.Match]) -> str:
         link = SPAN_LINK.match(text, span.end(), chain[0].start())
         if len(chain) == MAX_JOINED_SPANS or not link or link.end() != chain[0].start():
             break
-        if "or" in link.group(0) and not (RELATION.search(span.group(0)) or EITHER.search(text, 0, span.start())):
+        either = EITHER.search(text, max(0, span.start() - 20), span.start())
+        if "or" in link.group(0) and not (RELATION.search(span.group(0)) or either):
             break
         chain.insert(0, span)
     pieces = [chain[0].group(chain[0].lastgroup).strip()]
@@ -346,7 +350,7 @@ def _number_list(text: str, number: re.Match) -> str:
     while True:
         previous = NUMBER_BEFORE.search(text, max(0, start - MAX_LIST_LOOKBACK), start)
         link = LIST_LINK.fullmatch(text, previous.end(), start) if previous else None
-        if not link or ("or" in link.group(0) and not EITHER.search(text, 0, previous.start())):
+        if not link or ("or" in link.group(0) and not EITHER.search(text, max(0, previous.start() - 20), previous.start())):
             return text[start : number.end()].strip()
         start = previous.start()
 

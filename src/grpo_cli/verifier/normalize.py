@@ -44,7 +44,7 @@ from typing import Union
 
 from latex2sympy2_extended.latex2sympy2 import NormalizationConfig, latex2sympy
 from math_verify.grader import should_treat_as_complex
-from sympy import Abs, Basic, FiniteSet, Interval, MatrixBase, Poly, PolynomialError
+from sympy import Abs, Basic, Equality, FiniteSet, Interval, MatrixBase, Poly, PolynomialError
 from sympy import Union as SetUnion
 from sympy.core.function import AppliedUndef
 from sympy.core.relational import Relational
@@ -264,10 +264,14 @@ def clean(text: str) -> str:
 
 
 def _ungrouped(text: str) -> str:
-    """ "{1,3}" without its braces: unescaped braces only group in LaTeX (a set is written \\{1,3\\})."""
-    if text.startswith("{") and text.endswith("}") and _closes_at_end(text):
-        return text[1:-1]
-    return text
+    """ "{1,3}" without its braces: unescaped braces only group in LaTeX (a set is written \\{1,3\\}). All
+    layers at once, in one pass: as many as open it, close it and stay open everywhere between."""
+    opening, closing = len(text) - len(text.lstrip("{")), len(text) - len(text.rstrip("}"))
+    layers, depth = min(opening, closing), opening
+    for char in text[opening : len(text) - closing]:
+        depth += (char == "{") - (char == "}")
+        layers = min(layers, depth)
+    return text[layers:-layers] if layers > 0 else text
 
 
 def _ascii_digits(number: str) -> str:
@@ -433,6 +437,9 @@ def _equalities(text: str) -> Answer | None:
         sides = sides[1:]
     values = [_parse_clean(side) for side in sides]
     if any(isinstance(value, Expression) and value.expr.free_symbols for value in values):
+        if not label and len(values) == 2 and all(isinstance(value, Expression) for value in values):
+            # The equation from its parsed sides: parsing it whole again costs as much (half a second for a sum).
+            return Expression(Equality(values[0].expr, values[1].expr, evaluate=False))
         return None
     if all(isinstance(value, Number) for value in values) and len(set(values)) > 1:
         return _text(text)
