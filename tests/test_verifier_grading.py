@@ -106,6 +106,10 @@ def test_sets_tuples_and_lists_of_solutions(completion, reference, expected):
         (r"The solution is $x \le -3$ or $x \ge 2$.", r"(-\infty,-3]\cup[2,\infty)", "correct"),
         (r"$\boxed{[2, \infty) \cup (-\infty, -3]}$", r"(-\infty,-3]\cup[2,\infty)", "correct"),
         (r"$\boxed{(-\infty, 1) \cup (1, \infty)}$", r"x \neq 1", "correct"),
+        (r"$\boxed{\{x \mid x > 1\}}$", r"(1, \infty)", "correct"),
+        (r"$\boxed{\{x \mid x \ge 1\}}$", r"(1, \infty)", "wrong"),
+        (r"$\boxed{\mathbb{R}}$", r"(-\infty, \infty)", "correct"),
+        (r"$\boxed{\varnothing}$", r"\emptyset", "correct"),
     ],
 )
 def test_inequalities_and_intervals(completion, reference, expected):
@@ -177,6 +181,10 @@ def test_numbers_with_space_separators_and_decimal_commas(completion, reference,
         (r"\sin(x)=\frac{42}{59}", r"\cos(x)=\frac{42}{59}", "wrong"),  # two names that disagree
         (r"\sin(x)=\frac{42}{59}", r"\frac{42}{59}", "correct"),
         ("W(x)=1orW(x)=-1", "W(n) = 1, W(n) = -1", "correct"),  # f(x) and f(n) name one function
+        (r"i\sqrt{3}", r"\sqrt{-3}", "correct"),  # i is the imaginary unit
+        (r"e^{i\pi}", "-1", "correct"),
+        ("1+2i", "2i+1", "correct"),
+        ("1+2i", "1-2i", "wrong"),
     ],
 )
 def test_expressions_with_variables(completion, reference, expected):

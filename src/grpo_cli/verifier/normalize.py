@@ -44,7 +44,7 @@ from typing import Union
 
 from latex2sympy2_extended.latex2sympy2 import NormalizationConfig, latex2sympy
 from math_verify.grader import should_treat_as_complex
-from sympy import Abs, Basic, Equality, FiniteSet, Interval, MatrixBase, Poly, PolynomialError
+from sympy import Abs, Basic, Equality, FiniteSet, I, Interval, MatrixBase, Poly, PolynomialError
 from sympy import Union as SetUnion
 from sympy.core.function import AppliedUndef
 from sympy.core.relational import Relational
@@ -133,10 +133,13 @@ def _latex(text: str) -> Expression | Text:
     # The LaTeX parser needs seconds for 5,000 characters.
     if len(text) > MAX_LATEX_CHARS or SPACED_DIGITS.search(text):
         return _text(text)
+    complex_number = should_treat_as_complex(text)
     try:
-        expr = latex2sympy(text, is_real=not should_treat_as_complex(text), normalization_config=LATEX_NORMALIZATION)
+        expr = latex2sympy(text, is_real=not complex_number, normalization_config=LATEX_NORMALIZATION)
     except Exception:  # the parser raises bare Exception on malformed LaTeX
         return _text(text)
+    if complex_number:  # the parser keeps i a symbol: 1+2i, i\sqrt{3} and e^{i\pi} are numbers
+        expr = expr.subs({symbol: I for symbol in expr.free_symbols if symbol.name == "i"})
     if isinstance(expr, (MatrixBase, MatrixExpr)):
         return _explicit_matrix(expr) or Expression(expr)
     if isinstance(expr, (Relational, And, Or)) and len(expr.free_symbols) == 1:
@@ -230,7 +233,8 @@ APPROXIMATELY = re.compile(r"^\s*(?:\\approx|≈|\\sim)\s*")
 POWER_CHAIN = re.compile(r"(?:\d+|[A-Za-z])(?:\^(?:\d+|[A-Za-z])){2,}")
 REPLACEMENTS = {
     "\u2212": "-", "~": " ", "\u00a0": " ", "\u202f": " ", "\u2009": " ", "²": "^2", "³": "^3", "±": r"\pm ", "≤": r"\le ", "≥": r"\ge ",
-    "\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\cfrac": "\\frac", "\\%": "%", "\\$": "$", "\\{": "{", "\\}": "}",
+    "\\dfrac": "\\frac", "\\tfrac": "\\frac", "\\cfrac": "\\frac", "\\varnothing": "\\emptyset", "\\mathbb{R}": "(-\\infty, \\infty)",
+    "\\%": "%", "\\$": "$", "\\{": "{", "\\}": "}",
 }
 
 
@@ -382,15 +386,20 @@ VARIABLE = r"(?:[A-Za-z]|\\(?:alpha|beta|gamma|delta|theta|lambda|mu|phi|varphi|
 BOUNDED = re.compile(rf"{VARIABLE}(?:\(\s*{VARIABLE}\s*\))?")
 INEQUALITY = re.compile(r"\s*((?:\\leqslant|\\geqslant|\\leq|\\geq|\\le|\\ge|\\lt|\\gt)(?![A-Za-z])|<=|>=|<|>)\s*")
 MEMBERSHIP = re.compile(rf"{VARIABLE}\s*\\in\s*(?P<set>.+)")
+SET_BUILDER = re.compile(rf"{VARIABLE}\s*(?:\\mid|\||:)\s*(?P<condition>.+)")  # {x | x > 1}, its braces gone
 LESS = {"<", "<=", "\\lt", "\\le", "\\leq", "\\leqslant"}  # the others say "greater"
 STRICT = {"<", ">", "\\lt", "\\gt"}
 
 
 def _interval(text: str) -> Answer | None:
-    """ "x \\in S" is S; "a < x \\le b" is (a, b]; "x > a" is (a, \\infty); the variable's name is not kept."""
+    """ "x \\in S" is S; "a < x \\le b" is (a, b]; "x > a" is (a, \\infty); "{x | x > 1}" is its condition;
+    the variable's name is not kept."""
     membership = MEMBERSHIP.fullmatch(text)
     if membership:
         return _parse_clean(membership.group("set"))
+    builder = SET_BUILDER.fullmatch(text)
+    if builder:
+        return _parse_clean(builder.group("condition"))
     parts = INEQUALITY.split(text)
     is_variable = [bool(BOUNDED.fullmatch(part)) for part in parts[::2]]
     if len(parts) == 3 and is_variable == [True, False]:  # x < b, x > a
