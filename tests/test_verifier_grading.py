@@ -5,11 +5,17 @@ dataset holds it. The rows are written here for these tests (Math-Verify's own s
 scripts/grader_agreement.py, not copied).
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from grpo_cli.config import VerifierConfig
 from grpo_cli.verifier.extract import extract_answer
 from grpo_cli.verifier.math_check import check_math
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def verdict(completion: str, reference: str) -> str:
@@ -236,3 +242,30 @@ def test_a_reference_that_is_a_worked_solution_is_read_by_its_box():
     assert verdict(r"$\boxed{20 \%}$", solution) == "correct"
     assert verdict(r"$\boxed{25 \%}$", solution) == "wrong"
     assert verdict(r"$\boxed{1331}$", "1331 and 1728") == "wrong"  # a bare reference stays whole
+
+
+def test_grader_agreement_reads_a_suite_s_labelled_rows_without_running_it(tmp_path):
+    """scripts/grader_agreement.py on a suite written like Math-Verify's tests/: rows from parametrize lists
+    (comments and other tests ignored, an f-string of math calls evaluated, a precision setting honoured)."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_cases.py").write_text(
+        "import math\nimport pytest\n\n"
+        "raise SystemExit('the suite must not run')\n\n"
+        "@pytest.mark.parametrize('gold,pred,expected', [\n"
+        "    ('$9$', 'The answer is $9$.', 1),\n"
+        "    # ('$1$', 'commented out', 1),\n"
+        "    ('$9$', 'Answer $ \\n 9 \\n $', 0),\n"
+        "    ('1000.99', '1000,99', 1),\n"
+        "    (f'{math.sqrt(2):.6f}', '$\\\\sqrt{2}$', 1),\n"
+        "])\ndef test_rows(gold, pred, expected):\n    pass\n\n"
+        "@pytest.mark.parametrize('gold,pred,expected,precision', [('$(\\\\frac{3}{5},\\\\frac{8}{3}]$', '$(0.6,2.6667]$', 1, 2)])\n"
+        "def test_with_precision(gold, pred, expected, precision):\n    pass\n\n"
+        "@pytest.mark.parametrize('pred,expected', [('A', ['a'])])\ndef test_other(pred, expected):\n    pass\n"
+    )
+    result = subprocess.run([sys.executable, "scripts/grader_agreement.py", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "   3/4    test_cases.py::test_rows" in lines
+    assert "   1/1    test_cases.py::test_with_precision" in lines
+    assert "  1 0 test_cases.py::test_rows  '1000.99' | '1000,99'" in lines  # the decimal comma, our known disagreement
+    assert lines[-1] == "agreement: 4/5 = 80.0% (verifier.extract=auto)"
