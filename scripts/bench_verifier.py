@@ -5,10 +5,10 @@
 
 Throughput: checks/s with 1 and 2 workers, in batches of 128 completions (16 prompts x G=8).
 Numeric: the 1,319 GSM8K reference solutions, each against its `#### N` answer and against N+1
-(extract=gsm8k). LaTeX: \\boxed{} answers in equivalent and wrong forms (fractions, roots, pi, powers,
-intervals) against LaTeX references (extract=boxed). Mixed: the labelled MATH-style outputs of
+(extract=gsm8k, then auto). LaTeX: \\boxed{} answers in equivalent and wrong forms (fractions, roots, pi,
+powers, intervals) against LaTeX references (extract=boxed). Mixed: the labelled MATH-style outputs of
 tests/data/math_outputs_labelled.jsonl (matrices, intervals, sets, units, text; extract=auto).
-Target: >= 2,000 numeric checks/s with 2 workers.
+Targets: >= 2,000 numeric checks/s and >= 500 LaTeX checks/s with 2 workers.
 
 Latency: each labelled output and each adversarial input (power towers, 10,000!, deep nesting, 5,000
 characters of LaTeX, long lists, unit bait) scored alone, wall clock from the parent, against
@@ -30,6 +30,7 @@ GSM8K_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "g
 LABELLED = Path(__file__).resolve().parents[1] / "tests" / "data" / "math_outputs_labelled.jsonl"
 BATCH = 128
 NUMERIC_TARGET = 2000
+LATEX_TARGET = 500
 TIMEOUT_S = 1.0
 ADVERSARIAL = [
     (r"\boxed{7^{7^{7^{7}}}}", "2"),
@@ -46,6 +47,9 @@ ADVERSARIAL = [
     ("FINAL: 5 " + "km/" * 200 + "h", "5 m/s"),
     ("FINAL: 1.45 kilograms per cubic meter per second", "1450 g"),
     ("\\(" * 5000 + " 7", "7"),
+    ("The values are " + ", ".join(["1"] * 5000) + ".", "1"),
+    ("$ a" + " " * 100_000, "1"),
+    ("Final Answer: The " + "largest " * 5000 + "$n$ is 34.", "34"),
 ]
 
 
@@ -108,7 +112,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="verifier checks/s with 1 and 2 workers, and worst-case latency")
     parser.add_argument("--checks", type=int, metavar="N", help="only the first N checks of each kind (default: all)")
     args = parser.parse_args()
-    cases = [("numeric (GSM8K)", "gsm8k", numeric_cases()), ("LaTeX", "boxed", latex_cases()), ("mixed (labelled)", "auto", labelled_cases())]
+    cases = [
+        ("numeric (GSM8K)", "gsm8k", numeric_cases()),
+        ("numeric, auto", "auto", numeric_cases()),
+        ("LaTeX", "boxed", latex_cases()),
+        ("mixed (labelled)", "auto", labelled_cases()),
+    ]
+    targets = {"numeric (GSM8K)": NUMERIC_TARGET, "numeric, auto": NUMERIC_TARGET, "LaTeX": LATEX_TARGET}
     for name, extract, (completions, answers) in cases:
         completions, answers = completions[: args.checks], answers[: args.checks]
         rates = {}
@@ -116,8 +126,8 @@ def main() -> None:
             rates[workers], accuracy = checks_per_second(extract, workers, completions, answers)
             print(f"{name:16} {workers} worker{'s' if workers > 1 else ' '}: {rates[workers]:8.0f} checks/s  ({len(completions)} checks, {accuracy:.1%} correct)")
         print(f"{name:16} 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
-        if extract == "gsm8k":
-            print(f"{name:16} 2 workers / target {NUMERIC_TARGET}: {rates[2] / NUMERIC_TARGET:.2f}x")
+        if name in targets:
+            print(f"{name:16} 2 workers / target {targets[name]}: {rates[2] / targets[name]:.2f}x")
     for name, (completions, answers) in [("labelled", labelled_cases()), ("adversarial", tuple(map(list, zip(*ADVERSARIAL))))]:
         seconds, reasons = latencies(completions[: args.checks], answers[: args.checks])
         ordered = sorted(seconds)

@@ -363,7 +363,8 @@ def test_bench_verifier_runs_in_its_short_mode():
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert sum("checks/s  (128 checks" in line for line in lines) == 6  # numeric, LaTeX, mixed x 1 and 2 workers
+    assert sum("checks/s  (128 checks" in line for line in lines) == 8  # numeric twice, LaTeX, mixed x 1 and 2 workers
     assert sum(line.startswith("latency ") and "128 checks alone" in line for line in lines) == 1  # labelled
-    assert sum("(128 checks, 50.0% correct)" in line and line.startswith("numeric") for line in lines) == 2
-    assert any("2 workers / target 2000" in line for line in lines)
+    assert sum("(128 checks, 50.0% correct)" in line and line.startswith("numeric") for line in lines) == 4
+    assert sum("2 workers / target 2000" in line for line in lines) == 2
+    assert any(line.startswith("LaTeX") and "2 workers / target 500" in line for line in lines)

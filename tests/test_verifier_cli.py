@@ -45,7 +45,7 @@ def test_verify_writes_a_line_per_row_and_a_summary(rows_file, tmp_path, capsys)
     assert set(scores[0]) == {"reward", "correct", "extracted", "reason", "components"}
     summary = capsys.readouterr().err
     assert "4 rows: accuracy 50.0% (2/4), parse failures 1, timeouts 0, errors 0, mean reward 0.5000" in summary
-    assert "checks/s; verifier math-v2" in summary
+    assert "checks/s; verifier math-v3" in summary
 
 
 def test_field_names_can_be_changed(tmp_path, capsys):

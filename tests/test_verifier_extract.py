@@ -73,12 +73,14 @@ def test_last_number(text, number):
     assert extract_answer(text, "last_number") == Extraction(number, True)
 
 
-def test_auto_prefers_a_box_then_the_latest_phrase_then_latex_then_a_number():
+def test_auto_prefers_a_box_then_the_latest_phrase_then_the_last_math_expression():
     assert extract_answer(r"The answer is 4. Actually \boxed{5}. Or 6.", "auto").answer == "5"
     assert extract_answer("The answer is 4.\nFINAL: 5\nso 6 it is", "auto").answer == "5"
     assert extract_answer("FINAL: 5\nSo the answer is 6.", "auto").answer == "6"
-    assert extract_answer(r"We get $x = \frac{1}{2}$ after 3 steps", "auto") == Extraction(r"x = \frac{1}{2}", False)
-    assert extract_answer("I paid $18 and $20 for 2 items", "auto") == Extraction("2", False)
+    # As math-verify: LaTeX spans and plain numbers are one target, and the one that ends last wins.
+    assert extract_answer(r"We get $x = \frac{1}{2}$, so the volume is 120", "auto") == Extraction("120", False)
+    assert extract_answer(r"The base is 5 by 6, so the ratio is $\frac{5}{6}$.", "auto") == Extraction(r"\frac{5}{6}", False)
+    assert extract_answer("I paid $18 and $20 for 2 items", "auto") == Extraction("2 items", False)  # with its words
 
 
 def test_chains_of_boxes_are_read_in_linear_time():

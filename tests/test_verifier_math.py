@@ -443,3 +443,19 @@ def test_a_subscript_digit_before_a_space_is_no_spaced_number():
 )
 def test_multiple_choice_answers_compare_by_letter_or_by_value(predicted, reference, expected):
     assert boxed_reason(predicted, reference) == expected
+
+
+def test_math_verify_never_arms_its_signal_timeout(monkeypatch):
+    """math-verify's own timeout is signal.alarm, which shares one timer with the pool's SIGALRM (setitimer):
+    armed inside a check it would cancel the pool's timeout. Every call must run without it."""
+    import signal
+
+    armed = []
+    monkeypatch.setattr(signal, "alarm", lambda seconds: armed.append(("alarm", seconds)))
+    monkeypatch.setattr(signal, "signal", lambda number, handler: armed.append(("signal", number)))
+    for predicted, reference in [
+        ("(x+1)^2", "x^2+2x+1"), (r"\sin(x)=\frac{42}{59}", r"\cos(x)=\frac{42}{59}"), (r"1 \le |z| \le 2", r"[-2,-1] \cup [1,2]"),
+        (r"x \in [-2,7]", r"-2 \le x \le 7"), (r"\begin{pmatrix}1 & 2\end{pmatrix} + \begin{pmatrix}3 & 4\end{pmatrix}", "(4, 6)"),
+    ]:
+        assert reason(predicted, reference) in ("correct", "wrong")
+    assert armed == []

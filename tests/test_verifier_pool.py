@@ -194,7 +194,7 @@ def test_version_and_config_hash_identify_what_scored_a_run(verifier):
     assert config_hash(dataclasses.replace(base, num_workers=7)) == config_hash(base)  # cannot change a score
     for change in ({"extract": "auto"}, {"rel_tol": 1e-4}, {"timeout_s": 1.0}, {"rewards": RewardConfig(format_bonus=0.1)}):
         assert config_hash(dataclasses.replace(base, **change)) != config_hash(base)
-    assert verifier.version.startswith("math-v2 math-verify-0.")
+    assert verifier.version.startswith("math-v3 math-verify-0.")
 
 
 @pytest.mark.parametrize("extract", ["gsm8k", "auto"])

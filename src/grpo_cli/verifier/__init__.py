@@ -27,7 +27,7 @@ from grpo_cli.verifier.score import Score
 __all__ = ["Score", "Verifier", "build_verifier"]
 
 # Bump when a change to extraction, normalization, equivalence or rewards can change a score.
-RULES_VERSION = 2
+RULES_VERSION = 3
 # Imported once by the forkserver that forks the workers, so a new worker starts without importing sympy,
 # and with the first-use costs of a math check (pint's registry included) paid (warm.py).
 WORKER_MODULES = ["grpo_cli.verifier.rewards", "grpo_cli.verifier.warm"]

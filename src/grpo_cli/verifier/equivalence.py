@@ -14,11 +14,15 @@
      are no unit ("12 boxes") are dropped; a number without a unit is read in the other side's unit.
   3. multiple choice: "(C) 12" against "(C) 12" needs letter and value, against "C" the letter, against
      "12" the value. Matrices: the same shape and each entry equal by the rules above; a one-row or one-column matrix
-     is also the tuple of its entries.
+     is also the tuple (or bracketed list) of its entries. Named values ("x = 5", "\\sin(x) = 0.5"): when both
+     sides name theirs the names must agree (\\sin(x) is not \\cos(x)); a bare value matches any name.
   4. symbolic: expressions with variables, sets, intervals and equations go to math-verify's verify
      (sympy simplification), which is only asked once the numeric rules above could not decide.
-Lists must have the same length (a one-element answer never matches a two-element one) and match as
-multisets; bracketed items keep order and must use the same brackets: (0,9) is not [0,9).
+A list never matches a single value (a one-element answer never matches a two-element one); two lists match
+as sets (each item of one equals an item of the other: math-verify's sets, so a repeated tuple counts once);
+bracketed items keep order and must use the same brackets: (0,9) is not [0,9); a bare list against a tuple
+compares in order ("1, 3" is (1, 3), not (3, 1)); tuples of named values compare name by name, in any order
+(a_3 = 2, a_{37} = 19 is a_{37} = 19, a_3 = 2).
 Two equations are equal up to rearrangement and scaling (3x-6y+2=0 is y=x/2+1/3): lhs - rhs of one is a
 nonzero constant times the other's. An equation against an expression goes to math-verify, which compares
 "y = 2x+1" with 2x+1 by its right side.
@@ -32,7 +36,7 @@ from fractions import Fraction
 from math_verify import verify
 from sympy import Basic, Equality, Expr, Pow, Rational, cancel, preorder_traversal
 
-from grpo_cli.verifier.normalize import Answer, Choice, Expression, Items, Matrix, Number, Text, clean, squash
+from grpo_cli.verifier.normalize import Answer, Choice, Expression, Items, Labelled, Matrix, Number, Text, clean, squash
 
 # math-verify warns on every call made without its own timeout; our worker pool enforces verifier.timeout_s.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -47,6 +51,10 @@ def texts_match(pred: str, gold: str) -> bool:
 
 
 def answers_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
+    if isinstance(pred, Labelled) and isinstance(gold, Labelled) and pred.label != gold.label:
+        return False
+    if isinstance(pred, Labelled) or isinstance(gold, Labelled):
+        return answers_match(_unlabelled(pred), _unlabelled(gold), rel_tol)
     if isinstance(pred, Choice) or isinstance(gold, Choice):
         return _choices_match(pred, gold, rel_tol)
     if isinstance(pred, Matrix) or isinstance(gold, Matrix):
@@ -64,6 +72,10 @@ def answers_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
         if scale != 1:
             return any(_converted_match(p, scale, g, rel_tol) for p, g in _readings(pred, gold))
     return any(_values_match(p, g, rel_tol) for p, g in _readings(pred, gold))
+
+
+def _unlabelled(answer: Answer) -> Answer:
+    return answer.value if isinstance(answer, Labelled) else answer
 
 
 def _converted_match(pred: Fraction | Basic, scale: Fraction, gold: Fraction | Basic, rel_tol: float) -> bool:
@@ -163,8 +175,15 @@ def _matrices_match(pred: Answer, gold: Answer, rel_tol: float) -> bool:
 
 
 def _grid(answer: Answer) -> tuple[tuple[int, int] | str, tuple[Answer, ...]] | None:
-    """(shape, entries row by row); a vector (one row, one column, or a tuple) has shape "vector"."""
-    if isinstance(answer, Items) and answer.brackets == "()":
+    """(shape, entries row by row); a vector (one row, one column, a tuple or a bracketed list) has shape
+    "vector"; a list of equally long lists ([[1, 2], [3, 4]]) is a matrix."""
+    if isinstance(answer, Items) and answer.brackets in ("()", "[]"):
+        rows = answer.items
+        if len(rows) > 1 and all(isinstance(row, Items) and row.brackets == answer.brackets for row in rows):
+            if len({len(row.items) for row in rows}) != 1:
+                return None
+            entries = tuple(entry for row in rows for entry in row.items)
+            return ("vector" if len(rows[0].items) == 1 else (len(rows), len(rows[0].items))), entries
         return "vector", answer.items
     if not isinstance(answer, Matrix):
         return None
@@ -190,15 +209,33 @@ def _exceeds(expr: Basic, bound: int) -> bool:
 
 
 def _items_match(pred: Items, gold: Items, rel_tol: float) -> bool:
-    if len(pred.items) != len(gold.items):
-        return False
+    pred_names, gold_names = _names(pred), _names(gold)
+    if pred_names and gold_names:
+        return pred_names.keys() == gold_names.keys() and all(answers_match(pred_names[n], gold_names[n], rel_tol) for n in gold_names)
     unordered = {"", "{}"}
     if pred.brackets in unordered and gold.brackets in unordered:
-        unmatched = list(gold.items)
-        for item in pred.items:
-            twin = next((g for g in unmatched if answers_match(item, g, rel_tol)), None)
-            if twin is None:
-                return False
-            unmatched.remove(twin)
-        return True
-    return pred.brackets == gold.brackets and all(answers_match(p, g, rel_tol) for p, g in zip(pred.items, gold.items))
+        return _same_set(pred.items, gold.items, rel_tol)
+    if len(pred.items) != len(gold.items):
+        return False
+    in_order = pred.brackets == gold.brackets or {pred.brackets, gold.brackets} == {"", "()"}
+    return in_order and all(answers_match(p, g, rel_tol) for p, g in zip(pred.items, gold.items))
+
+
+def _names(items: Items) -> dict[str, Answer] | None:
+    """name -> value when every item is named and no name repeats (x=2, y=3), else None."""
+    names = {item.label: item.value for item in items.items if isinstance(item, Labelled)}
+    return names if len(names) == len(items.items) else None
+
+
+def _same_set(pred: tuple[Answer, ...], gold: tuple[Answer, ...], rel_tol: float) -> bool:
+    """Every item of each side equals an item of the other. Items written alike are paired first, so two
+    long equal lists cost a hash lookup per item, not a comparison per pair."""
+    try:
+        pred_seen, gold_seen = set(pred), set(gold)
+    except TypeError:  # an unhashable sympy object (a mutable matrix) among the items
+        pred_seen, gold_seen = set(), set()
+    pred_left = [p for p in pred if p not in gold_seen]
+    gold_left = [g for g in gold if g not in pred_seen]
+    return all(any(answers_match(p, g, rel_tol) for g in gold) for p in pred_left) and all(
+        any(answers_match(p, g, rel_tol) for p in pred) for g in gold_left
+    )

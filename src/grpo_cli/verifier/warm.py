@@ -13,6 +13,8 @@ WARM_UP = [
     (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt3}{2}"),  # constants, evaluated
     (r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}", "(1, 2)"),  # matrices, tuples
     (r"\boxed{x \ge 1}", r"[1, \infty)"),  # intervals
+    (r"\boxed{1 \le |x| \le 2}", r"[-2, -1] \cup [1, 2]"),  # an inequality sympy solves: imports its solvers
+    (r"\boxed{S = \sum_{k=1}^{n} k}", r"S = \sum_{k=1}^{n} k"),  # sums: imports sympy's summation
     ("FINAL: 1.45 kg", "1450 g"),  # units: imports pint and builds its registry
     ("FINAL: 1/0", "42"),  # a parse that divides by zero
     ("FINAL: 10^10^10^10", "42"),  # a power tower, refused unevaluated
