@@ -2,7 +2,7 @@
 `grpo verify --self-test [overrides]` (self_test.py: the training data's own answers must score 1) and
 `grpo verify --edge-cases [overrides]` (edge_cases.py: hostile completions must score finitely, without a crash).
 
-One JSON line per row (reward, correct, extracted, reason, components) goes to --output or stdout, in
+One JSON line per row (reward, correct, extracted, reason, components, by_function) goes to --output or stdout, in
 input order; a summary (accuracy, parse failures, timeouts, errors, checks/s) goes to stderr. Rows are
 scored as the trainer scores them (visible tests only, for code).
 """
