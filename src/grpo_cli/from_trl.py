@@ -205,11 +205,6 @@ def _entropy_quantile(value, trl):
     return {"algorithm.entropy_mask_top": value}
 
 
-def _aggregation(value, trl):
-    return choice("multi_objective_aggregation", None, "verifier.rewards.normalize",
-                  {"sum_then_normalize": "none", "normalize_then_sum": "per_component"}).convert(value, trl)
-
-
 TABLE: list[TrlField] = [
     # What GRPO samples and how it is scored
     same("num_generations", 8, "algorithm.group_size"),
@@ -226,8 +221,8 @@ TABLE: list[TrlField] = [
     TrlField("reward_weights", None, ("verifier.rewards.custom_weight",),
              "one weight per function of verifier.rewards.custom (the reward functions themselves: verifier.rewards.custom)",
              lambda value, trl: {} if value is None else {"verifier.rewards.custom_weight": value}),
-    TrlField("multi_objective_aggregation", "sum_then_normalize", ("verifier.rewards.normalize",),
-             "sum_then_normalize -> none, normalize_then_sum -> per_component", _aggregation),
+    choice("multi_objective_aggregation", "sum_then_normalize", "verifier.rewards.normalize",
+           {"sum_then_normalize": "none", "normalize_then_sum": "per_component"}),
     choice("scale_rewards", "group", "algorithm.scale_rewards", {"group": "group", True: "group", "batch": "batch", "none": "none", False: "none"},
            "group (true) -> group, batch -> batch, none (false) -> none"),
     # The objective
