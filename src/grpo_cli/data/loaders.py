@@ -52,8 +52,8 @@ def load_examples(config: Config, split: Split) -> list[Example]:
         train, evaluation, select = generate(data)
         return {"train": train, "eval": evaluation, "select": select}[split]
     if split == "eval" or data.select_path or (data.hf_path and data.select_split):
-        return read_split(data, split)
-    rows = read_split(data, "train")
+        return _read_split(data, split)
+    rows = _read_split(data, "train")
     if len(rows) <= data.num_select:
         raise GrpoError(
             f"data.num_select={data.num_select}: the select split is carved off the end of the train split "
@@ -64,7 +64,7 @@ def load_examples(config: Config, split: Split) -> list[Example]:
     return rows[:cut] if split == "train" else rows[cut:]
 
 
-def read_split(data: DataConfig, split: Split) -> list[Example]:
+def _read_split(data: DataConfig, split: Split) -> list[Example]:
     """Every row of `split` as an Example: from data.<split>_path, else from data.hf_path."""
     path = getattr(data, f"{split}_path")
     if path:
