@@ -19,6 +19,15 @@ def repo() -> Path:
     return REPO
 
 
+@pytest.fixture
+def gsm8k() -> list[str]:
+    """The overrides that read GSM8K from its local copy at ../shared/data/gsm8k (recipe=gsm8k otherwise reads
+    the Hub's openai/gsm8k); the test is skipped where the copy is absent, as in a fresh clone."""
+    if not all((GSM8K_DIR / name).is_file() for name in ("train.jsonl", "test.jsonl")):
+        pytest.skip(f"GSM8K is not at {GSM8K_DIR} (train.jsonl, test.jsonl)")
+    return [f"data.train_path={GSM8K_DIR / 'train.jsonl'}", f"data.eval_path={GSM8K_DIR / 'test.jsonl'}"]
+
+
 # Small and fast; the length penalty makes rewards differ within groups even for an untrained model, so
 # advantages and gradients are non-zero from the first step.
 TINY_RUN = [

@@ -127,7 +127,7 @@ class ScriptedSampler:
 class ScriptedVerifier:
     """Answer "varied": completion 0 of the group scores 1, the rest 0; any other answer: all 0 (a tie)."""
 
-    def submit(self, texts, answers, step=0):
+    def submit(self, texts, answers, step=0, **reward_context):
         scores = [Score(float(a == "varied" and t == "0"), a == "varied" and t == "0", None, "wrong") for t, a in zip(texts, answers)]
         done = Future()
         done.set_result((scores, [0.001] * len(texts)))

@@ -74,6 +74,9 @@ def test_calculator_refuses_anything_but_arithmetic(expression, message):
 def test_a_turn_without_a_call_ends_the_rollout_and_a_call_is_answered():
     env = calculator()
     assert env.reset(EXAMPLE) == Config().data.prompt_template.replace("{prompt}", EXAMPLE.question)
+    # A chat prompt (data.prompt_field holding messages) starts the rollout as it is, for the chat template.
+    chat = [{"role": "system", "content": "Use the calculator."}, {"role": "user", "content": "What is 2 + 3?"}]
+    assert env.reset(Example("c", chat, "5")) == chat
     assert env.step("2 + 3 = 5\nFINAL: 5") is None
     assert env.step("<calculator> 12 * (3 + 4) </calculator>") == Observation("84", tool="calculator", input="12 * (3 + 4)")
 

@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFor
 
 from grpo_cli.cli import main
 from grpo_cli.compose import compose
-from grpo_cli.config import DataConfig
+from grpo_cli.config import Config, DataConfig
 from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.plan import GiB, KNOWN_CONFIGS, ModelShape, compute_budget, count_train_prompts, estimate_memory, model_shape
 
@@ -133,13 +133,19 @@ def test_vllm_without_room_for_a_kv_cache_does_not_fit(tiny_dir):
     assert memory.components["vLLM KV cache"] == 0 and not memory.fits
 
 
-def test_train_prompts_from_the_config_or_the_file(tmp_path):
-    assert count_train_prompts(DataConfig(name="harbor", num_train=28_000))[0] == 28_000
-    (tmp_path / "train.jsonl").write_text('{"question": "a"}\n{"question": "b"}\n\n{"question": "c"}\n')
-    assert count_train_prompts(DataConfig(name="jsonl", train_path=str(tmp_path / "train.jsonl")))[0] == 3
-    assert count_train_prompts(DataConfig(name="gsm8k", train_path="../shared/data/gsm8k/train.jsonl"))[0] == 7_473
-    with pytest.raises(GrpoError, match="data.train_path='nowhere.jsonl': no such file"):
-        count_train_prompts(DataConfig(name="jsonl", train_path="nowhere.jsonl"))
+def test_train_prompts_from_the_config_or_the_data(tmp_path):
+    assert count_train_prompts(Config(data=DataConfig(name="harbor", num_train=28_000)))[0] == 28_000
+    (tmp_path / "train.jsonl").write_text('{"question": "a", "answer": "1"}\n\n{"question": "b", "answer": "2"}\n'
+                                          '{"question": "c", "answer": "3"}\n')
+    # The rows the trainer trains on: the last data.num_select are the select split.
+    rows = DataConfig(name="jsonl", train_path=str(tmp_path / "train.jsonl"), num_select=1)
+    assert count_train_prompts(Config(data=rows)) == (2, f"train rows of {tmp_path / 'train.jsonl'}")
+    with pytest.raises(GrpoError, match="data.train_path=nowhere.jsonl: no such file"):
+        count_train_prompts(Config(data=DataConfig(name="jsonl", train_path="nowhere.jsonl")))
+
+
+def test_gsm8k_train_prompts_leave_the_select_split_out(gsm8k):
+    assert count_train_prompts(compose(["recipe=gsm8k", *gsm8k]))[0] == 7_273
 
 
 def test_harbor_math_plan_on_the_cli(capsys):

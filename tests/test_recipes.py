@@ -21,13 +21,13 @@ def grpo_train(*args):
 
 
 @pytest.mark.vllm
-def test_gsm8k_recipe_trains_on_the_shared_data(tiny_model, tmp_path):
-    grpo_train("recipe=gsm8k", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
+def test_gsm8k_recipe_trains_on_the_local_copy(tiny_model, tmp_path, gsm8k):
+    grpo_train("recipe=gsm8k", *gsm8k, f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
                "train.prompts_per_step=4")
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     config = (tmp_path / "config.yaml").read_text()
-    assert "train_path: ../shared/data/gsm8k/train.jsonl" in config
+    assert "train_path: " + gsm8k[0].split("=", 1)[1] in config and "hf_path: openai/gsm8k" in config
     assert "name: vllm" in config
 
 
@@ -48,17 +48,17 @@ def test_the_tool_recipes_compose():
     python = compose(["recipe=gsm8k_python"])
     assert (python.environment.name, python.sampler.name, python.data.name) == ("python", "vllm", "gsm8k")
     assert python.data.use_chat_template and python.environment.tool_format == "auto"  # Qwen's <tool_call> form
-    assert python.data.train_path == "../shared/data/gsm8k/train.jsonl"
+    assert (python.data.hf_path, python.data.hf_name, python.data.train_path) == ("openai/gsm8k", "main", "")
     tools = compose(["recipe=harbor_tools"])
     assert (tools.environment.name, tools.sampler.name, tools.data.difficulty) == ("calculator", "hf", [1])
     assert 0 < tools.data.tool_solutions < 1 and tools.model.tiny.hidden_size // tools.model.tiny.num_heads >= 64
 
 
 @pytest.mark.vllm
-def test_gsm8k_python_recipe_runs_python_tool_rollouts(tiny_model, tmp_path):
+def test_gsm8k_python_recipe_runs_python_tool_rollouts(tiny_model, tmp_path, gsm8k):
     """The tiny model has no <tool_call> chat template, so its calls take the tagged form; it writes noise,
     so the point is that the recipe's whole path (chat prompts, sandbox environment, vLLM) runs."""
-    grpo_train("recipe=gsm8k_python", f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
+    grpo_train("recipe=gsm8k_python", *gsm8k, f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path}", *SMALL,
                "train.prompts_per_step=4", "train.micro_batch_tokens=1024")
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]

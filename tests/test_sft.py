@@ -47,6 +47,22 @@ def test_tool_outputs_are_out_of_the_loss():
     assert plain == plain_labels == encode("34 - 28 = 6\nFINAL: 6") + [tokenizer.eos_token_id]
 
 
+def test_a_chat_row_trains_on_its_assistant_turn_after_the_rendered_prompt(tmp_path):
+    """A conversational row that ends in the assistant's turn: the prompt is the chat template's rendering of
+    the turns before it (generation prompt added, as the sampler sees it), the target that turn's text + EOS."""
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Bay A has 12 crates. 3 more?"},
+        {"role": "assistant", "content": "12 + 3 = 15\nFINAL: 15"},
+    ], "answer": "15"}) + "\n")
+    config = compose(["data=hf", f"data.eval_path={tmp_path / 'chat.jsonl'}", "data.prompt_field=messages"])
+    [example] = load_examples(config, "eval")
+    tokenizer = build_tokenizer(["Be brief.\nBay A has 12 crates. 3 more?\n12 + 3 = 15\nFINAL: 15"] * 5, vocab_size=300, max_length=128)
+    [(prompt, solution, labels)] = tokenize([example], tokenizer, config, 128)
+    # The tiny chat template: BOS, then each message's content on its own line.
+    assert tokenizer.decode(prompt) == "<s>Be brief.\nBay A has 12 crates. 3 more?\n"
+    assert solution == labels == tokenizer("12 + 3 = 15\nFINAL: 15", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
 def test_loss_ignores_tool_output_tokens():
     """Changing the tokens inside an <output> span changes the inputs after it but not which positions
     count: the loss is the mean NLL over the model-written tokens only (5 of the 8 solution tokens)."""

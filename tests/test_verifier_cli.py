@@ -42,7 +42,7 @@ def test_verify_writes_a_line_per_row_and_a_summary(rows_file, tmp_path, capsys)
         (0.0, "wrong", "0.5"),
         (0.0, "no_answer", None),
     ]
-    assert set(scores[0]) == {"reward", "correct", "extracted", "reason", "components"}
+    assert set(scores[0]) == {"reward", "correct", "extracted", "reason", "components", "by_function"}
     summary = capsys.readouterr().err
     assert "4 rows: accuracy 50.0% (2/4), parse failures 1, timeouts 0, errors 0, mean reward 0.5000" in summary
     assert "checks/s; verifier math-v3" in summary

@@ -14,7 +14,7 @@ import pytest
 from grpo_cli.config import RewardConfig, VerifierConfig
 from grpo_cli.errors import ConfigError
 from grpo_cli.verifier import build_verifier, config_hash
-from grpo_cli.verifier.rewards import compose
+from grpo_cli.verifier.rewards import RewardFunction, compose
 from grpo_cli.verifier.score import Check
 
 from conftest import GSM8K_DIR
@@ -167,15 +167,16 @@ def test_a_custom_reward_that_does_not_resolve_is_a_config_error(reward_module, 
 def test_format_bonus_anneals_linearly_to_zero():
     rewards = RewardConfig(format_bonus=0.1, format_anneal_steps=100)
     well_formed = Check(1.0, "correct", "7", well_formed=True)
-    bonuses = [compose(well_formed, "FINAL: 7", "7", step, rewards, None).components["format"] for step in (0, 25, 50, 100, 150)]
+    bonuses = [compose(well_formed, "FINAL: 7", "7", step, rewards, []).components["format"] for step in (0, 25, 50, 100, 150)]
     assert bonuses == pytest.approx([0.1, 0.075, 0.05, 0.0, 0.0])
-    assert compose(Check(1.0, "correct", "7", well_formed=False), "7", "7", 0, rewards, None).components["format"] == 0.0
-    assert compose(well_formed, "FINAL: 7", "7", 10_000, RewardConfig(format_bonus=0.1), None).components["format"] == 0.1
+    assert compose(Check(1.0, "correct", "7", well_formed=False), "7", "7", 0, rewards, []).components["format"] == 0.0
+    assert compose(well_formed, "FINAL: 7", "7", 10_000, RewardConfig(format_bonus=0.1), []).components["format"] == 0.1
 
 
 def test_reward_is_the_sum_of_weighted_components():
     rewards = RewardConfig(correctness_weight=2.0, format_bonus=0.1, length_penalty=0.2)
-    score = compose(Check(1.0, "correct", "7", well_formed=True), "x" * 500, "7", 0, rewards, lambda c, a: 1.0)
+    one = RewardFunction("one", "rewards:one", "verifier.rewards.custom='rewards:one'", 1.0, False, lambda c, a: 1.0)
+    score = compose(Check(1.0, "correct", "7", well_formed=True), "x" * 500, "7", 0, rewards, [one])
     assert score.components == pytest.approx({"correctness": 2.0, "format": 0.1, "length": -0.1, "custom": 1.0})
     assert score.reward == pytest.approx(3.0)
 
@@ -198,7 +199,7 @@ def test_version_and_config_hash_identify_what_scored_a_run(verifier):
 
 
 @pytest.mark.parametrize("extract", ["gsm8k", "auto"])
-def test_each_gsm8k_reference_solution_scores_one_against_its_answer_and_zero_against_the_next_integer(extract):
+def test_each_gsm8k_reference_solution_scores_one_against_its_answer_and_zero_against_the_next_integer(extract, gsm8k):
     rows = [json.loads(line) for line in (GSM8K_DIR / "test.jsonl").read_text().splitlines()]
     assert len(rows) == 1319
     solutions = [row["answer"] for row in rows]

@@ -26,8 +26,7 @@ def test_harbor_gold_answers_and_solutions_all_score_one(capsys):
     assert (code, line) == (0, "verifier self-test: 400/400 gold answers and reference solutions score 1 (100.0%, verifier.self_test_min=0.99)")
 
 
-@pytest.mark.skipif(not (GSM8K_DIR / "train.jsonl").exists(), reason="GSM8K is not at ../shared/data/gsm8k")
-def test_gsm8k_gold_answers_and_solutions_all_score_one(tmp_path, capsys):
+def test_gsm8k_gold_answers_and_solutions_all_score_one(tmp_path, capsys, gsm8k):
     first_rows = (GSM8K_DIR / "train.jsonl").read_text().splitlines()[:500]  # the whole split: ~10 s
     (tmp_path / "train.jsonl").write_text("\n".join(first_rows) + "\n")
     # The last data.num_select = 200 rows are the select split, not training data: 300 rows are checked.

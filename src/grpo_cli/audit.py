@@ -66,7 +66,9 @@ def correct_from_checkpoint(run_dir: Path, checkpoint: str, n: int, seed: int) -
             chunk = examples[start : start + batch]
             groups = sampler.generate([encode_prompt(e, tokenizer, config.data) for e in chunk], n=G, seed=seed + start)
             texts = [c.text for group in groups for c in group]
-            scores = verifier.score(texts, [e.answer for e in chunk for _ in range(G)], split="eval")
+            per_completion = [e for e in chunk for _ in range(G)]
+            scores = verifier.score(texts, [e.answer for e in per_completion], split="eval", examples=per_completion,
+                                    completion_ids=[c.token_ids for group in groups for c in group])
             for i, (text, score) in enumerate(zip(texts, scores)):
                 if score.correct:
                     example = chunk[i // G]

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--explain", metavar="KEY",
         help="describe KEY (type, default, allowed values, meaning), or every key under a section such as sampler",
     )
+    config.add_argument(
+        "--from-trl", metavar="FILE",
+        help="print the overrides equivalent to a TRL GRPOConfig saved as JSON or YAML; fields without an equivalent are refused (docs/from-trl.md)",
+    )
     command("recipes", "list the recipes with a one-line description", overrides=False)
     verify_help = "score completions against answers with the configured verifier"
     verify = commands.add_parser("verify", help=verify_help, description=verify_help)
@@ -173,6 +177,15 @@ def _print_config(args: argparse.Namespace) -> None:
 
     if args.explain is not None:
         return _explain(args.explain)
+    if args.from_trl is not None:
+        from grpo_cli.from_trl import from_trl_command
+
+        if args.overrides:
+            raise GrpoError("--from-trl prints overrides of its own: give the file alone, and add the overrides to them")
+        overrides, notes = from_trl_command(args.from_trl)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return print(overrides)
     print(yaml.safe_dump(_config(args).to_dict(), sort_keys=False, width=1000), end="")
 
 

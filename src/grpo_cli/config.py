@@ -19,7 +19,7 @@ import types
 import typing
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from grpo_cli.errors import ConfigError
 
@@ -122,10 +122,23 @@ class RewardConfig:
         default=0, metadata={"help": "the format bonus fades linearly to 0 at this step", **check(lambda v: v >= 0, "must be >= 0 (0: no anneal)")}
     )
     length_penalty: float = field(default=0.0, metadata={"help": "subtracted per 1,000 characters of completion", **NON_NEGATIVE})
-    custom: Optional[str] = field(default=None, metadata={"help": "a reward function package.module:function, called as fn(completion, answer) -> float"})
-    custom_weight: float = field(default=1.0, metadata={"help": "weight of the custom reward"})
+    custom: Union[str, list[str], None] = field(
+        default=None,
+        metadata={"help": "reward functions package.module:function, one or a list; each fn(completion, answer) -> float, or TRL's fn(prompts, completions, completion_ids, **columns) -> list of float or None (see Your data, your rewards)"},
+    )
+    custom_weight: Union[float, list[float]] = field(
+        default=1.0, metadata={"help": "weight of the custom reward; with a list of functions, one weight for all or a list with one each (TRL's reward_weights)"}
+    )
     # per_component is TRL's multi-objective normalization (algo/rewards.py).
     normalize: Literal["none", "per_component"] = field(default="none", metadata={"help": "per_component: each component normalized within its group, then weighted and summed; none: summed as they are"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.custom_weight, list) and (not isinstance(self.custom, list) or len(self.custom) != len(self.custom_weight)):
+            functions = len(self.custom) if isinstance(self.custom, list) else int(self.custom is not None)
+            raise ConfigError(
+                f"verifier.rewards.custom_weight={self.custom_weight}: a list needs one weight per function of the "
+                f"verifier.rewards.custom list, which has {functions}"
+            )
 
 
 @dataclass
@@ -168,19 +181,27 @@ class OptimizerConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay", **NON_NEGATIVE})
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW betas, two numbers in [0, 1)"})
     eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon in the denominator", **POSITIVE})
-    schedule: Literal["constant", "cosine"] = field(default="constant", metadata={"help": "learning-rate shape after warmup"})
+    schedule: Literal["constant", "linear", "cosine"] = field(default="constant", metadata={"help": "learning-rate shape after warmup: constant, or falling to 0 at the last step, linearly or as a cosine"})
     warmup_steps: int = field(default=0, metadata={"help": "linear warmup over this many training steps", **NON_NEGATIVE})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradients are clipped to this global norm", **POSITIVE})
 
 
 @dataclass
 class DataConfig:
-    name: Literal["harbor", "jsonl", "gsm8k"] = field(default="harbor", metadata={"help": "the dataset: generated Harbor problems, your JSONL, or GSM8K"})
-    train_path: str = field(default="", metadata={"help": "jsonl/gsm8k: the train file"})
-    eval_path: str = field(default="", metadata={"help": "jsonl/gsm8k: the eval file"})
-    prompt_field: str = field(default="question", metadata={"help": "the row field holding the question"})
+    name: Literal["harbor", "hf", "jsonl", "gsm8k"] = field(
+        default="harbor",
+        metadata={"help": "the dataset: generated Harbor problems; hf: your files or a Hub dataset, read by the datasets library; jsonl: hf with every file read as JSON lines; gsm8k: hf with GSM8K's `#### answer`"},
+    )
+    train_path: str = field(default="", metadata={"help": "hf/jsonl/gsm8k: the train split's file or folder (parquet, json, jsonl, csv, arrow by suffix, or a save_to_disk folder); \"\": data.hf_path's data.train_split"})
+    eval_path: str = field(default="", metadata={"help": "hf/jsonl/gsm8k: the eval split's file or folder, as data.train_path; \"\": data.hf_path's data.eval_split"})
+    hf_path: str = field(default="", metadata={"help": "hf/jsonl/gsm8k: a Hub dataset id (or a local folder laid out like one) for the splits whose *_path is unset, e.g. openai/gsm8k"})
+    hf_name: str = field(default="", metadata={"help": "the Hub dataset's configuration name, e.g. main (\"\": its default)"})
+    train_split: str = field(default="train", metadata={"help": "the split of data.hf_path (or of a save_to_disk DatasetDict) that trains"})
+    eval_split: str = field(default="test", metadata={"help": "the split of data.hf_path (or of a save_to_disk DatasetDict) that evaluates"})
+    select_split: str = field(default="", metadata={"help": "the split of data.hf_path that chooses the best checkpoint (\"\": carve data.num_select rows off the train split)"})
+    prompt_field: str = field(default="question", metadata={"help": "the row field holding the question: text, or chat messages [{role, content}, ...] rendered by the chat template"})
     answer_field: str = field(default="answer", metadata={"help": "the row field holding the reference answer"})
-    solution_field: str = field(default="solution", metadata={"help": "the row field holding a worked solution (SFT)"})
+    solution_field: str = field(default="solution", metadata={"help": "the row field holding a worked solution (SFT): text, or an assistant message; a chat prompt ending in an assistant turn supplies it too"})
     prompt_template: str = field(
         default="{prompt}\n",
         metadata={"help": "how a question becomes the prompt text", **check(lambda v: "{prompt}" in v, "must contain {prompt}, where the question goes")},
@@ -203,8 +224,8 @@ class DataConfig:
     skip_unsolved: float = field(
         default=0.0, metadata={"help": "set aside for this many epochs a prompt whose latest group was all wrong (0: never)", **NON_NEGATIVE}
     )
-    num_select: int = field(default=200, metadata={"help": "prompts of the select split, which chooses the best checkpoint (harbor: generated apart from train and eval; jsonl/gsm8k without data.select_path: the last rows of the train file, not trained on)", **POSITIVE})
-    select_path: str = field(default="", metadata={"help": "jsonl/gsm8k: a JSONL file for the select split (\"\": carve data.num_select rows off the train file)"})
+    num_select: int = field(default=200, metadata={"help": "prompts of the select split, which chooses the best checkpoint (harbor: generated apart from train and eval; otherwise, without data.select_path or data.select_split: the last rows of the train split, not trained on)", **POSITIVE})
+    select_path: str = field(default="", metadata={"help": "hf/jsonl/gsm8k: the select split's file or folder, as data.train_path (\"\": data.select_split, else carved off the train split)"})
     tool_solutions: float = field(
         default=0.0, metadata={"help": "harbor level 1: share of worked solutions that make one tagged calculator call, with its output (environment=calculator)", **check(lambda v: 0 <= v <= 1, "must be in [0, 1]")}
     )
@@ -462,7 +483,14 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in options:
             return None
         inner = [t for t in options if t is not type(None)]
-        return _convert(inner[0], value, key)
+        if len(inner) == 1:
+            return _convert(inner[0], value, key)
+        for option in inner:  # `str | list[str]`: the first type the value converts to
+            try:
+                return _convert(option, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r}: must be {_type_text(tp)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -566,8 +594,9 @@ def _type_text(tp: Any) -> str:
     if origin is list:
         return f"list of {_type_text(typing.get_args(tp)[0])}"
     if origin in (typing.Union, types.UnionType):
-        inner = [t for t in typing.get_args(tp) if t is not type(None)]
-        return f"{_type_text(inner[0])} or null"
+        options = typing.get_args(tp)
+        text = " or ".join(_type_text(t) for t in options if t is not type(None))
+        return f"{text} or null" if type(None) in options else text
     return _type_name(tp)
 
 

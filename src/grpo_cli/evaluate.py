@@ -48,8 +48,11 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
     if progress:  # `grpo eval`'s bar: sampling, then verifying
         progress.advance()
     completions = [completion for group in groups for completion in group]
-    answers = [example.answer for example in mine for _ in range(n)]
-    scores = verifier.score(final_texts(completions), answers, split="eval")
+    examples_per_completion = [example for example in mine for _ in range(n)]
+    scores = verifier.score(
+        final_texts(completions), [example.answer for example in examples_per_completion], split="eval",
+        examples=examples_per_completion, completion_ids=[c.token_ids for c in completions],
+    )
     if progress:
         progress.advance()
     scored = distributed.gather(list(zip(completions, scores)))

@@ -430,14 +430,17 @@ def add_lora(model: torch.nn.Module, lora: LoraConfig) -> peft.PeftModel:
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
     """The learning rate at training step `step` (0-based) as a fraction of optimizer.lr:
 
-    (step + 1) / (warmup_steps + 1) during warmup, then 1 (constant) or a cosine from 1 at the end of
-    warmup to 0 at total_steps: (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2.
+    (step + 1) / (warmup_steps + 1) during warmup, then 1 (constant), or from 1 at the end of warmup to 0 at
+    total_steps with progress p = (step - warmup_steps) / (total_steps - warmup_steps): 1 - p (linear, TRL's
+    default) or (1 + cos(pi p)) / 2 (cosine).
     """
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)
     if schedule == "constant":
         return 1.0
     progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

@@ -3,6 +3,8 @@
 
     reward/mean, reward/std        over all completions
     reward/correct_mean            fraction the verifier judged correct
+    reward/<name>                  each reward function's (verifier.rewards.custom) unweighted mean over the
+                                   completions it rewarded (None returned: left out; none rewarded: null)
     completions/len_mean, len_max  generated tokens
     completions/truncated_frac     fraction stopped by sampler.max_new_tokens
     verifier/parse_failures        completions with no answer found (count)
@@ -17,7 +19,7 @@ from grpo_cli.sampler.base import Completion
 from grpo_cli.verifier.score import Score
 
 
-def completion_metrics(completions: list[Completion], scores: list[Score]) -> dict[str, float]:
+def completion_metrics(completions: list[Completion], scores: list[Score]) -> dict[str, float | None]:
     """Statistics of `completions` and their `scores` (same order, at least one).
 
     Returns the keys listed in this module's docstring.
@@ -25,7 +27,11 @@ def completion_metrics(completions: list[Completion], scores: list[Score]) -> di
     rewards = [score.reward for score in scores]
     lengths = [len(completion.token_ids) for completion in completions]
     total = len(completions)
-    return {
+    by_function = {}
+    for name in dict.fromkeys(name for score in scores for name in score.by_function):
+        values = [score.by_function[name] for score in scores if score.by_function.get(name) is not None]
+        by_function[f"reward/{name}"] = sum(values) / len(values) if values else None
+    return by_function | {
         "reward/mean": sum(rewards) / total,
         "reward/std": statistics.stdev(rewards) if total > 1 else 0.0,
         "reward/correct_mean": sum(score.correct for score in scores) / total,

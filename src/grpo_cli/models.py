@@ -330,12 +330,12 @@ def init_dir(config: Config) -> str:
 
 def init_model_command(args: argparse.Namespace, config: Config) -> None:
     """`grpo init-model`: tokenizer trained on the train split's questions and solutions, tiny Llama, saved."""
-    from grpo_cli.data.loaders import load_examples
+    from grpo_cli.data.loaders import load_examples, question_text
 
     out = init_dir(config)
     if not out:
         raise GrpoError("set sft.init_from=DIR (or model.name_or_path=DIR): where to write the tiny model")
-    texts = (f"{ex.question}\n{ex.solution}" for ex in load_examples(config, "train"))
+    texts = (f"{question_text(ex)}\n{ex.solution}" for ex in load_examples(config, "train"))
     tiny = config.model.tiny
     tokenizer = build_tokenizer(texts, tiny.vocab_size, tiny.max_position_embeddings)
     model = build_tiny_model(tiny, tokenizer, config.train.seed)

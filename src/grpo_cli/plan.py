@@ -50,7 +50,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config, DataConfig
+from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config
 from grpo_cli.errors import ConfigError, GrpoError
 
 GiB = 1024**3
@@ -151,15 +151,15 @@ def model_shape(name_or_path: str) -> tuple[ModelShape, str]:
     return ModelShape.from_config(known, "built-in"), "built-in config"
 
 
-def count_train_prompts(data: DataConfig) -> tuple[int, str]:
+def count_train_prompts(config: Config) -> tuple[int, str]:
     """The number of training prompts and where the number came from."""
+    data = config.data
     if data.name == "harbor":
         return data.num_train, "data.num_train"
-    path = Path(data.train_path)
-    if not path.is_file():
-        raise GrpoError(f"data.train_path={data.train_path!r}: no such file; plan counts its lines")
-    with path.open() as lines:
-        return sum(1 for line in lines if line.strip()), f"lines of {path}"
+    from grpo_cli.data.loaders import load_examples
+
+    where = data.train_path or f"{data.hf_path} split {data.train_split}"
+    return len(load_examples(config, "train")), f"train rows of {where}"
 
 
 @dataclass(frozen=True)
@@ -343,7 +343,7 @@ def _count(n: float) -> str:
 
 def plan_command(args: argparse.Namespace, config: Config) -> None:
     shape, shape_source = model_shape(config.model.name_or_path)
-    train_prompts, prompts_source = count_train_prompts(config.data)
+    train_prompts, prompts_source = count_train_prompts(config)
     gpu, gpu_source = gpu_memory(args.gpu_memory_gib)
     if args.mean_completion_tokens is None:
         mean_completion = config.sampler.max_new_tokens / 2

@@ -73,7 +73,9 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
 
         tic = time.perf_counter()
         completions = [completion for group in groups for completion in group]
-        scores = verifier.score(final_texts(completions), [e.answer for e in examples for _ in range(G)], step=1)
+        per_completion = [e for e in examples for _ in range(G)]
+        scores = verifier.score(final_texts(completions), [e.answer for e in per_completion], step=1, examples=per_completion,
+                                completion_ids=[c.token_ids for c in completions])
         seconds["verify"], memory["verify"] = time.perf_counter() - tic, peak_memory_gib(learner.device)
         progress.advance()
 

@@ -430,7 +430,11 @@ function matches(group, i, filter, query) {
   if (filter !== "all" && filter !== "truncated" && group.reasons[i] !== filter) return false;
   if (!query) return true;
   const q = query.toLowerCase();
-  return [group.prompt, group.answer, group.completions[i]].some(t => String(t).toLowerCase().includes(q));
+  return [promptText(group.prompt), group.answer, group.completions[i]].some(t => String(t).toLowerCase().includes(q));
+}
+// A prompt is text, or chat messages (a dataset in TRL's conversational format): one "[role] content" line each.
+function promptText(prompt) {
+  return typeof prompt === "string" ? prompt : prompt.map(m => `[${m.role}] ${m.content}`).join("\\n");
 }
 // A multi-turn rollout (samples.jsonl "transcripts"): model turns as text with the tool call that ends a
 // turn marked, and each tool's output (or error) in its own box.
@@ -472,7 +476,7 @@ function renderSamples() {
       if (!idx.length) continue;
       const box = el("div", {class: "group"});
       box.appendChild(el("div", {class: "muted"}, `step ${g.step} · answer ${g.answer}`));
-      box.appendChild(el("div", {class: "prompt"}, g.prompt));
+      box.appendChild(el("div", {class: "prompt"}, promptText(g.prompt)));
       for (const i of idx) {
         const trunc = g.truncated && g.truncated[i];
         const c = el("div", {class: "completion " + g.reasons[i], "data-reason": g.reasons[i], "data-truncated": trunc ? 1 : 0});

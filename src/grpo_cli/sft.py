@@ -1,6 +1,9 @@
 """`grpo sft`: supervised cold start on worked solutions, so GRPO's first groups already hold answers it can parse.
 
-Each train example becomes prompt ids (as the sampler will see them) followed by the solution's ids and EOS.
+Each train example becomes prompt ids (as the sampler will see them) followed by the solution's ids and EOS. For
+a chat prompt (data.prompt_field holding messages) the solution is the assistant turn the row ends with, or
+data.solution_field's assistant message (data/loaders.py), and the prompt goes through the chat template with
+the generation prompt, as in GRPO.
 The loss is the mean negative log-likelihood over solution tokens only; prompt and padding are masked:
 
     L = -(1 / |S|) * sum_{t in S} log p(x_t | x_<t),   S = solution and EOS positions of the batch

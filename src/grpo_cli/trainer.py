@@ -64,8 +64,7 @@ from grpo_cli.retention import load_retention_set, response_nll, retention_metri
 from grpo_cli.rollout import env_metrics, final_texts, sample_groups, with_environment_rewards
 from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.edge_cases import check_at_start
-from grpo_cli.verifier.rewards import component_weights
-from grpo_cli.verifier.score import COMPONENTS
+from grpo_cli.verifier.rewards import component_weights, reward_functions
 from grpo_cli.verifier.self_test import check_verifier
 
 # Keys that decide which prompts each step sees (with every data.* key): a resumed run must keep them.
@@ -162,8 +161,8 @@ def train(config: Config) -> dict:
     select_examples = load_examples(config, "select")
     main = distributed.world().is_main  # under torchrun only rank 0 prints and writes the run's files
     self_test = check_verifier(config, train_examples)
-    # Hostile completions before any model loads: a custom reward that crashes on one stops the run here.
-    edge_case_warnings = check_at_start(config.verifier)
+    # Hostile completions before any model loads: a reward function that crashes on one stops the run here.
+    edge_case_warnings = check_at_start(config.verifier, train_examples[0])
     if main:
         print(self_test, file=sys.stderr)
         for line in edge_case_warnings:
@@ -333,8 +332,12 @@ def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resam
         checks, submitted = [], []  # verifier futures, one per run of finished groups, checked while generation goes on
 
         def verify(finished: list[list]) -> None:
-            answers = [ex.answer for ex in local_examples[len(submitted) : len(submitted) + len(finished)] for _ in range(G)]
-            checks.append(verifier.submit(final_texts([c for group in finished for c in group]), answers, step=step))
+            group_examples = [ex for ex in local_examples[len(submitted) : len(submitted) + len(finished)] for _ in range(G)]
+            completions = [c for group in finished for c in group]
+            checks.append(verifier.submit(
+                final_texts(completions), [ex.answer for ex in group_examples], step=step, examples=group_examples,
+                completion_ids=[c.token_ids for c in completions],
+            ))
             submitted.extend(finished)
 
         sampled = sample_groups(sampler, tokenizer, local_examples, G, sampling_seed(*seed_parts), config, environments,
@@ -484,16 +487,22 @@ def set_aside_after(data, indices, groups, epoch, active, set_aside) -> dict[int
 
 def shaped_rewards(config, scores, completions, step) -> torch.Tensor:
     """The rewards [B] the advantage estimator sees: the verifier's, or with verifier.rewards.normalize=
-    per_component its components normalized per group and summed (algo/rewards.py); plus DAPO's overlong
-    penalty when algorithm.overlong_buffer is set."""
+    per_component its components (each reward function one of them) normalized per group and summed
+    (algo/rewards.py); plus DAPO's overlong penalty when algorithm.overlong_buffer is set."""
     G = config.algorithm.group_size
     if config.verifier.rewards.normalize == "per_component":
         weights = component_weights(config.verifier.rewards, step)
-        names = [name for name in COMPONENTS if weights[name]]
-        unweighted = [[s.components[name] / weights[name] for name in names] for s in scores]
+        names = [name for name in weights if weights[name]]
+        functions = [f for f in reward_functions(config.verifier.rewards) if f.weight]
+        # A function's None (no reward for that completion), or none at all after a failed check: NaN, left out.
+        unweighted = [
+            [s.components[name] / weights[name] for name in names]
+            + [math.nan if s.by_function.get(f.name) is None else s.by_function[f.name] for f in functions]
+            for s in scores
+        ]
         rewards = per_component_rewards(
-            torch.tensor(unweighted, dtype=torch.float64), torch.tensor([weights[name] for name in names]), G,
-            config.algorithm.std_eps,
+            torch.tensor(unweighted, dtype=torch.float64),
+            torch.tensor([weights[name] for name in names] + [f.weight for f in functions]), G, config.algorithm.std_eps,
         ).float()
     else:
         rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)

@@ -29,12 +29,18 @@ def per_component_rewards(
     multi_objective_aggregation=normalize_then_sum with reward_weights). A component whose values tie within a group adds 0 there,
     so a high-variance component (length) cannot drown a low-variance one (correctness).
 
-    components [B, C]: unweighted values x_ic; weights [C]: w_c; std_g is unbiased, eps = algorithm.std_eps.
-    Returns the rewards [B] the advantage estimator then normalizes as usual.
+    components [B, C]: unweighted values x_ic, NaN where a component has none (a reward function's None): left
+    out of its group's mean and std and adding 0, as TRL's nanmean and nansum do; weights [C]: w_c; std_g is
+    unbiased, eps = algorithm.std_eps. Returns the rewards [B] the advantage estimator then normalizes as usual.
     """
     groups = components.view(-1, group_size, components.shape[-1])
-    centered = groups - groups.mean(dim=1, keepdim=True)
-    normalized = centered / (groups.std(dim=1, keepdim=True) + eps)
-    ties = groups.amax(dim=1, keepdim=True) == groups.amin(dim=1, keepdim=True)
-    normalized = normalized.masked_fill(ties, 0.0)
+    present = ~groups.isnan()
+    count = present.sum(dim=1, keepdim=True)
+    mean = groups.nan_to_num(0.0).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    centered = groups - mean
+    std = (centered.nan_to_num(0.0).square().sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
+    normalized = centered / (std + eps)
+    highest = torch.where(present, groups, -torch.inf).amax(dim=1, keepdim=True)
+    ties = highest <= torch.where(present, groups, torch.inf).amin(dim=1, keepdim=True)
+    normalized = normalized.masked_fill(ties | ~present, 0.0)
     return (normalized * weights.to(normalized.dtype)).sum(dim=-1).view(-1)

@@ -328,8 +328,10 @@ def generate(data: DataConfig) -> tuple[list[Example], list[Example], list[Examp
         )
 
     def examples(split: str, chunk: slice) -> list[Example]:
+        # columns: those `grpo data harbor` writes beside the question, for reward functions that read them.
         return [
-            Example(f"harbor-{split}-{i:05d}", p.question, p.answer, p.solution, level)
+            Example(f"harbor-{split}-{i:05d}", p.question, p.answer, p.solution, level,
+                    {"id": f"harbor-{split}-{i:05d}", "answer": p.answer, "solution": p.solution})
             for i, (p, level) in enumerate(zip(problems[chunk], levels[chunk]))
         ]
 

@@ -2,7 +2,7 @@
 `grpo verify --self-test [overrides]` (self_test.py: the training data's own answers must score 1) and
 `grpo verify --edge-cases [overrides]` (edge_cases.py: hostile completions must score finitely, without a crash).
 
-One JSON line per row (reward, correct, extracted, reason, components) goes to --output or stdout, in
+One JSON line per row (reward, correct, extracted, reason, components, by_function) goes to --output or stdout, in
 input order; a summary (accuracy, parse failures, timeouts, errors, checks/s) goes to stderr. Rows are
 scored as the trainer scores them (visible tests only, for code).
 """
@@ -55,11 +55,14 @@ def verify_command(args: argparse.Namespace, config: Config) -> None:
 
 def edge_cases_command(args: argparse.Namespace, config: Config) -> None:
     """Print the battery's table; exit 1 naming every failed case."""
+    from grpo_cli.verifier import check_setup
     from grpo_cli.verifier.edge_cases import failures_line, format_table, run_edge_cases
 
     if args.input or args.answer is not None or args.completion is not None:
         raise GrpoError("--edge-cases brings its own completions: give overrides, not INPUT.jsonl or --answer/--completion")
-    outcomes = run_edge_cases(config.verifier)
+    # TRL-style reward functions read a row's columns: they get the first training example's, as at `grpo train`.
+    batched = any(function.batched for function in check_setup(config.verifier))
+    outcomes = run_edge_cases(config.verifier, load_examples(config, "train")[0] if batched else None)
     print(format_table(outcomes))
     failed = failures_line(outcomes)
     if failed:

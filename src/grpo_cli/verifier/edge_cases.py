@@ -1,10 +1,11 @@
-"""The reward edge-case battery: hostile completions scored by the configured verifier and custom reward.
+"""The reward edge-case battery: hostile completions scored by the configured verifier and reward functions.
 
 `grpo verify --edge-cases` prints it as a table; `grpo train` runs it at start-up and refuses to start when
-the custom reward (verifier.rewards.custom) fails a case. Each case runs in the verifier's worker processes
+a reward function (verifier.rewards.custom) fails a case. A batch-form function gets each case as a batch of
+one, with the prompt and columns of a training example when one is given. Each case runs in the verifier's worker processes
 under verifier.timeout_s, as training would run it, and passes when
 
-  - neither the built-in check nor the custom reward raised, and the check finished within the timeout;
+  - neither the built-in check nor a reward function failed, and the check finished within the timeout;
   - the reward is a finite number;
   - the completion is scored correct exactly when it is the right answer (the control case, and the answer
     on the wrong line under verifier.extract=last_number, which reads the last number wherever it is).
@@ -20,10 +21,13 @@ import time
 from dataclasses import dataclass
 
 from grpo_cli.config import VerifierConfig
+from grpo_cli.data import Example
 from grpo_cli.errors import GrpoError
 from grpo_cli.verifier import WORKER_MODULES, check_setup
 from grpo_cli.verifier.pool import WorkerPool
-from grpo_cli.verifier.rewards import Scorer, compose
+from grpo_cli.verifier.rewards import (
+    RewardFailure, RewardFunctionError, Scorer, batch_arguments, call_batched, compose, with_batch_rewards,
+)
 from grpo_cli.verifier.score import Score
 
 MATH_ANSWER, MATH_RIGHT, MATH_WRONG = "42", "42", "41"
@@ -51,7 +55,7 @@ class Outcome:
     reason: str  # the score's reason, or what went wrong
     ms: float
     failure: str | None  # None when the case passed
-    custom_raised: bool = False  # the failure is the custom reward's exception
+    custom_raised: bool = False  # the failure is a reward function's
 
     @property
     def passed(self) -> bool:
@@ -97,21 +101,29 @@ def edge_cases(cfg: VerifierConfig) -> tuple[str, list[EdgeCase]]:
 class _Probe:
     """Scores one case in a worker as Scorer does, timing it and saying which part raised."""
 
-    def __init__(self, cfg: VerifierConfig):
+    def __init__(self, cfg: VerifierConfig, example: Example | None):
         self.scorer = Scorer(cfg)
+        self.example = example or Example("", "", "")
 
     def __call__(self, completion: str, answer: str) -> tuple[Score | None, str | None, float, bool]:
-        """(score, None, ms, False), or (None, what raised, ms, whether it was the custom reward)."""
+        """(score, None, ms, False), or (None, what raised, ms, whether it was a reward function)."""
         cfg = self.scorer.cfg
         start = time.perf_counter()
         try:
             check = self.scorer.check(completion, answer, "train")
         except Exception as exc:
             return None, f"the {cfg.name} verifier raised {type(exc).__name__}: {exc}", _ms(start), False
+        functions = self.scorer.functions()
         try:
-            score = compose(check, completion, answer, 0, cfg.rewards, self.scorer.custom_reward())
-        except Exception as exc:
-            return None, f"{cfg.rewards.custom} raised {type(exc).__name__}: {exc}", _ms(start), True
+            score = compose(check, completion, answer, 0, cfg.rewards, functions)
+        except RewardFunctionError as exc:
+            return None, str(exc), _ms(start), True
+        for function in (f for f in functions if f.batched):
+            arguments = batch_arguments([completion], [self.example.question], [self.example.columns], [[]], 0)
+            values = call_batched(function, arguments)
+            if isinstance(values, RewardFailure):
+                return None, f"{function.path} {values.problem}", _ms(start), True
+            [score] = with_batch_rewards([score], function, values)
         return score, None, _ms(start), False
 
 
@@ -119,11 +131,12 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def run_edge_cases(cfg: VerifierConfig) -> list[Outcome]:
-    """Score every case on cfg.num_workers workers under cfg.timeout_s; one Outcome per case, in order."""
+def run_edge_cases(cfg: VerifierConfig, example: Example | None = None) -> list[Outcome]:
+    """Score every case on cfg.num_workers workers under cfg.timeout_s; one Outcome per case, in order.
+    `example`: the prompt and columns batch-form reward functions get (none: an empty prompt, no columns)."""
     check_setup(cfg)
     answer, cases = edge_cases(cfg)
-    pool = WorkerPool(_Probe(cfg), cfg.num_workers, cfg.timeout_s, soft_timeout=cfg.name == "math", preload=WORKER_MODULES)
+    pool = WorkerPool(_Probe(cfg, example), cfg.num_workers, cfg.timeout_s, soft_timeout=cfg.name == "math", preload=WORKER_MODULES)
     try:
         results = pool.map([(case.completion, answer) for case in cases])
     finally:
@@ -165,15 +178,16 @@ def failures_line(outcomes: list[Outcome]) -> str | None:
     return f"{len(failed)} of {len(outcomes)} edge cases failed: " + "; ".join(f"{o.case}: {o.failure}" for o in failed)
 
 
-def check_at_start(cfg: VerifierConfig) -> list[str]:
-    """`grpo train`'s start-up run of the battery: GrpoError naming the case when the custom reward raises on
-    one; otherwise warning lines for the cases the built-in verifier failed (none, when it works)."""
-    outcomes = run_edge_cases(cfg)
+def check_at_start(cfg: VerifierConfig, example: Example | None = None) -> list[str]:
+    """`grpo train`'s start-up run of the battery (run_edge_cases): GrpoError naming the case when a reward
+    function fails one; otherwise warning lines for the cases the built-in verifier failed (none, when it works)."""
+    outcomes = run_edge_cases(cfg, example)
     crashed = [o for o in outcomes if o.custom_raised]
     if crashed:
         raise GrpoError(
             f"verifier.rewards.custom crashed on the edge case '{crashed[0].case}': {crashed[0].failure}. Make it "
-            "return a number for every completion (0 for unusable ones); `grpo verify --edge-cases` lists all cases"
+            "return a number for every completion (0, or None in TRL's form, for unusable ones); `grpo verify --edge-cases` "
+            "lists all cases"
         )
     failed = failures_line(outcomes)
     return [f"{failed}; see `grpo verify --edge-cases`"] if failed else []

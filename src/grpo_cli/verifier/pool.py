@@ -6,6 +6,8 @@ Two limits stop a slow check:
   - hard, in the parent: at HARD_LIMIT x timeout_s the worker is killed and replaced. This is the only
     way out of C code that never returns to the interpreter: GMP's integer power when sympy runs on
     gmpy2, a C loop in a user's reward function.
+A task may bring its own limit in place of timeout_s (map's timeouts_s: a reward function called on a whole
+batch of completions gets timeout_s per completion).
 A worker that dies for any other reason (a segfault, the OOM killer) is replaced the same way; its
 check scores 0 with reason "error". The code verifier runs without the soft limit: its sandbox bounds
 each program itself, and an exception inside subprocess handling could leave a program running.
@@ -38,8 +40,9 @@ def _raise_timeout(signum, frame):
     raise CheckTimeout
 
 
-def _serve(conn: Connection, score_one: Callable, timeout_s: float, soft_timeout: bool, failed: Callable[[str], Any]) -> None:
-    """Worker loop: receive a task tuple, answer score_one's result, until the parent sends None or goes away."""
+def _serve(conn: Connection, score_one: Callable, soft_timeout: bool, failed: Callable[[str], Any]) -> None:
+    """Worker loop: receive (time limit, task tuple), answer score_one's result, until the parent sends None or
+    goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # One thread each for torch (a user's reward may import it) and BLAS: the workers wait most of the time
     # and must not take cores from the sampler and the learner when they do run.
@@ -48,7 +51,8 @@ def _serve(conn: Connection, score_one: Callable, timeout_s: float, soft_timeout
         sys.modules["torch"].set_num_threads(1)
     signal.signal(signal.SIGALRM, _raise_timeout)
     conn.send(READY)
-    while (task := conn.recv()) is not None:
+    while (message := conn.recv()) is not None:
+        timeout_s, task = message
         try:
             try:
                 if soft_timeout:
@@ -64,9 +68,9 @@ def _serve(conn: Connection, score_one: Callable, timeout_s: float, soft_timeout
 
 
 class _Worker:
-    def __init__(self, context, score_one, timeout_s: float, soft_timeout: bool, failed: Callable[[str], Any]):
+    def __init__(self, context, score_one, soft_timeout: bool, failed: Callable[[str], Any]):
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child_conn, score_one, timeout_s, soft_timeout, failed), daemon=True)
+        self.process = context.Process(target=_serve, args=(child_conn, score_one, soft_timeout, failed), daemon=True)
         self.process.start()
         child_conn.close()
         self.ready = False
@@ -99,7 +103,6 @@ class WorkerPool:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(preload)
         self.score_one, self.timeout_s, self.soft_timeout, self.failed = score_one, timeout_s, soft_timeout, failed
-        self.hard_limit_s = HARD_LIMIT * timeout_s
         self.latencies_s: list[float] = []
         self.workers = [self._spawn() for _ in range(num_workers)]
         for worker in self.workers:
@@ -109,38 +112,42 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [worker.process.pid for worker in self.workers]
 
-    def map(self, tasks: list[tuple]) -> list:
+    def map(self, tasks: list[tuple], timeouts_s: list[float] | None = None) -> list:
+        """timeouts_s: each task's limit in place of timeout_s."""
         results: list = [None] * len(tasks)
         self.latencies_s = [0.0] * len(tasks)
+        limits = timeouts_s or [self.timeout_s] * len(tasks)
         queue = collections.deque(range(len(tasks)))
-        running: dict[_Worker, tuple[int, float]] = {}  # worker -> (task index, time.monotonic() when sent)
+        # worker -> (task index, time.monotonic() when sent, when it is killed)
+        running: dict[_Worker, tuple[int, float, float]] = {}
         while queue or running:
-            self._dispatch(tasks, queue, running)
+            self._dispatch(tasks, limits, queue, running)
             self._collect(results, running)
             self._kill_overdue(results, running)
         return results
 
     def _finish(self, results: list, running: dict, worker: _Worker, score: Score) -> None:
-        index, sent = running.pop(worker)
+        index, sent, _ = running.pop(worker)
         results[index] = score
         self.latencies_s[index] = time.monotonic() - sent
 
-    def _dispatch(self, tasks: list[tuple], queue: collections.deque, running: dict) -> None:
+    def _dispatch(self, tasks: list[tuple], limits: list[float], queue: collections.deque, running: dict) -> None:
         idle = [worker for worker in self.workers if worker.ready and worker not in running]
         for worker in idle[: len(queue)]:
             index = queue.popleft()
             try:
-                worker.conn.send(tasks[index])
+                worker.conn.send((limits[index], tasks[index]))
             except OSError:  # the worker died while idle: not this task's fault, so it runs elsewhere
                 queue.appendleft(index)
                 self._replace(worker)
                 continue
-            running[worker] = (index, time.monotonic())
+            sent = time.monotonic()
+            running[worker] = (index, sent, sent + HARD_LIMIT * limits[index])
 
     def _collect(self, results: list, running: dict) -> None:
         """Wait for the next answer (or a replacement worker's READY), at most until the first deadline."""
         waiting = list(running) + [worker for worker in self.workers if not worker.ready]
-        deadline = min((sent + self.hard_limit_s for _, sent in running.values()), default=None)
+        deadline = min((kill_at for _, _, kill_at in running.values()), default=None)
         for conn in wait([worker.conn for worker in waiting], None if deadline is None else max(0.0, deadline - time.monotonic())):
             worker = next(worker for worker in waiting if worker.conn is conn)
             try:
@@ -157,13 +164,13 @@ class WorkerPool:
 
     def _kill_overdue(self, results: list, running: dict) -> None:
         now = time.monotonic()
-        for worker, (_, sent) in list(running.items()):
-            if now >= sent + self.hard_limit_s:
+        for worker, (_, _, kill_at) in list(running.items()):
+            if now >= kill_at:
                 self._finish(results, running, worker, self.failed("timeout"))
                 self._replace(worker)
 
     def _spawn(self) -> _Worker:
-        return _Worker(self.context, self.score_one, self.timeout_s, self.soft_timeout, self.failed)
+        return _Worker(self.context, self.score_one, self.soft_timeout, self.failed)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()

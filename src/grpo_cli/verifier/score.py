@@ -21,13 +21,15 @@ class Check:
 
 @dataclass(frozen=True)
 class Score:
-    """reward = sum(components.values()); each component is already weighted (see rewards.py)."""
+    """reward = sum(components.values()); each component is already weighted (see rewards.py). by_function: each
+    reward function's own value (unweighted; None: no reward from it for this completion), by its name."""
 
     reward: float
     correct: bool
     extracted: str | None
     reason: Reason
     components: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
+    by_function: dict[str, float | None] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, reason: Reason) -> "Score":

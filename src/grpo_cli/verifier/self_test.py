@@ -46,7 +46,9 @@ class SelfTestResult:
 def run_self_test(verifier: Verifier, examples: list[Example]) -> SelfTestResult:
     """Score the gold answers and reference solutions of `examples` (see the module docstring)."""
     cases = [(example, kind, text) for example in examples for kind, text in _cases(example, verifier.cfg)]
-    scores = verifier.score([text for _, _, text in cases], [example.answer for example, _, _ in cases])
+    scores = verifier.score(
+        [text for _, _, text in cases], [example.answer for example, _, _ in cases], examples=[example for example, _, _ in cases]
+    )
     failed = [(case, score) for case, score in zip(cases, scores) if not score.correct]
     return SelfTestResult(len(cases), len(cases) - len(failed), [_describe(*case, score) for case, score in failed[:SHOWN_FAILURES]])
 
