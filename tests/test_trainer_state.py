@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from conftest import TINY_RUN
 from grpo_cli import checkpoint, trainer
@@ -77,6 +78,18 @@ def test_resume_refuses_settings_that_reorder_the_data_and_warns_on_others(tiny_
     assert summary["steps"] == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "settings changed since the run started (config.yaml): eval.num_prompts 4 -> 3, train.max_steps 1 -> 2" in err
+
+
+def test_resume_of_a_run_from_before_a_key_existed_counts_that_key_at_its_default(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    train(run_config(tiny_model, out, "train.max_steps=1"))
+    # As a run started before data.hf_path and data.train_split were added wrote its config.yaml.
+    started = yaml.safe_load((out / "config.yaml").read_text())
+    del started["data"]["hf_path"], started["data"]["train_split"]
+    (out / "config.yaml").write_text(yaml.safe_dump(started))
+    assert train(run_config(tiny_model, out, "train.max_steps=2", "resume=true"))["steps"] == 2
+    with pytest.raises(ConfigError, match=re.escape("data.train_split='test' (the run started with 'train')")):
+        train(run_config(tiny_model, out, "train.max_steps=3", "resume=true", "data.train_split=test"))
 
 
 def test_resumed_run_restores_the_monitor_history_and_the_lr_schedule(tiny_model, tmp_path, monkeypatch):

@@ -566,8 +566,10 @@ def _resume_warnings(config: Config, run_dir: Path) -> list[str]:
 def config_changes(started: dict, now: dict) -> dict[str, tuple]:
     """{dotted key: (value the run started with, value now)} for every setting that differs, `resume`
     aside. Raises ConfigError, naming the key and both values, when one decides which prompts each step
-    sees (DATA_ORDER_KEYS and every data.* key): the resumed steps would train on other data."""
-    before, after = flatten(started), flatten(now)
+    sees (DATA_ORDER_KEYS and every data.* key): the resumed steps would train on other data. A key the run's
+    config.yaml lacks (added to grpo-cli since the run started) counts at its default, which is how that run
+    behaved."""
+    before, after = {**flatten(Config().to_dict()), **flatten(started)}, flatten(now)
     changed = {
         key: (before.get(key, "<unset>"), after.get(key, "<unset>"))
         for key in sorted(before.keys() | after.keys())
