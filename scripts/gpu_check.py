@@ -205,7 +205,8 @@ def prepare_step(machine: Machine, use: list[str]) -> Step:
                                                      "carry its wheel (README, What is tested where)")
         ran = outcome.ran["doctor"]
         device = re.search(r"^cuda:0\s+(.+)$", ran.output(), re.M)
-        checks = [model, passed("grpo doctor", ran.ok, device.group(1) if ran.ok and device else ran.failure())]
+        figure = ran.failure() if not ran.ok else device.group(1) if device else "it reports no cuda:0"
+        checks = [model, passed("grpo doctor", ran.ok and device is not None, figure)]
         if not machine.vllm:
             return [*checks, Check("vLLM engine starts", "SKIP", "vllm is not installed here")]
         start = re.search(r"^vllm engine start\s+(.+)$", ran.output(), re.M)
@@ -544,9 +545,10 @@ class DeviceMemory:
 
 def child_env(command: Command) -> dict[str, str]:
     """The environment of every command: this checkout's source first, output unbuffered (a stopped command's
-    log holds everything it printed)."""
+    log holds everything it printed), the hub offline (every model is a local folder; the lent GPU machines
+    reach no network, where a hub lookup would only wait)."""
     path = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
-    return os.environ | {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"} | command.env
+    return os.environ | {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"} | command.env
 
 
 def start(step: Step, command: Command) -> tuple[subprocess.Popen, Ran]:

@@ -188,3 +188,22 @@ def test_the_readme_names_each_step_with_its_limit():
     for step in gpu_check.plan(MACHINES["1 GPU, vLLM, model to convert"]):
         assert f"{step.name} ({step.limit_s} s)" in section, step.name
     assert f"the limits sum to {sum(step.limit_s for step in gpu_check.plan(MACHINES['1 GPU, no vLLM']))} s" in section
+
+
+def test_each_command_stops_at_its_step_s_limit_and_side_by_side_commands_share_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "LOGS", tmp_path)
+    nap = "import time; print('start', time.time()); time.sleep(1); print('end', time.time())"
+    naps = [gpu_check.Command(name, [sys.executable, "-c", nap]) for name in ("a", "b")]
+    hang = gpu_check.Command("hang", [sys.executable, "-c", "import time; time.sleep(60)"])
+    memory = gpu_check.DeviceMemory()
+    try:
+        together = gpu_check.run_step(gpu_check.Step("s", 20, "", naps, None, side_by_side=True), 20, memory)
+        stopped = gpu_check.run_step(gpu_check.Step("t", 1, "", [hang, naps[0]], None), 1, memory)
+    finally:
+        memory.close()
+    times = {name: dict(line.split() for line in together.ran[name].output().splitlines()[1:]) for name in "ab"}
+    assert together.ran["a"].ok and together.ran["b"].ok
+    assert float(times["b"]["start"]) < float(times["a"]["end"])  # side by side, not one after the other
+    assert stopped.ran["hang"].timed_out and stopped.seconds < 10  # the step's limit, not the command's 60 s
+    assert stopped.ran["a"].failure() == "a did not run: an earlier command failed"
+    assert stopped.ran["hang"].failure() == "hang ran past the step's limit and was stopped"
