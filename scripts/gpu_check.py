@@ -367,7 +367,8 @@ def async_step(machine: Machine, use: list[str]) -> Step:
             return [Check("3 steps", "FAIL", ran.failure() if not ran.ok else f"steps {[m['step'] for m in metrics]}")]
         staleness = [m["async/staleness"] for m in metrics]
         limit = read_config(REPO / run_dir)["train"]["max_initial_mismatch"]
-        finite = all(math.isfinite(m[key]) for m in metrics for key in ("reward/mean", "loss", "grad_norm", "tis/weight_mean"))
+        keys = ("reward/mean", "loss", "grad_norm", "tis/weight_mean")
+        finite = all(math.isfinite(m[key]) for m in metrics for key in keys)
         checks = [
             Check("3 steps", "PASS", f"learner waited {sum(m['time/wait_s'] for m in metrics) / 3:.2f} s per step; "
                                      f"sampling took {sum(m['async/sample_s'] for m in metrics) / 3:.2f} s"),
@@ -636,6 +637,18 @@ def describe(machine: Machine) -> str:
     return f"{name} x{machine.gpus}, torch {torch.__version__}, {vllm}"
 
 
+def record(step: Step, outcome: Outcome | None, checks: list[Check]) -> dict:
+    """A step's entry in gpu-check.json."""
+    ran = list(outcome.ran.values()) if outcome else []
+    return {
+        "step": step.name, "limit_s": step.limit_s, "runs": step.runs,
+        "seconds": outcome and round(outcome.seconds, 1), "peak_gpu_mib": outcome and outcome.peak_mib,
+        "commands": [{"line": r.command.line(), "log": str(r.log), "returncode": r.returncode,
+                      "seconds": round(r.seconds, 1), "timed_out": r.timed_out} for r in ran],
+        "checks": [asdict(check) for check in checks],
+    }
+
+
 def run_all(machine: Machine, steps: list[Step]) -> int:
     shutil.rmtree(REPO / OUT, ignore_errors=True)
     (REPO / LOGS).mkdir(parents=True)
@@ -643,12 +656,12 @@ def run_all(machine: Machine, steps: list[Step]) -> int:
     device = describe(machine)
     print(f"gpu-check: {device}; {len(steps)} steps within {WINDOW_S} s", flush=True)
     memory = DeviceMemory()
-    window_end = time.monotonic() + WINDOW_S
-    results = []
+    started = time.monotonic()
+    results, counts = [], {}
     try:
         for step in steps:
             print(f"[{step.name}] {step.runs} (limit {step.limit_s} s)", flush=True)
-            left = window_end - time.monotonic()
+            left = started + WINDOW_S - time.monotonic()
             if left < 5:
                 outcome, checks = None, [Check(step.name, "FAIL", f"not started: the {WINDOW_S} s window is spent")]
             else:
@@ -660,22 +673,16 @@ def run_all(machine: Machine, steps: list[Step]) -> int:
             width = max(len(check.name) for check in checks)
             for check in checks:
                 print(f"  {check.status}  {check.name:<{width}}  {check.figure}", flush=True)
-            results.append({
-                "step": step.name, "limit_s": step.limit_s, "runs": step.runs,
-                "seconds": outcome and round(outcome.seconds, 1),
-                "peak_gpu_mib": outcome and outcome.peak_mib,
-                "commands": [{"line": r.command.line(), "log": str(r.log), "returncode": r.returncode,
-                              "seconds": round(r.seconds, 1), "timed_out": r.timed_out} for r in (outcome.ran.values() if outcome else [])],
-                "checks": [asdict(check) for check in checks],
-            })
+            results.append(record(step, outcome, checks))
+            statuses = [check["status"] for result in results for check in result["checks"]]
+            counts = {status: statuses.count(status) for status in ("PASS", "FAIL", "SKIP")}
+            # After every step: a run stopped from outside keeps what it found so far.
+            summary = {"device": device, "sampler": machine.sampler, "seconds": round(time.monotonic() - started, 1)}
+            (REPO / OUT / "gpu-check.json").write_text(json.dumps(summary | counts | {"steps": results}, indent=2) + "\n")
     finally:
         memory.close()
-    counts = {status: sum(c["status"] == status for r in results for c in r["checks"]) for status in ("PASS", "FAIL", "SKIP")}
-    seconds = WINDOW_S - (window_end - time.monotonic())
-    (REPO / OUT / "gpu-check.json").write_text(json.dumps(
-        {"device": device, "sampler": machine.sampler, "seconds": round(seconds, 1), **counts, "steps": results}, indent=2) + "\n")
-    print(f"gpu-check: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP in {seconds:.0f} s; "
-          f"{OUT / 'gpu-check.json'}, logs in {LOGS}")
+    print(f"gpu-check: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP in "
+          f"{time.monotonic() - started:.0f} s; {OUT / 'gpu-check.json'}, logs in {LOGS}")
     return 1 if counts["FAIL"] else 0
 
 

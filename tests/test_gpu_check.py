@@ -207,3 +207,24 @@ def test_each_command_stops_at_its_step_s_limit_and_side_by_side_commands_share_
     assert stopped.ran["hang"].timed_out and stopped.seconds < 10  # the step's limit, not the command's 60 s
     assert stopped.ran["a"].failure() == "a did not run: an earlier command failed"
     assert stopped.ran["hang"].failure() == "hang ran past the step's limit and was stopped"
+
+
+def test_a_run_goes_on_after_a_failure_writes_every_check_and_exits_1(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "OUT", tmp_path)
+    monkeypatch.setattr(gpu_check, "LOGS", tmp_path / "logs")
+    monkeypatch.chdir(tmp_path)  # run_all moves to the checkout; this puts the test's directory back after
+
+    def broken(outcome):
+        raise KeyError("mfu")
+
+    def printed(outcome):
+        return [gpu_check.Check("echo", "PASS", outcome.ran["echo"].output().split()[-1])]
+
+    echo = gpu_check.Command("echo", [sys.executable, "-c", "print('fine')"])
+    steps = [gpu_check.Step("first", 10, "", [echo], broken), gpu_check.Step("second", 10, "", [echo], printed)]
+    assert gpu_check.run_all(MACHINES["1 GPU, no vLLM"], steps) == 1
+    found = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert (found["PASS"], found["FAIL"], found["SKIP"], found["sampler"]) == (1, 1, 0, "hf")
+    assert [check["figure"] for step in found["steps"] for check in step["checks"]] == [
+        "the check broke: KeyError: 'mfu'", "fine"]
+    assert found["steps"][1]["commands"][0]["returncode"] == 0
