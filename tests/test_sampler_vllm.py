@@ -279,3 +279,29 @@ def test_stop_strings_end_a_completion_right_after_the_first_one(sampler, config
             assert (len(cut.token_ids), cut.finish_reason) == (length, "stop")
             cut_count += 1
     assert cut_count >= 4
+
+
+def test_sleep_mode_wakes_the_engine_before_every_call_that_needs_it(sampler, config, prompt_ids, monkeypatch):
+    """vLLM sleeps on GPU only, so here the engine's sleep and wake_up are recorded, not done: their order is the
+    point. After each generate the engine sleeps; a weight sync wakes its weights, the next generate the rest, and
+    grpo bench's bare generate (which calls the engine itself) wakes it too; torch's cached blocks go back to the
+    device before each wake, or the learner's would keep the engine from mapping its memory again."""
+    from grpo_cli.bench import bare_generate
+
+    calls = []
+    monkeypatch.setattr(sampler, "sleep_mode", True)
+    monkeypatch.setattr(sampler, "asleep", False)  # restored at the end: the module's engine stays awake
+    monkeypatch.setattr(sampler.llm, "sleep", lambda level: calls.append(f"sleep {level}"))
+    monkeypatch.setattr(sampler.llm, "wake_up", lambda tags=None: calls.append(f"wake {tags}"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty cache"))
+    generate = sampler.llm.generate
+    monkeypatch.setattr(sampler.llm, "generate", lambda *args, **kwargs: calls.append("generate") or generate(*args, **kwargs))
+    sampler.generate(prompt_ids[:1], 2, seed=1)
+    sampler.sync_weights(fresh_model(config))
+    sampler.generate(prompt_ids[:1], 2, seed=1)
+    bare_generate(sampler, prompt_ids[:1], 2, seed=1)
+    assert calls == [
+        "generate", "sleep 1",
+        "empty cache", "wake ['weights']", "empty cache", "wake None", "generate", "sleep 1",
+        "empty cache", "wake None", "generate", "sleep 1",
+    ]

@@ -95,10 +95,10 @@ def bare_generate(sampler, prompt_ids: list[list[int]], n: int, seed: int) -> fl
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
         budgets = [new_token_budget(sampler.config.max_new_tokens, len(ids), sampler.max_model_len, "sampler.max_model_len") for ids in prompt_ids]
         params = [sampler.sampling_params(n, sampling_seed(seed, i), temperature, budget) for i, budget in enumerate(budgets)]
-        tic = time.perf_counter()
-        with torch_threads(sampler.engine_threads):
+        with sampler.awake(), torch_threads(sampler.engine_threads):  # sleep mode: it slept since the step's generate
+            tic = time.perf_counter()
             sampler.llm.generate(prompts, params, use_tqdm=False)
-        return time.perf_counter() - tic
+            return time.perf_counter() - tic
     from grpo_cli.models import compute_autocast
     from grpo_cli.sampler.hf import cuda_devices, left_padded, plain_generation_config
 

@@ -5,6 +5,7 @@ torch.distributed.checkpoint).
 
 `setup` reads torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK) and creates the process group (NCCL on
 GPU, gloo on CPU) with train.dist_timeout_s, so a dead rank ends the others with an error instead of a hang.
+Under torchrun that holds for one process too (`--nproc-per-node 1`: FSDP2 on one GPU, as with eight).
 Without torchrun every helper here is the identity of a one-process run (`world().size == 1`).
 
 The split of work (trainer.py, learner.py):
@@ -54,7 +55,13 @@ def world() -> World:
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether this process is one of several ranks, or torchrun started it alone (it sets TORCHELASTIC_RUN_ID)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (dist.is_available() and dist.is_torchelastic_launched())
+
+
+def sharded() -> bool:
+    """Whether the learner shards its models with FSDP2: under torchrun's process group, whatever its size."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def setup(config) -> World:

@@ -2,7 +2,8 @@
 
 It reports the versions of python, torch, transformers, peft, vllm and math-verify; the devices and their
 bfloat16 support; whether vLLM imports (in a child process: a broken install may crash it), and with
-`--vllm-start` whether an engine starts and generates on a tiny model built in a temporary folder; whether the
+`--vllm-start` whether an engine starts and generates, in the dtype the run's engine would use (model.dtype),
+on a tiny model built in a temporary folder; whether the
 code sandbox isolates a program here (bubblewrap); and the free disk under train.output_dir.
 A problem is what stops the configured run (`sampler=vllm` without a working vLLM, `verifier=code` without a
 working sandbox, bfloat16 where the device has none, too little disk); it exits 1 when there is one, else 0.
@@ -39,7 +40,7 @@ VLLM_START_PROBE = textwrap.dedent("""
     from vllm import LLM, SamplingParams
     path = tempfile.mkdtemp(prefix="grpo-doctor-") + "/tiny"
     main(["init-model", f"sft.init_from={path}", "model.tiny.num_layers=1"])
-    llm = LLM(model=path, dtype="float32", gpu_memory_utilization=0.3, max_model_len=256, enable_chunked_prefill=False)
+    llm = LLM(model=path, dtype=sys.argv[1], gpu_memory_utilization=0.3, max_model_len=256, enable_chunked_prefill=False)
     out = llm.generate(["1 + 1 ="], SamplingParams(max_tokens=4, temperature=0))
     print("generated", len(out[0].outputs[0].token_ids), "tokens")
 """)
@@ -102,12 +103,18 @@ def check_devices(found: Findings, config: Config) -> None:
 def check_vllm(found: Findings, config: Config, start: bool) -> None:
     if version(PACKAGES["vllm"]) is None:
         return
+    import torch
+
+    from grpo_cli.models import resolve_dtype
+
     probe = VLLM_START_PROBE if start else VLLM_IMPORT_PROBE
+    device = torch.device("cuda" if torch.cuda.is_available() and config.model.device != "cpu" else "cpu")
+    dtype = str(resolve_dtype(config.model.dtype, device)).removeprefix("torch.")  # as the sampler's engine runs
     try:
         # vLLM on CPU sizes its KV cache from this (GiB), the tiny model needs little; the engine core runs in
         # the probe's process, as the sampler runs it (python -c has no __main__ file for a spawned child).
         env = {"VLLM_CPU_KVCACHE_SPACE": "1"} | dict(os.environ) | {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=VLLM_TIMEOUT_S,
+        result = subprocess.run([sys.executable, "-c", probe, dtype], capture_output=True, text=True, timeout=VLLM_TIMEOUT_S,
                                 env=env)
         error = None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["exit status"])[-1]
     except subprocess.TimeoutExpired:

@@ -494,7 +494,7 @@ class Learner:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         self.policy = add_lora(model, config.model.lora) if self.lora else model.float()
         self.full_model = self.policy
-        if distributed.world().size > 1:
+        if distributed.sharded():
             self.full_model = copy.deepcopy(self.policy).requires_grad_(False)
             distributed.shard(self.policy, self.device)
             if self.reference is not None:
@@ -701,7 +701,7 @@ class Learner:
         token budget), or None where every micro-batch runs its own: when the prompt is not shared, and under
         FSDP, where ranks would have to agree on the number of prompt passes and the prompt backward runs
         after the micro-batches' (each micro-batch then shares its prompts within itself)."""
-        if not share_prompt or distributed.world().size > 1:
+        if not share_prompt or distributed.sharded():
             return None
         with self._autocast():
             return PromptPass.run(model, batch, micro_batch_token_budget(self.micro_batch_tokens, batch), detach)

@@ -212,6 +212,7 @@ def serve(config, buffer, lock, buffer_version, loaded_version, requests, result
         # Before CUDA starts in this process: the engine (vLLM too) sees its one GPU as cuda:0.
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[device.index] if visible else str(device.index)
+        os.environ["LOCAL_RANK"] = "0"  # under torchrun vLLM takes its device from it (sampler/vllm.py)
         device = torch.device("cuda", 0)
     else:
         torch.set_num_threads(threads)

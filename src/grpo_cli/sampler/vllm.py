@@ -28,11 +28,14 @@ since its blocks hold keys and values of the old weights.
 
 The engine shares the process with the learner: generate runs it with the torch thread count vLLM picks for
 serving (1 unless OMP_NUM_THREADS is set), everything else keeps the learner's. One device only
-(sampler.tensor_parallel_size = 1): a tensor-parallel engine would run its workers in other processes.
+(sampler.tensor_parallel_size = 1): a tensor-parallel engine would run its workers in other processes. Under
+torchrun on GPUs each rank's engine runs on the rank's GPU through vLLM's external_launcher executor, which takes
+the device from LOCAL_RANK (its one-process executor would put every rank's engine on cuda:0).
 
 Sleep mode (sampler.enable_sleep_mode, GPU only: vLLM cannot sleep on CPU, so there it is ignored with a
 warning): after each generate the engine offloads its weights to host memory and frees its KV cache
-(vLLM sleep level 1), leaving the device to the learner; sync and the next generate wake what they need.
+(vLLM sleep level 1), leaving the device to the learner; sync and the next generate wake what they need. Whatever
+calls the engine directly (grpo bench's bare generate) does so inside `awake()`.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
 
+from grpo_cli import distributed
 from grpo_cli.config import Config
 from grpo_cli.models import checkpoint_weights
 from grpo_cli.sampler.base import Completion, OnGroups, eos_token_ids, new_token_budget, sampling_seed
@@ -91,6 +95,7 @@ class VLLMSampler:
             # A multi-turn rollout (rollout.py) continues from its whole token prefix each turn: the prompt's
             # and earlier turns' KV blocks are reused, not recomputed.
             enable_prefix_caching=True,
+            distributed_executor_backend="external_launcher" if on_rank_gpu(model) else None,
         )
         # vLLM sets torch to its serving thread count (1 unless OMP_NUM_THREADS is set: OpenMP workers spinning
         # between small decode ops cost more than they give; 25x slower here on 2 busy cores) and, on CPU, swaps
@@ -128,9 +133,6 @@ class VLLMSampler:
         on_groups: OnGroups | None = None,
     ) -> list[list[Completion]]:
         temperature = self.config.temperature if temperature is None else temperature
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
         # vLLM refuses n > 1 when greedy: one completion is asked for and repeated, the n are identical anyway.
         copies = n if temperature == 0 else 1
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
@@ -145,11 +147,8 @@ class VLLMSampler:
             )
             for i, ids in enumerate(prompt_ids)
         ]
-        with torch_threads(self.engine_threads):
+        with self.awake(), torch_threads(self.engine_threads):
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        if self.sleep_mode:
-            self.llm.sleep(level=1)
-            self.asleep = True
         samples = [sample for output in outputs for sample in output.outputs * copies]
         texts = self.tokenizer.batch_decode([sample.token_ids for sample in samples], skip_special_tokens=True)
         completions = [
@@ -168,17 +167,41 @@ class VLLMSampler:
             on_groups(groups)
         return groups
 
+    @contextmanager
+    def awake(self) -> Iterator[None]:
+        """The engine with its weights and KV cache on the device for the calls inside; with sleep mode it goes
+        back to sleep after them."""
+        if self.asleep:
+            self._wake_up()
+            self.asleep = False
+        yield
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
     @torch.no_grad()
     def sync_weights(self, model) -> None:
         if self.asleep:
-            self.llm.wake_up(tags=["weights"])  # the KV cache stays freed until the next generate
+            self._wake_up(tags=["weights"])  # the KV cache stays freed until the next generate
         weights = ((name, tensor.to(self.dtype)) for name, tensor in checkpoint_weights(model))
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
 
+    def _wake_up(self, tags: list[str] | None = None) -> None:
+        """Map the engine's memory (`tags` of it, None: all) back onto the device. The learner's freed blocks
+        go back to the device first: torch's allocator keeps them cached, and where the learner and the engine
+        fit only one at a time (what sleep mode is for) the engine could not map its memory again."""
+        torch.cuda.empty_cache()
+        self.llm.wake_up(tags=tags)
+
     def close(self) -> None:
         """Stop the engine, freeing its weights and KV cache."""
         self.llm.llm_engine.engine_core.shutdown()
+
+
+def on_rank_gpu(model) -> bool:
+    """Whether `model` is a torchrun rank's model on a GPU: then its engine must take the rank's device."""
+    return model.device.type == "cuda" and distributed.world().size > 1
 
 
 def model_directory(model) -> str:
