@@ -57,6 +57,13 @@ def real_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_tokenizer(real_model):
+    from grpo_cli.models import load_tokenizer
+
+    return load_tokenizer(str(real_model))
+
+
+@pytest.fixture(scope="session")
 def real_gguf() -> Path:
     """The GGUF file that `make real-model` converts: SmolLM2-135M-Instruct, Q4_1, as its registry package ships it."""
     # The package's __init__ imports its undeclared dependencies, so the file is found without importing it.

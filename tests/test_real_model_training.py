@@ -26,25 +26,16 @@ from grpo_cli.cli import main
 from grpo_cli.compose import compose
 from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.learner import Learner
-from grpo_cli.models import checkpoint_weights, load_model, load_pretrained, load_tokenizer
+from grpo_cli.models import checkpoint_weights, load_model, load_pretrained
 from grpo_cli.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
 from grpo_cli.trainer import _save, _start_or_resume, grpo_step
 from grpo_cli.verifier import build_verifier
+from smollm2 import GRPO_SETTINGS, MODES, greedy, sequence_logprobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
-SETTINGS = [
-    f"model.name_or_path={REAL_MODEL}", "model=hf", "model.dtype=float32", "data.use_chat_template=true",
-    "data.difficulty=[1]", "data.prompt_template='{prompt} Answer with FINAL: <number>.'", "algorithm.group_size=4",
-    "train.prompts_per_step=2", "sampler.max_new_tokens=24", "sampler.temperature=0.9", "algorithm.kl_coef=0.04",
-    # Rewards differ within every group (SmolLM2 is rarely right at first), so every step updates the policy.
-    "verifier.rewards.length_penalty=5.0", "verifier.num_workers=1", "train.max_steps=3",
-]
-MODES = {
-    "full": ["optimizer.lr=1e-5"],
-    "lora": ["model.lora.enabled=true", "model.lora.target_modules=[q_proj,k_proj,v_proj,o_proj]", "optimizer.lr=1e-3"],
-}
+SETTINGS = [*GRPO_SETTINGS, "sampler.temperature=0.9", "train.max_steps=3"]
 GREEDY_TOKENS = 16
 
 
@@ -61,31 +52,14 @@ class Run:
     greedy: list[list[int]]
 
 
-def greedy(model, prompts: list[list[int]]) -> list[list[int]]:
-    """transformers' own greedy decoding of each prompt (one at a time: no padding), GREEDY_TOKENS tokens."""
-    model.eval()
-    with torch.no_grad():
-        return [model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                               do_sample=False, max_new_tokens=GREEDY_TOKENS, min_new_tokens=GREEDY_TOKENS)[0, len(p):].tolist()
-                for p in prompts]
-
-
-def sequence_logprobs(model, ids: list[int]) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0, :-1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+def greedy_tokens(model, prompts: list[list[int]]) -> list[list[int]]:
+    return [greedy(model, prompt, GREEDY_TOKENS, exactly=True) for prompt in prompts]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(real_model):
-    return load_tokenizer(str(real_model))
-
-
-@pytest.fixture(scope="module")
-def prompts(tokenizer):
+def prompts(real_tokenizer):
     config = compose(SETTINGS)
-    return [encode_prompt(example, tokenizer, config.data) for example in load_examples(config, "eval")[:2]]
+    return [encode_prompt(example, real_tokenizer, config.data) for example in load_examples(config, "eval")[:2]]
 
 
 def train(mode: str, run_dir: Path, tokenizer, prompts) -> Run:
@@ -94,7 +68,7 @@ def train(mode: str, run_dir: Path, tokenizer, prompts) -> Run:
     learner = Learner(config, load_model(config.model), total_steps=3)
     sampler = build_sampler(config, learner.full_model, tokenizer)
     examples = load_examples(config, "train")
-    fixed = prompts[0] + greedy(learner.policy, prompts[:1])[0]
+    fixed = prompts[0] + greedy(learner.policy, prompts[0], GREEDY_TOKENS)
     metrics, moved = [], []
     with build_verifier(config.verifier) as verifier:
         monitor = RunMonitor(config.algorithm.kl_coef, config.train.max_initial_mismatch, config.train.max_retention_drift)
@@ -106,13 +80,13 @@ def train(mode: str, run_dir: Path, tokenizer, prompts) -> Run:
             moved.append((sequence_logprobs(learner.policy, fixed) - before).abs().max().item())
         state["step"] = 2
         _save(run_dir / "checkpoints", 2, learner, tokenizer, state, monitor)
-    return Run(config, run_dir, learner, metrics, moved, greedy(learner.policy, prompts))
+    return Run(config, run_dir, learner, metrics, moved, greedy_tokens(learner.policy, prompts))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tokenizer, prompts) -> dict[str, Run]:
+def runs(tmp_path_factory, real_tokenizer, prompts) -> dict[str, Run]:
     root = tmp_path_factory.mktemp("real-runs")
-    return {mode: train(mode, root / mode, tokenizer, prompts) for mode in MODES}
+    return {mode: train(mode, root / mode, real_tokenizer, prompts) for mode in MODES}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -137,7 +111,7 @@ def test_the_checkpoint_reloads_in_transformers_with_the_same_greedy_tokens(runs
     step_dir = checkpoint.read_pointer(run.run_dir / "checkpoints", "last")
     assert step_dir.name == "step_000002"
     assert (step_dir / ("adapter_config.json" if mode == "lora" else "config.json")).is_file()
-    assert greedy(load_pretrained(str(step_dir)), prompts) == run.greedy
+    assert greedy_tokens(load_pretrained(str(step_dir)), prompts) == run.greedy
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +140,12 @@ def merged_in_memory(runs):
 def test_export_reloads_in_transformers_with_the_same_greedy_tokens(runs, exported, prompts, mode):
     model = AutoModelForCausalLM.from_pretrained(exported[mode])
     assert not (exported[mode] / "adapter_config.json").exists() and model.config.tie_word_embeddings
-    assert greedy(model, prompts) == runs[mode].greedy
+    assert greedy_tokens(model, prompts) == runs[mode].greedy
 
 
 def test_merge_reloads_in_transformers_with_the_in_memory_merge_greedy_tokens(exported, merged_in_memory, prompts):
-    assert greedy(AutoModelForCausalLM.from_pretrained(exported["merged"]), prompts) == greedy(merged_in_memory, prompts)
+    merged = AutoModelForCausalLM.from_pretrained(exported["merged"])
+    assert greedy_tokens(merged, prompts) == greedy_tokens(merged_in_memory, prompts)
 
 
 VLLM_SCRIPT = """
@@ -206,11 +181,11 @@ def test_vllm_serves_the_exports_and_the_merge_with_the_same_greedy_tokens(runs,
     served = json.loads(result.stdout.strip().splitlines()[-1])
     assert served[str(exported["full"])] == runs["full"].greedy
     assert served[str(exported["lora"])] == runs["lora"].greedy
-    assert served[str(exported["merged"])] == greedy(merged_in_memory, prompts)
+    assert served[str(exported["merged"])] == greedy_tokens(merged_in_memory, prompts)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_resume_restores_the_policy_and_continues_as_the_run_would(runs, tokenizer, prompts, mode):
+def test_resume_restores_the_policy_and_continues_as_the_run_would(runs, real_tokenizer, prompts, mode):
     """Last in the module: it takes step 3 with the run's learner, which the tests above read at step 2."""
     run = runs[mode]
     config = compose([*SETTINGS, *MODES[mode], f"train.output_dir={run.run_dir}", "resume=true"])
@@ -218,11 +193,11 @@ def test_resume_restores_the_policy_and_continues_as_the_run_would(runs, tokeniz
     with build_verifier(config.verifier) as verifier:
         monitor = RunMonitor(config.algorithm.kl_coef, config.train.max_initial_mismatch, config.train.max_retention_drift)
         assert _start_or_resume(config, run.run_dir, run.run_dir / "checkpoints", resumed, verifier, monitor)["step"] == 2
-        assert greedy(resumed.policy, prompts) == run.greedy
+        assert greedy_tokens(resumed.policy, prompts) == run.greedy
         # Step 3 from the checkpoint and step 3 in memory: the same completions, the same update.
         examples = load_examples(config, "train")[4:6]
         for learner in (run.learner, resumed):
-            sampler = build_sampler(config, learner.full_model, tokenizer)
-            grpo_step(config, 3, examples, tokenizer, sampler, verifier, learner)
+            sampler = build_sampler(config, learner.full_model, real_tokenizer)
+            grpo_step(config, 3, examples, real_tokenizer, sampler, verifier, learner)
     for (name, continued), (_, restored) in zip(checkpoint_weights(run.learner.policy), checkpoint_weights(resumed.policy)):
         torch.testing.assert_close(restored, continued, rtol=0, atol=1e-6, msg=name)

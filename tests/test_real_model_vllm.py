@@ -12,53 +12,35 @@ import torch
 from vllm import SamplingParams
 from vllm.inputs import TokensPrompt
 
-from conftest import REAL_MODEL
 from grpo_cli.compose import compose
 from grpo_cli.data import Example
 from grpo_cli.data.loaders import encode_prompt, load_examples
 from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.metrics import completion_metrics
-from grpo_cli.models import load_model, load_tokenizer
+from grpo_cli.models import load_model
 from grpo_cli.sampler import build_sampler
 from grpo_cli.trainer import grpo_step
 from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.score import Score
+from smollm2 import END_OF_TURN, GRPO_SETTINGS, LONG_QUESTION, MODES, SHORT_ANSWER, SHORT_QUESTION, greedy, sequence_logprobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model, pytest.mark.vllm]
 
-END_OF_TURN = 2
-SETTINGS = [
-    f"model.name_or_path={REAL_MODEL}", "model=hf", "model.dtype=float32", "data.use_chat_template=true",
-    "data.difficulty=[1]", "data.prompt_template='{prompt} Answer with FINAL: <number>.'", "sampler=vllm",
-    "sampler.kv_cache_gb=1", "sampler.max_model_len=512", "sampler.max_new_tokens=24", "sampler.temperature=0.7",
-    "algorithm.group_size=4", "train.prompts_per_step=2", "algorithm.kl_coef=0.04",
-    "verifier.rewards.length_penalty=5.0", "verifier.num_workers=1",
-]
-MODES = {
-    "full": ["optimizer.lr=1e-5"],
-    "lora": ["model.lora.enabled=true", "model.lora.target_modules=[q_proj,k_proj,v_proj,o_proj]", "optimizer.lr=1e-3"],
-}
+# One engine for the module: max_model_len and KV cache sized to these short prompts.
+SETTINGS = [*GRPO_SETTINGS, "sampler=vllm", "sampler.kv_cache_gb=1", "sampler.max_model_len=512", "sampler.temperature=0.7"]
 
 
 @pytest.fixture(scope="module")
-def config(real_model):
-    return compose(SETTINGS)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(config):
-    return load_tokenizer(config.model.name_or_path)
-
-
-@pytest.fixture(scope="module")
-def learner(config):
+def learner(real_model):
     """A learner around the checkpoint, at this module's sampling temperature (no step is taken)."""
+    config = compose(SETTINGS)
     return Learner(config, load_model(config.model), total_steps=1)
 
 
 @pytest.fixture(scope="module")
-def sampler(config, learner, tokenizer):
-    sampler = build_sampler(config, learner.full_model, tokenizer)
+def sampler(learner, real_tokenizer):
+    """The module's engine, started for the checkpoint."""
+    sampler = build_sampler(compose(SETTINGS), learner.full_model, real_tokenizer)
     yield sampler
     sampler.close()
 
@@ -70,24 +52,10 @@ def engine_logprobs(sampler, ids: list[int]) -> torch.Tensor:
     return torch.tensor([step[token].logprob for step, token in zip(output.prompt_logprobs[1:], ids[1:])])
 
 
-def learner_logprobs(model, ids: list[int]) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0, :-1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
-
-
-def hf_greedy(model, prompt: list[int], tokens: int) -> list[int]:
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                             do_sample=False, max_new_tokens=tokens)
-    return out[0, len(prompt):].tolist()
-
-
-def test_engine_and_learner_log_probs_of_sampled_completions(config, tokenizer, learner, sampler):
+def test_engine_and_learner_log_probs_of_sampled_completions(real_tokenizer, learner, sampler):
     sampler.sync_weights(learner.full_model)
-    prompts = [encode_prompt(example, tokenizer, config.data) for example in load_examples(config, "train")[:3]]
+    config = compose(SETTINGS)
+    prompts = [encode_prompt(example, real_tokenizer, config.data) for example in load_examples(config, "train")[:3]]
     groups = sampler.generate(prompts, n=4, seed=1)
     batch = RolloutBatch.build(prompts, groups, torch.zeros(12))
     diff = (learner.policy_logprobs(batch) - batch.sampler_logprobs).abs()[batch.completion_mask]
@@ -95,17 +63,18 @@ def test_engine_and_learner_log_probs_of_sampled_completions(config, tokenizer, 
     assert diff.mean() < 1e-3
 
 
-def test_the_engine_stops_at_the_end_of_turn_token_which_is_not_truncation(config, tokenizer, learner, sampler):
+def test_the_engine_stops_at_the_end_of_turn_token_which_is_not_truncation(real_tokenizer, learner, sampler):
     sampler.sync_weights(learner.full_model)
-    questions = ["What is the capital of France? Answer in one word.", "Write a long story about a ship at sea."]
-    prompts = [encode_prompt(Example(str(i), q, ""), tokenizer, config.data) for i, q in enumerate(questions)]
+    config = compose(SETTINGS)
+    questions = [SHORT_QUESTION, LONG_QUESTION]
+    prompts = [encode_prompt(Example(str(i), q, ""), real_tokenizer, config.data) for i, q in enumerate(questions)]
     short, long = [group[0] for group in sampler.generate(prompts, n=1, seed=0, temperature=0.0)]
-    assert short.text == "The capital of France is Paris." and short.finish_reason == "stop"
+    assert short.text == SHORT_ANSWER and short.finish_reason == "stop"
     assert short.token_ids[-1] == END_OF_TURN and END_OF_TURN not in short.token_ids[:-1]
     assert long.finish_reason == "length" and len(long.token_ids) == 24
     # The engine's greedy tokens are transformers' for the same weights.
-    assert short.token_ids == hf_greedy(learner.policy, prompts[0], 24)
-    assert long.token_ids == hf_greedy(learner.policy, prompts[1], 24)
+    assert short.token_ids == greedy(learner.policy, prompts[0], 24)
+    assert long.token_ids == greedy(learner.policy, prompts[1], 24)
     scores = [Score(0.0, False, None, "no_answer")] * 2
     assert completion_metrics([short, long], scores)["completions/truncated_frac"] == 0.5
     # In the learner's batch the EOS that ends a completion is a loss token; padding is not.
@@ -115,26 +84,26 @@ def test_the_engine_stops_at_the_end_of_turn_token_which_is_not_truncation(confi
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_two_grpo_steps_each_push_the_new_weights_into_the_engine(mode, tokenizer, sampler):
+def test_two_grpo_steps_each_push_the_new_weights_into_the_engine(mode, real_tokenizer, sampler):
     config = compose([*SETTINGS, *MODES[mode]])
     learner = Learner(config, load_model(config.model), total_steps=2)
     sampler.sync_weights(learner.full_model)  # the engine served the other test's weights
     examples = load_examples(config, "train")
-    prompt = encode_prompt(examples[10], tokenizer, config.data)
-    sequence = prompt + hf_greedy(learner.policy, prompt, 16)
+    prompt = encode_prompt(examples[10], real_tokenizer, config.data)
+    sequence = prompt + greedy(learner.policy, prompt, 16)
     previous = engine_logprobs(sampler, sequence)
     with build_verifier(config.verifier) as verifier:
         for step in (1, 2):
-            metrics, _ = grpo_step(config, step, examples[2 * step - 2 : 2 * step], tokenizer, sampler, verifier, learner)
+            metrics, _ = grpo_step(config, step, examples[2 * step - 2 : 2 * step], real_tokenizer, sampler, verifier, learner)
             assert metrics["nonfinite"] == 0.0
             # The engine sampled this step with the weights the learner had before its update.
             assert metrics["logprob_mismatch/mean"] < 1e-3
             synced = engine_logprobs(sampler, sequence)
-            expected = learner_logprobs(learner.policy, sequence)
+            expected = sequence_logprobs(learner.policy, sequence)
             print(f"{mode} step {step}: engine vs learner after the sync, max {(synced - expected).abs().max():.1e}; "
                   f"the step moved them by up to {(synced - previous).abs().max():.1e}")
             assert (synced - expected).abs().max() < 1e-3
             assert (synced - previous).abs().max() > 1e-2  # a stale engine would fail the check above
             previous = synced
     [[completion]] = sampler.generate([prompt], n=1, seed=0, temperature=0.0)
-    assert completion.token_ids == hf_greedy(learner.policy, prompt, len(completion.token_ids))
+    assert completion.token_ids == greedy(learner.policy, prompt, len(completion.token_ids))
