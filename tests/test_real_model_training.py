@@ -4,8 +4,8 @@ functions); the checkpoint, a resumed learner, `grpo export` and `grpo merge` re
 vLLM, with the same greedy tokens as the model in memory.
 
 vLLM starts once, in a process that never imports grpo_cli, from the full fine-tuning's exported folder; the
-LoRA export and the merged folder then go into that engine through its weight loader (their safetensors
-tensors, by name), as a weight sync does.
+full fine-tuning's checkpoint, the LoRA export and the merged folder then go into that engine through its
+weight loader (their safetensors tensors, by name), as a weight sync does.
 """
 
 from __future__ import annotations
@@ -170,8 +170,9 @@ print(json.dumps(served))
 """
 
 
-def test_vllm_serves_the_exports_and_the_merge_with_the_same_greedy_tokens(runs, exported, merged_in_memory, prompts):
-    others = [str(exported["lora"]), str(exported["merged"])]
+def test_vllm_serves_the_checkpoint_the_exports_and_the_merge_with_the_same_greedy_tokens(runs, exported, merged_in_memory, prompts):
+    full_checkpoint = checkpoint.read_pointer(runs["full"].run_dir / "checkpoints", "last")
+    others = [str(full_checkpoint), str(exported["lora"]), str(exported["merged"])]
     result = subprocess.run(
         [sys.executable, "-I", "-c", VLLM_SCRIPT, str(exported["full"]), json.dumps(others), json.dumps(prompts),
          str(GREEDY_TOKENS)],
@@ -179,7 +180,7 @@ def test_vllm_serves_the_exports_and_the_merge_with_the_same_greedy_tokens(runs,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     served = json.loads(result.stdout.strip().splitlines()[-1])
-    assert served[str(exported["full"])] == runs["full"].greedy
+    assert served[str(exported["full"])] == served[str(full_checkpoint)] == runs["full"].greedy
     assert served[str(exported["lora"])] == runs["lora"].greedy
     assert served[str(exported["merged"])] == greedy_tokens(merged_in_memory, prompts)
 
