@@ -2,10 +2,12 @@
 (the real-model tier, slow): full fine-tuning with a reference copy, and LoRA on q/k/v/o.
 
 The learner runs in a subprocess: a small first step (AdamW allocates its state), then a step on a batch shaped
-as the plan assumes, every prompt of its --mean-prompt-tokens and every completion sampler.max_new_tokens long. Measured = peak resident set - resident set before the model loads.
-Large allocations are given back to the system when freed (MALLOC_MMAP_THRESHOLD_): glibc's heap otherwise
-keeps freed memory, and the peak would count memory no tensor holds (the plan estimates what a GPU allocator
-counts as allocated).
+as the plan assumes, every prompt of its --mean-prompt-tokens and every completion sampler.max_new_tokens long.
+Measured = the process's peak resident set (VmHWM; not ru_maxrss, which starts at the parent's peak: Linux
+carries it across exec, and pytest's process may have run a vLLM engine) - its resident set before the model
+loads. Large allocations are given back to the system when freed (MALLOC_MMAP_THRESHOLD_): glibc's heap
+otherwise keeps freed memory, and the peak would count memory no tensor holds (the plan estimates what a GPU
+allocator counts as allocated).
 """
 
 from __future__ import annotations
@@ -26,16 +28,16 @@ SETTINGS = [f"model.name_or_path={REAL_MODEL}", "model=hf", "model.dtype=float32
             "algorithm.group_size=4", "train.prompts_per_step=2", "algorithm.kl_coef=0.04"]
 
 SCRIPT = """
-import json, resource, sys
+import json, sys
 import torch
 from grpo_cli.compose import compose
 from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.models import load_model
 from grpo_cli.sampler.base import Completion
 
-def resident():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def resident(field="VmRSS"):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 config = compose(json.loads(sys.argv[1]))
 prompt_tokens, G, P = int(sys.argv[2]), config.algorithm.group_size, config.train.prompts_per_step
@@ -52,7 +54,7 @@ def step(prompts, group_size, completion_tokens):
     learner.train_on(RolloutBatch.build(prompts, groups, torch.randn(len(prompts) * group_size, generator=generator)))
 step(1, 2, 4)  # a small first step: AdamW allocates its state, as every later step finds it
 step(P, G, T)
-print(json.dumps({"measured": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before}))
+print(json.dumps({"measured": resident("VmHWM") - before}))
 """
 
 
