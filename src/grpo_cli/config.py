@@ -79,7 +79,7 @@ class TinyModelConfig:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = field(default="", metadata={"help": "the starting model: a model directory, a LoRA checkpoint directory, or a hub id"})
+    name_or_path: str = field(default="", metadata={"help": "the starting model: a model directory, a LoRA checkpoint directory, a .gguf file (converted once into $GRPO_CACHE_DIR/gguf, default ~/.cache/grpo-cli/gguf), or a hub id"})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": "weight dtype; auto is bfloat16 on CUDA, float32 on CPU"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where the learner runs; auto is CUDA when present"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})

@@ -108,9 +108,13 @@ def gguf_checkpoint(gguf_file: Path) -> Path:
     with gguf_file.open("rb") as f:
         while chunk := f.read(1 << 24):
             digest.update(chunk)
-    out_dir = gguf_cache_dir() / f"{gguf_file.stem}-{digest.hexdigest()[:16]}"
-    if not (out_dir / "config.json").is_file():
-        convert_gguf(gguf_file, out_dir)
+    key = digest.hexdigest()[:16]
+    # Found by the hash alone: the same file under another name is the same checkpoint.
+    converted = [path for path in gguf_cache_dir().glob(f"*-{key}") if (path / "config.json").is_file()]
+    if converted:
+        return converted[0]
+    out_dir = gguf_cache_dir() / f"{gguf_file.stem}-{key}"
+    convert_gguf(gguf_file, out_dir)
     return out_dir
 
 
@@ -127,13 +131,18 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
 
     try:
         GGUFReader(gguf_file)  # reads the header and tensor table: a corrupt or truncated file fails here, at once
+    except Exception as exc:  # noqa: BLE001 - gguf raises many types for a damaged file
+        raise GrpoError(
+            f"{gguf_file} is not a readable GGUF file (corrupt or truncated: {_first_line(exc)}); download it again, "
+            "or point model.name_or_path at a model directory"
+        ) from None
+    try:
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
-    except Exception as exc:  # noqa: BLE001 - gguf and transformers raise many types for a bad or unsupported file
-        first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a file it cannot convert
         raise GrpoError(
-            f"cannot convert the GGUF file {gguf_file} (corrupt, truncated, or of an architecture transformers cannot "
-            f"read: llama, qwen2, mistral, ... can): {first_line}; use an intact file, or a model directory"
+            f"cannot convert the GGUF file {gguf_file}: {_first_line(exc)} (transformers reads llama, qwen2, mistral "
+            "and a few other architectures); use a model directory instead"
         ) from None
     # GGUF stores no tokenizer length limit (transformers leaves a 1e30 sentinel): the context is the limit.
     tokenizer.model_max_length = loaded.config.max_position_embeddings
@@ -156,9 +165,12 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
             raise
 
 
+def _first_line(exc: Exception) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 def _load_error(path: str, exc: Exception) -> GrpoError:
-    first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return GrpoError(f"cannot load a model from {path}: {first_line}")
+    return GrpoError(f"cannot load a model from {path}: {_first_line(exc)}")
 
 
 def load_tokenizer(path: str):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import time
 from contextlib import closing
 
@@ -40,7 +39,10 @@ def peak_memory_gib(device: torch.device) -> float:
         peak = torch.cuda.max_memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         return peak / GiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB  # ru_maxrss is in KiB on Linux
+    # VmHWM, this process's own peak: ru_maxrss starts at the parent's peak (Linux carries it across exec), so a
+    # command started by a large process (a notebook, a test run after a vLLM engine) would report the parent's.
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024 / GiB  # in kB
 
 
 def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokenizer, sampler, verifier, learner) -> dict:
