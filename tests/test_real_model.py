@@ -66,6 +66,11 @@ def test_the_chat_template_with_its_default_system_prompt_and_with_ours(config, 
         "<|im_start|>system\nAnswer with FINAL: <number>.<|im_end|>\n<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+    # The same as a dataset's conversational prompt column: rendered through the template, the system kept.
+    conversation = Example("c", messages, "5")
+    expected = chat_text(messages, real_tokenizer)
+    assert format_prompt(conversation, real_tokenizer, config.data) == expected
+    assert real_tokenizer.decode(encode_prompt(conversation, real_tokenizer, config.data)) == expected
 
 
 @pytest.fixture(scope="module")

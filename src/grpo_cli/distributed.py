@@ -60,8 +60,9 @@ def launched_by_torchrun() -> bool:
 
 
 def sharded() -> bool:
-    """Whether the learner shards its models with FSDP2: under torchrun's process group, whatever its size."""
-    return dist.is_available() and dist.is_initialized()
+    """Whether the learner shards its models with FSDP2: under torchrun's process group, whatever its size. Not
+    any process group: a vLLM engine started in this process creates a one-rank group of its own."""
+    return launched_by_torchrun() and dist.is_available() and dist.is_initialized()
 
 
 def setup(config) -> World:
