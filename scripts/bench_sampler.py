@@ -31,9 +31,9 @@ from vllm.lora.request import LoRARequest
 
 from grpo_cli.compose import compose
 from grpo_cli.config import Config
-from grpo_cli.learner import add_lora
 from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler.vllm import VLLMSampler, torch_threads
+from grpo_cli.training.learner import add_lora
 
 WORDS = "ship crate harbor pallet weighs remain how many then more total each".split()
 

@@ -1,4 +1,4 @@
-"""One GRPO step against its bare limits: `grpo bench` (src/grpo_cli/bench.py) as a script.
+"""One GRPO step against its bare limits: `grpo bench` (src/grpo_cli/diagnostics/bench.py) as a script.
 
     .venv/bin/python scripts/bench_step.py recipe=demo                 # after make demo (runs/demo/sft)
     .venv/bin/python scripts/bench_step.py --steps 5 --json recipe=gsm8k

@@ -35,11 +35,12 @@ def main() -> None:
     import torch
 
     from grpo_cli.compose import compose
-    from grpo_cli.data.loaders import encode_prompt, load_examples
-    from grpo_cli.learner import Learner
+    from grpo_cli.data.loaders import load_examples
+    from grpo_cli.data.prompts import encode_prompt
     from grpo_cli.models import load_model, load_tokenizer
     from grpo_cli.sampler import build_sampler
     from grpo_cli.sampler.hf import sequence_bytes
+    from grpo_cli.training.learner import Learner
 
     config = compose(args.overrides)
     if config.sampler.name != "hf" or config.sampler.batch_size is not None:

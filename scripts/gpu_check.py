@@ -251,7 +251,7 @@ def bench_step(machine: Machine, use: list[str]) -> Step:
 def plan_check(use: list[str], report: dict, outcome: Outcome) -> Check:
     """grpo plan's peak (for the prompt length bench measured) beside the peak the GPU saw during the bench."""
     from grpo_cli.compose import compose
-    from grpo_cli.plan import GiB, estimate_memory, model_shape
+    from grpo_cli.diagnostics.plan import GiB, estimate_memory, model_shape
 
     config = compose(use)
     completions = config.train.prompts_per_step * config.algorithm.group_size
@@ -629,7 +629,7 @@ def print_plan(steps: list[Step]) -> None:
 def describe(machine: Machine) -> str:
     import torch
 
-    from grpo_cli.doctor import PACKAGES, version
+    from grpo_cli.diagnostics.doctor import PACKAGES, version
 
     name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                           text=True).stdout.split("\n")[0] if shutil.which("nvidia-smi") else "GPU"

@@ -7,13 +7,13 @@ no completion at all (as when algorithm.filter_zero_variance drops all of its gr
 import sys
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from grpo_cli import distributed
 from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.config import AlgorithmConfig, Config
-from grpo_cli.learner import Learner, RolloutBatch, shares_prompt
 from grpo_cli.sampler.base import Completion
-from transformers import LlamaConfig, LlamaForCausalLM
+from grpo_cli.training import distributed
+from grpo_cli.training.learner import Learner, RolloutBatch, shares_prompt
 
 # (loss_agg, LoRA, rank 0's completions of the 16 under 2 ranks)
 CASES = [(loss_agg, lora, 10) for loss_agg in ("seq_mean", "token_mean", "seq_sum_norm") for lora in (False, True)]

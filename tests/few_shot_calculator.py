@@ -2,7 +2,7 @@
 that shows SmolLM2-135M-Instruct the tagged form, a system prompt and two worked turns. Its own small module:
 the environment workers import it to unpickle each rollout's environment."""
 
-from grpo_cli.data.loaders import fill_template
+from grpo_cli.data.prompts import fill_template
 from grpo_cli.environment.calculator import CalculatorEnvironment
 
 SYSTEM = "You solve arithmetic with a calculator: write <calculator>expression</calculator>, read the <output>, then give FINAL: <answer>."

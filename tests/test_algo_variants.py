@@ -18,7 +18,8 @@ from grpo_cli.config import AlgorithmConfig, Config
 from grpo_cli.data import Example
 from grpo_cli.errors import ConfigError
 from grpo_cli.sampler.base import Completion
-from grpo_cli.trainer import PromptSchedule, grpo_step, locked_prompts, set_aside_after
+from grpo_cli.training.schedule import PromptSchedule, locked_prompts, set_aside_after
+from grpo_cli.training.trainer import grpo_step
 from grpo_cli.verifier.score import Score
 
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY_RUN
 from grpo_cli.cli import main
 from grpo_cli.compose import compose
-from grpo_cli.trainer import train
+from grpo_cli.training.trainer import train
 from headless import CHROMIUM, Browser
 
 

@@ -14,7 +14,8 @@ from conftest import GRPO, REPO
 from grpo_cli.compose import compose
 from grpo_cli.config import DataConfig
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import encode_prompt, format_prompt, load_examples
+from grpo_cli.data.loaders import load_examples
+from grpo_cli.data.prompts import encode_prompt, format_prompt
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import build_tokenizer
 

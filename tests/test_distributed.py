@@ -16,8 +16,8 @@ import torch
 
 import distributed_learner_worker as worker
 from conftest import TINY_RUN
-from grpo_cli import checkpoint, distributed
 from grpo_cli.cli import main
+from grpo_cli.training import checkpoint, distributed
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -224,7 +224,7 @@ def test_torchrun_with_one_process_shards_with_fsdp2_and_trains_as_one_process(m
     group of one, the policy sharded by FSDP2, and the same losses and weights as one plain process."""
     from torch.distributed.fsdp import FSDPModule
 
-    from grpo_cli.learner import Learner
+    from grpo_cli.training.learner import Learner
 
     plain = worker.run("seq_mean", False, 16, rank=0, size=1)
     with socket.socket() as probe:

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from grpo_cli import doctor
 from grpo_cli.cli import main
 from grpo_cli.compose import compose
+from grpo_cli.diagnostics import doctor
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from peft import LoraConfig, get_peft_model
 from grpo_cli.cli import main
 from grpo_cli.config import Config, TinyModelConfig
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import encode_prompt
-from grpo_cli.evaluate import evaluate
+from grpo_cli.data.prompts import encode_prompt
 from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler.base import Completion
+from grpo_cli.training.evaluate import evaluate
 from grpo_cli.verifier import build_verifier
 
 TINY = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128, vocab_size=300, max_position_embeddings=128)

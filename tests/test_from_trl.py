@@ -14,7 +14,7 @@ from grpo_cli.cli import main
 from grpo_cli.compose import compose
 from grpo_cli.config import key_reference
 from grpo_cli.from_trl import TABLE, convert
-from grpo_cli.learner import lr_factor
+from grpo_cli.training.learner import lr_factor
 
 TRL_YAML = """\
 output_dir: runs/qwen-grpo

@@ -18,10 +18,11 @@ import torch
 
 from grpo_cli.compose import compose
 from grpo_cli.data.loaders import load_examples
-from grpo_cli.learner import Learner
 from grpo_cli.models import build_tiny_model, build_tokenizer
-from grpo_cli.sft import tokenize, train as sft_train
-from grpo_cli.trainer import train
+from grpo_cli.training.learner import Learner
+from grpo_cli.training.sft import tokenize
+from grpo_cli.training.sft import train as sft_train
+from grpo_cli.training.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,17 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.config import AlgorithmConfig, Config
-from grpo_cli import learner as learner_module
-from grpo_cli.learner import Learner, RolloutBatch, completion_logprobs, lr_factor, shares_prompt, token_logprobs
 from grpo_cli.models import load_checkpoint_weights
 from grpo_cli.sampler.base import Completion
+from grpo_cli.training import learner as learner_module
+from grpo_cli.training.learner import (
+    Learner,
+    RolloutBatch,
+    completion_logprobs,
+    lr_factor,
+    shares_prompt,
+    token_logprobs,
+)
 
 VOCAB = 100
 TEMPERATURE = 0.8

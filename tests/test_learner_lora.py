@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_learner import TEMPERATURE, make_batch, make_config, tiny_llama
 
 from grpo_cli.config import LoraConfig
 from grpo_cli.errors import GrpoError
-from grpo_cli.learner import Learner, completion_logprobs, shares_prompt
 from grpo_cli.models import load_checkpoint_weights
-from test_learner import TEMPERATURE, make_batch, make_config, tiny_llama
+from grpo_cli.training.learner import Learner, completion_logprobs, shares_prompt
 
 
 def lora_config(**algorithm):

@@ -9,8 +9,8 @@ import pytest
 from conftest import TINY_RUN
 from grpo_cli.compose import compose
 from grpo_cli.errors import GrpoError
-from grpo_cli.loggers import check_installed, mlflow_name
-from grpo_cli.trainer import train
+from grpo_cli.monitoring.loggers import check_installed, mlflow_name
+from grpo_cli.training.trainer import train
 
 BACKENDS = ["tensorboard", "wandb", "mlflow"]
 missing = [name for name in BACKENDS if importlib.util.find_spec(name) is None]

@@ -1,6 +1,6 @@
 """Run health warnings fire on the failure patterns they name, and stay quiet on a healthy run."""
 
-from grpo_cli.monitor import RunMonitor
+from grpo_cli.monitoring.monitor import RunMonitor
 
 
 def step_metrics(**overrides):

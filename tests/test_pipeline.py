@@ -8,12 +8,12 @@ from conftest import TINY_RUN
 from grpo_cli.compose import compose
 from grpo_cli.data.loaders import load_examples
 from grpo_cli.errors import ConfigError, GrpoError
-from grpo_cli.evaluate import evaluate
 from grpo_cli.models import load_model, load_tokenizer
-from grpo_cli.pipeline import RolloutPipeline
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.base import sampling_seed
-from grpo_cli.trainer import train
+from grpo_cli.training.evaluate import evaluate
+from grpo_cli.training.pipeline import RolloutPipeline
+from grpo_cli.training.trainer import train
 from grpo_cli.verifier import build_verifier
 
 ASYNC = ["train.async_steps=1", "algorithm.tis_cap=2"]

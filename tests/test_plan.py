@@ -9,8 +9,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFor
 from grpo_cli.cli import main
 from grpo_cli.compose import compose
 from grpo_cli.config import Config, DataConfig
+from grpo_cli.diagnostics.plan import (
+    KNOWN_CONFIGS,
+    GiB,
+    ModelShape,
+    compute_budget,
+    count_train_prompts,
+    estimate_memory,
+    model_shape,
+)
 from grpo_cli.errors import ConfigError, GrpoError
-from grpo_cli.plan import GiB, KNOWN_CONFIGS, ModelShape, compute_budget, count_train_prompts, estimate_memory, model_shape
 
 MiB = 1024**2
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, vocab_size=96)

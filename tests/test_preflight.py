@@ -10,7 +10,7 @@ import torch
 from conftest import TINY_RUN
 from grpo_cli.cli import main
 from grpo_cli.compose import compose
-from grpo_cli.trainer import train
+from grpo_cli.training.trainer import train
 
 
 def preflight_lines(capsys, tiny_model, *extra) -> tuple[int, list[str], str]:
@@ -81,7 +81,7 @@ def test_cpu_peak_memory_is_the_process_own_not_its_parents():
     # ru_maxrss starts at the parent's peak (Linux carries it across exec): a command started by a process that
     # once held 1 GiB more would report at least that.
     held = torch.ones(2**28)  # 1 GiB, written
-    script = "import torch; from grpo_cli.preflight import peak_memory_gib; print(peak_memory_gib(torch.device('cpu')))"
+    script = "import torch; from grpo_cli.diagnostics.preflight import peak_memory_gib; print(peak_memory_gib(torch.device('cpu')))"
     child = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     del held
     assert 0.05 < child < 1.0  # torch and grpo_cli imported: a few hundred MiB

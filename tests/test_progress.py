@@ -5,7 +5,7 @@ import json
 import subprocess
 
 from conftest import GRPO
-from grpo_cli.progress import Progress
+from grpo_cli.monitoring.progress import Progress
 
 
 class Terminal(io.StringIO):

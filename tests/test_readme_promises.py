@@ -15,12 +15,12 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import GRPO, REPO, TINY_RUN
-from grpo_cli import checkpoint, trainer
 from grpo_cli.cli import main
 from grpo_cli.compose import available_recipes, compose
 from grpo_cli.config import RewardConfig, VerifierConfig
-from grpo_cli.monitor import RunMonitor
-from grpo_cli.trainer import train
+from grpo_cli.monitoring.monitor import RunMonitor
+from grpo_cli.training import checkpoint, trainer
+from grpo_cli.training.trainer import train
 from grpo_cli.verifier import build_verifier
 
 TIMEOUT_S = 1.0
@@ -338,7 +338,7 @@ def test_best_checkpoint_follows_select_pass_at_1_and_export_defaults_to_it(tiny
             results |= {"pass@1": value, "pass@2": value}
         return results
 
-    monkeypatch.setattr("grpo_cli.trainer.evaluate", scripted_evaluate)
+    monkeypatch.setattr("grpo_cli.training.trainer.evaluate", scripted_evaluate)
     out = tmp_path / "run"
     summary = train(run_config(tiny_model, out, "train.max_steps=3", "train.eval_every=1"))
     assert (summary["best_step"], summary["select/pass@1_best"]) == (2, 0.6)

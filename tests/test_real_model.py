@@ -15,19 +15,20 @@ import torch
 
 from conftest import GRPO, REAL_MODEL
 from few_shot_calculator import SYSTEM
-from smollm2 import END_OF_TURN, LONG_QUESTION, SHORT_ANSWER, SHORT_QUESTION
 from grpo_cli.algo.loss import loss_mask
 from grpo_cli.compose import compose
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import chat_text, encode_prompt, format_prompt, load_examples
+from grpo_cli.data.loaders import load_examples
+from grpo_cli.data.prompts import chat_text, encode_prompt, format_prompt
 from grpo_cli.environment import open_environments
-from grpo_cli.learner import PAD_ID, Learner, RolloutBatch
-from grpo_cli.metrics import completion_metrics
 from grpo_cli.models import load_model
-from grpo_cli.rollout import final_texts, sample_groups
+from grpo_cli.monitoring.metrics import completion_metrics
 from grpo_cli.sampler import build_sampler
+from grpo_cli.training.learner import PAD_ID, Learner, RolloutBatch
+from grpo_cli.training.rollout import final_texts, sample_groups
 from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.score import Score
+from smollm2 import END_OF_TURN, LONG_QUESTION, SHORT_ANSWER, SHORT_QUESTION
 
 pytestmark = pytest.mark.real_model
 

@@ -31,7 +31,7 @@ SCRIPT = """
 import json, sys
 import torch
 from grpo_cli.compose import compose
-from grpo_cli.learner import Learner, RolloutBatch
+from grpo_cli.training.learner import Learner, RolloutBatch
 from grpo_cli.models import load_model
 from grpo_cli.sampler.base import Completion
 

@@ -21,15 +21,16 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import REAL_MODEL
-from grpo_cli import checkpoint
 from grpo_cli.cli import main
 from grpo_cli.compose import compose
-from grpo_cli.data.loaders import encode_prompt, load_examples
-from grpo_cli.learner import Learner
+from grpo_cli.data.loaders import load_examples
+from grpo_cli.data.prompts import encode_prompt
 from grpo_cli.models import checkpoint_weights, load_model, load_pretrained
-from grpo_cli.monitor import RunMonitor
+from grpo_cli.monitoring.monitor import RunMonitor
 from grpo_cli.sampler import build_sampler
-from grpo_cli.trainer import _save, _start_or_resume, grpo_step
+from grpo_cli.training import checkpoint
+from grpo_cli.training.learner import Learner
+from grpo_cli.training.trainer import _save, _start_or_resume, grpo_step
 from grpo_cli.verifier import build_verifier
 from smollm2 import GRPO_SETTINGS, MODES, greedy, sequence_logprobs
 

@@ -14,15 +14,25 @@ from vllm.inputs import TokensPrompt
 
 from grpo_cli.compose import compose
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import encode_prompt, load_examples
-from grpo_cli.learner import Learner, RolloutBatch
-from grpo_cli.metrics import completion_metrics
+from grpo_cli.data.loaders import load_examples
+from grpo_cli.data.prompts import encode_prompt
 from grpo_cli.models import load_model
+from grpo_cli.monitoring.metrics import completion_metrics
 from grpo_cli.sampler import build_sampler
-from grpo_cli.trainer import grpo_step
+from grpo_cli.training.learner import Learner, RolloutBatch
+from grpo_cli.training.trainer import grpo_step
 from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.score import Score
-from smollm2 import END_OF_TURN, GRPO_SETTINGS, LONG_QUESTION, MODES, SHORT_ANSWER, SHORT_QUESTION, greedy, sequence_logprobs
+from smollm2 import (
+    END_OF_TURN,
+    GRPO_SETTINGS,
+    LONG_QUESTION,
+    MODES,
+    SHORT_ANSWER,
+    SHORT_QUESTION,
+    greedy,
+    sequence_logprobs,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model, pytest.mark.vllm]
 

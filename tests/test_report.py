@@ -6,10 +6,10 @@ import subprocess
 import pytest
 
 from conftest import GRPO, TINY_RUN
-from headless import CHROMIUM, Browser
 from grpo_cli.compose import compose
-from grpo_cli.report import CHARTS, write_report
-from grpo_cli.trainer import train
+from grpo_cli.monitoring.report import CHARTS, write_report
+from grpo_cli.training.trainer import train
+from headless import CHROMIUM, Browser
 
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it)"
@@ -122,7 +122,7 @@ def handmade_run(tmp_path):
 
 
 def test_charts_skip_missing_and_non_finite_values_and_read_old_eval_names(handmade_run):
-    from grpo_cli.report import chart_data, read_run, warning_timeline
+    from grpo_cli.monitoring.report import chart_data, read_run, warning_timeline
 
     run = read_run(handmade_run)
     charts = {chart["id"]: {s["label"]: s["points"] for s in chart["series"]} for chart in chart_data(run)}

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import GRPO, TINY_RUN
-from grpo_cli import checkpoint
+from grpo_cli.training import checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import pytest
 from conftest import REPO, TINY_RUN
 from grpo_cli.compose import compose
 from grpo_cli.errors import GrpoError
-from grpo_cli.monitor import RunMonitor
-from grpo_cli.retention import load_retention_set
-from grpo_cli.trainer import train
+from grpo_cli.monitoring.monitor import RunMonitor
+from grpo_cli.monitoring.retention import load_retention_set
+from grpo_cli.training.trainer import train
 
 DEMO_SET = REPO / "recipes" / "demo_retention.jsonl"
 

@@ -13,7 +13,7 @@ from grpo_cli.algo.rewards import per_component_rewards
 from grpo_cli.config import RewardConfig, VerifierConfig
 from grpo_cli.data import Example
 from grpo_cli.errors import ConfigError, GrpoError
-from grpo_cli.metrics import completion_metrics
+from grpo_cli.monitoring.metrics import completion_metrics
 from grpo_cli.sampler.base import Completion
 from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.edge_cases import check_at_start

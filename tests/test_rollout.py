@@ -14,20 +14,19 @@ import json
 import pytest
 import torch
 
-import grpo_cli.trainer
+import grpo_cli.training.trainer
+from conftest import TINY_RUN
 from grpo_cli.compose import compose
 from grpo_cli.config import TinyModelConfig
 from grpo_cli.data import Example
 from grpo_cli.environment import open_environments
-from grpo_cli.learner import RolloutBatch, completion_logprobs
 from grpo_cli.models import build_tiny_model, build_tokenizer
-from grpo_cli.rollout import env_metrics, final_texts, sample_groups, with_environment_rewards
 from grpo_cli.sampler.base import Completion
 from grpo_cli.sampler.hf import HFSampler
-from grpo_cli.trainer import train
+from grpo_cli.training.learner import RolloutBatch, completion_logprobs
+from grpo_cli.training.rollout import env_metrics, final_texts, sample_groups, with_environment_rewards
+from grpo_cli.training.trainer import train
 from grpo_cli.verifier.score import Score
-
-from conftest import TINY_RUN
 
 TINY = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128, vocab_size=300, max_position_embeddings=512)
 TEXTS = ["The harbor holds 12 + 30 crates. <calculator>12 + 30</calculator>\n<output>42</output>\nFINAL: 42"] * 40
@@ -194,7 +193,7 @@ def test_a_short_training_run_with_the_calculator(tokenizer, model, tmp_path, mo
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    monkeypatch.setattr(grpo_cli.trainer, "load_model", lambda model_config: biased_model(tokenizer, {"<calculator>": 3.0, "</calculator>": 3.5}))
+    monkeypatch.setattr(grpo_cli.training.trainer, "load_model", lambda model_config: biased_model(tokenizer, {"<calculator>": 3.0, "</calculator>": 3.5}))
     config = compose([
         *TINY_RUN, f"model.name_or_path={model_dir}", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
         "environment=calculator", "environment.max_turns=3", "environment.max_total_tokens=96", "sampler.max_new_tokens=12",

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from grpo_cli.config import Config, ModelConfig, SamplerConfig, TinyModelConfig
-from grpo_cli.learner import RolloutBatch, completion_logprobs
 from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.hf import HFSampler, plain_generation_config, sequence_bytes
+from grpo_cli.training.learner import RolloutBatch, completion_logprobs
 
 TEXTS = [
     "The harbor holds 12 crates and ships 5 of them. How many remain?\n12 - 5 = 7\nFINAL: 7",

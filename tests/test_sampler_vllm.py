@@ -16,9 +16,9 @@ from vllm.inputs import TokensPrompt
 
 from grpo_cli.compose import compose
 from grpo_cli.config import LoraConfig, TinyModelConfig
-from grpo_cli.learner import RolloutBatch, add_lora, completion_logprobs
 from grpo_cli.models import build_tiny_model, build_tokenizer, load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
+from grpo_cli.training.learner import RolloutBatch, add_lora, completion_logprobs
 
 pytestmark = pytest.mark.vllm
 
@@ -286,7 +286,7 @@ def test_sleep_mode_wakes_the_engine_before_every_call_that_needs_it(sampler, co
     point. After each generate the engine sleeps; a weight sync wakes its weights, the next generate the rest, and
     grpo bench's bare generate (which calls the engine itself) wakes it too; torch's cached blocks go back to the
     device before each wake, or the learner's would keep the engine from mapping its memory again."""
-    from grpo_cli.bench import bare_generate
+    from grpo_cli.diagnostics.bench import bare_generate
 
     calls = []
     monkeypatch.setattr(sampler, "sleep_mode", True)

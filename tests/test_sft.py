@@ -15,7 +15,7 @@ from grpo_cli.config import TinyModelConfig
 from grpo_cli.data.loaders import load_examples
 from grpo_cli.environment.tool_calls import TAGGED_OUTPUT
 from grpo_cli.models import build_tiny_model, build_tokenizer
-from grpo_cli.sft import IGNORE, collate, encode_solution, tokenize, train
+from grpo_cli.training.sft import IGNORE, collate, encode_solution, tokenize, train
 
 
 def test_collate_masks_prompt_tool_outputs_and_padding():

@@ -4,16 +4,16 @@ tokens' log-probs agree with the learner's (the logprob_mismatch metric)."""
 
 import pytest
 import torch
+from test_sampler_vllm import engine_logprobs, learner_logprobs
 
 from conftest import TINY_RUN
 from grpo_cli.compose import compose
 from grpo_cli.data.loaders import load_examples
-from grpo_cli.learner import Learner
 from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
-from grpo_cli.trainer import grpo_step
+from grpo_cli.training.learner import Learner
+from grpo_cli.training.trainer import grpo_step
 from grpo_cli.verifier import build_verifier
-from test_sampler_vllm import engine_logprobs, learner_logprobs
 
 pytestmark = pytest.mark.vllm
 

@@ -8,16 +8,16 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, TINY_RUN
-from grpo_cli import checkpoint
 from grpo_cli.compose import compose
-from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.data.loaders import load_examples
-from grpo_cli.learner import Learner
+from grpo_cli.errors import ConfigError, GrpoError
 from grpo_cli.models import load_model, load_tokenizer
 from grpo_cli.sampler import build_sampler
-from grpo_cli.trainer import PromptSchedule, grpo_step, train
+from grpo_cli.training import checkpoint
+from grpo_cli.training.learner import Learner
+from grpo_cli.training.schedule import PromptSchedule
+from grpo_cli.training.trainer import grpo_step, train
 from grpo_cli.verifier import build_verifier
-
 
 
 def run_config(tiny_model, out, *overrides):
@@ -132,7 +132,7 @@ class RecordingSampler:
 
 @pytest.fixture
 def recorded(monkeypatch) -> list[RecordingSampler]:
-    import grpo_cli.trainer
+    import grpo_cli.training.trainer
 
     samplers = []
 
@@ -140,7 +140,7 @@ def recorded(monkeypatch) -> list[RecordingSampler]:
         samplers.append(RecordingSampler(build_sampler(*args)))
         return samplers[-1]
 
-    monkeypatch.setattr(grpo_cli.trainer, "build_sampler", build)
+    monkeypatch.setattr(grpo_cli.training.trainer, "build_sampler", build)
     return samplers
 
 

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from conftest import TINY_RUN
-from grpo_cli import checkpoint, trainer
 from grpo_cli.compose import compose
 from grpo_cli.errors import ConfigError
-from grpo_cli.trainer import train
+from grpo_cli.training import checkpoint, trainer
+from grpo_cli.training.trainer import train
 
 
 def run_config(tiny_model, out, *overrides):

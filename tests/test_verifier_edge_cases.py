@@ -78,7 +78,7 @@ def test_a_well_behaved_custom_reward_passes_and_shows_in_the_reward(capsys):
 
 
 def test_train_refuses_to_start_naming_the_case(tiny_model, tmp_path):
-    from grpo_cli.trainer import train
+    from grpo_cli.training.trainer import train
 
     config = compose([*TINY_RUN, f"model.name_or_path={tiny_model}", f"train.output_dir={tmp_path / 'run'}",
                       "verifier.rewards.custom=edge_rewards:ratio_of_digits"])

@@ -11,13 +11,12 @@ import time
 
 import pytest
 
+from conftest import GSM8K_DIR
 from grpo_cli.config import RewardConfig, VerifierConfig
 from grpo_cli.errors import ConfigError
 from grpo_cli.verifier import build_verifier, config_hash
 from grpo_cli.verifier.rewards import RewardFunction, compose
 from grpo_cli.verifier.score import Check
-
-from conftest import GSM8K_DIR
 
 TIMEOUT_S = 0.5
 
@@ -258,7 +257,7 @@ def test_finished_groups_are_verified_while_generation_goes_on(reward_module, tm
     from grpo_cli.config import Config
     from grpo_cli.data import Example
     from grpo_cli.sampler.base import Completion
-    from grpo_cli.trainer import collect_rollouts
+    from grpo_cli.training.rollout import collect_rollouts
 
     config = Config()
     config.algorithm.group_size = 2

@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY_RUN
 from grpo_cli.compose import compose
 from grpo_cli.data.harbor import generate
-from grpo_cli.trainer import train
+from grpo_cli.training.trainer import train
 
 TESTS = str(Path(__file__).resolve().parent)
 SYSTEM = "Work it out, then give the answer after FINAL:."

@@ -146,20 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 # command -> "module:function"; imported only when run, so `grpo config` never imports torch.
 HANDLERS = {
-    "train": "grpo_cli.trainer:train_command",
-    "eval": "grpo_cli.evaluate:eval_command",
+    "train": "grpo_cli.training.trainer:train_command",
+    "eval": "grpo_cli.training.evaluate:eval_command",
     "verify": "grpo_cli.verifier.cli:verify_command",
     "data": "grpo_cli.data.harbor:data_command",
     "init-model": "grpo_cli.models:init_model_command",
-    "sft": "grpo_cli.sft:sft_command",
+    "sft": "grpo_cli.training.sft:sft_command",
     "export": "grpo_cli.export:export_command",
     "merge": "grpo_cli.export:merge_command",
-    "plan": "grpo_cli.plan:plan_command",
-    "report": "grpo_cli.report:report_command",
-    "preflight": "grpo_cli.preflight:preflight_command",
-    "doctor": "grpo_cli.doctor:doctor_command",
-    "bench": "grpo_cli.bench:bench_command",
-    "audit": "grpo_cli.audit:audit_command",
+    "plan": "grpo_cli.diagnostics.plan:plan_command",
+    "report": "grpo_cli.monitoring.report:report_command",
+    "preflight": "grpo_cli.diagnostics.preflight:preflight_command",
+    "doctor": "grpo_cli.diagnostics.doctor:doctor_command",
+    "bench": "grpo_cli.diagnostics.bench:bench_command",
+    "audit": "grpo_cli.diagnostics.audit:audit_command",
 }
 
 

@@ -1,7 +1,7 @@
 """Checkpoints out of a run: `grpo export` (a plain model directory, LoRA merged) and `grpo merge`
 (weight-space interpolation of two models).
 
-A run keeps its checkpoints as `grpo_cli.checkpoint` writes them: `<run>/checkpoints/step_000010/` holds either
+A run keeps its checkpoints as `grpo_cli.training.checkpoint` writes them: `<run>/checkpoints/step_000010/` holds either
 a full model (config.json, model.safetensors) or a peft LoRA adapter (adapter_config.json,
 adapter_model.safetensors, whose `base_model_name_or_path` names the starting model), the tokenizer and
 trainer_state.pt (ignored here); `<run>/checkpoints/best` and `last` are one-line files naming a step directory.
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from grpo_cli.checkpoint import read_pointer, step_dir_name
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import HUB_ID, adapter_base, convert_gguf, is_adapter, load_pretrained, load_tokenizer
-from grpo_cli.progress import Progress
+from grpo_cli.monitoring.progress import Progress
+from grpo_cli.training.checkpoint import read_pointer, step_dir_name
 
 # The safetensors dtype names a model's weights use, and their torch types.
 SAFETENSORS_DTYPES = {

@@ -342,7 +342,8 @@ def init_dir(config: Config) -> str:
 
 def init_model_command(args: argparse.Namespace, config: Config) -> None:
     """`grpo init-model`: tokenizer trained on the train split's questions and solutions, tiny Llama, saved."""
-    from grpo_cli.data.loaders import load_examples, question_text
+    from grpo_cli.data.loaders import load_examples
+    from grpo_cli.data.prompts import question_text
 
     out = init_dir(config)
     if not out:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from grpo_cli.config import Config
-from grpo_cli.data.loaders import chat_text, prompt_token_ids
+from grpo_cli.data.prompts import chat_text, prompt_token_ids
 from grpo_cli.environment.base import Environment, Observation, ToolFormat
 from grpo_cli.environment.calculator import CalculatorEnvironment
 from grpo_cli.environment.python import PythonEnvironment

@@ -26,7 +26,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from grpo_cli.config import Config
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import fill_template
+from grpo_cli.data.prompts import fill_template
 from grpo_cli.environment.tool_calls import MalformedCall, parse_call, tool_schema
 
 ToolFormat = Literal["chat", "tagged"]

@@ -52,10 +52,10 @@ from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
 
-from grpo_cli import distributed
 from grpo_cli.config import Config
 from grpo_cli.models import checkpoint_weights
 from grpo_cli.sampler.base import Completion, OnGroups, eos_token_ids, new_token_budget, sampling_seed
+from grpo_cli.training import distributed
 
 
 class VLLMSampler:

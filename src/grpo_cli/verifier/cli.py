@@ -19,7 +19,7 @@ from pathlib import Path
 from grpo_cli.config import Config
 from grpo_cli.data.loaders import jsonl_rows, load_examples
 from grpo_cli.errors import GrpoError
-from grpo_cli.progress import Progress
+from grpo_cli.monitoring.progress import Progress
 from grpo_cli.verifier import Score, build_verifier
 from grpo_cli.verifier.self_test import check_verifier
 

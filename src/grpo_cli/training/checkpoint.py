@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from grpo_cli import distributed
 from grpo_cli.errors import GrpoError
+from grpo_cli.training import distributed
 
 STATE_FILE = "trainer_state.pt"
 SHARDED_DIR = "optimizer"

@@ -34,13 +34,14 @@ import torch
 
 from grpo_cli.config import Config
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import encode_prompt, load_examples
+from grpo_cli.data.loaders import load_examples
+from grpo_cli.data.prompts import encode_prompt
 from grpo_cli.environment.tool_calls import TAGGED_OUTPUT
 from grpo_cli.errors import GrpoError
-from grpo_cli.progress import Progress
-from grpo_cli.learner import lr_factor
-from grpo_cli.metrics import print_results
 from grpo_cli.models import init_dir, load_model, load_tokenizer
+from grpo_cli.monitoring.metrics import print_results
+from grpo_cli.monitoring.progress import Progress
+from grpo_cli.training.learner import lr_factor
 
 IGNORE = -100  # label of positions without a loss (Hugging Face's convention)
 TOOL_OUTPUT = re.compile(".*?".join(map(re.escape, TAGGED_OUTPUT.split("{}"))), re.DOTALL)
@@ -130,9 +131,9 @@ def train(model, sequences: list[Sequence], pad_id: int, config: Config, on_step
 
 
 def sft_command(args: argparse.Namespace, config: Config) -> None:
-    from grpo_cli.evaluate import evaluate
     from grpo_cli.sampler import build_sampler
     from grpo_cli.sampler.base import sampling_seed
+    from grpo_cli.training.evaluate import evaluate
     from grpo_cli.verifier import build_verifier
 
     source = init_dir(config)

@@ -28,14 +28,14 @@ import peft
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache, PreTrainedModel
 
-from grpo_cli import distributed
 from grpo_cli.algo.loss import BatchTotals, high_entropy_mask, loss_mask, merge_metrics, policy_loss
 from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config, LoraConfig
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import compute_autocast, load_checkpoint_weights
 from grpo_cli.sampler.base import Completion
-from transformers import DynamicCache, PreTrainedModel
+from grpo_cli.training import distributed
 
 # Any valid token id: padded positions are masked out of attention and of the loss.
 PAD_ID = 0

@@ -38,12 +38,14 @@ def run_bench(config: Config, steps: int) -> dict:
     """A warm-up step, then `steps` measured steps with their bare limits; the report as a dict (see the
     module docstring), seconds as means over the measured steps."""
     from grpo_cli.data.loaders import load_examples
-    from grpo_cli.learner import Learner
+    from grpo_cli.diagnostics.preflight import peak_memory_gib
     from grpo_cli.models import load_model, load_tokenizer
-    from grpo_cli.preflight import peak_memory_gib
     from grpo_cli.sampler import build_sampler
     from grpo_cli.sampler.base import sampling_seed
-    from grpo_cli.trainer import PromptSchedule, collect_rollouts, learn_from
+    from grpo_cli.training.learner import Learner
+    from grpo_cli.training.rollout import collect_rollouts
+    from grpo_cli.training.schedule import PromptSchedule
+    from grpo_cli.training.trainer import learn_from
     from grpo_cli.verifier import build_verifier
 
     examples = load_examples(config, "train")
@@ -126,7 +128,7 @@ def bare_generate(sampler, prompt_ids: list[list[int]], n: int, seed: int) -> fl
 def bare_forward_backward(learner, rollouts) -> tuple[float, int]:
     """Seconds of Learner.bare_forward_backward over every completion of `rollouts` with its prompt (unshared,
     packed by length under the learner's token budget); and the tokens those passes computed (padding aside)."""
-    from grpo_cli.learner import RolloutBatch
+    from grpo_cli.training.learner import RolloutBatch
 
     G = len(rollouts.groups[0])
     batch = RolloutBatch.build(rollouts.prompt_ids, rollouts.groups, torch.zeros(len(rollouts.groups) * G))

@@ -29,93 +29,43 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import sys
 import time
 from contextlib import ExitStack, closing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection
 
 import torch
 import yaml
 
-from grpo_cli import checkpoint, distributed
 from grpo_cli.algo.advantages import compute_advantages
-from grpo_cli.algo.rewards import overlong_penalty, per_component_rewards
-from grpo_cli.algo.stats import group_stats, zero_variance_groups
+from grpo_cli.algo.rewards import overlong_penalty
+from grpo_cli.algo.stats import group_stats
 from grpo_cli.config import Config, flatten
 from grpo_cli.data.loaders import load_examples
+from grpo_cli.diagnostics.preflight import format_report, run_preflight
 from grpo_cli.environment import open_environments
 from grpo_cli.errors import ConfigError, GrpoError
-from grpo_cli.evaluate import evaluate
-from grpo_cli.learner import Learner, RolloutBatch
-from grpo_cli.loggers import RunLoggers, check_installed
-from grpo_cli.metrics import completion_metrics, print_results
 from grpo_cli.models import load_model, load_tokenizer
-from grpo_cli.monitor import RunMonitor
-from grpo_cli.pipeline import RolloutPipeline
-from grpo_cli.preflight import format_report, run_preflight
-from grpo_cli.report import write_report
+from grpo_cli.monitoring.loggers import RunLoggers, check_installed
+from grpo_cli.monitoring.metrics import completion_metrics, print_results
+from grpo_cli.monitoring.monitor import RunMonitor
+from grpo_cli.monitoring.report import write_report
+from grpo_cli.monitoring.retention import load_retention_set, response_nll, retention_metrics
 from grpo_cli.sampler import build_sampler
 from grpo_cli.sampler.base import sampling_seed
-from grpo_cli.retention import load_retention_set, response_nll, retention_metrics
-from grpo_cli.rollout import env_metrics, final_texts, sample_groups, with_environment_rewards
+from grpo_cli.training import checkpoint, distributed
+from grpo_cli.training.evaluate import evaluate
+from grpo_cli.training.learner import Learner, RolloutBatch
+from grpo_cli.training.pipeline import RolloutPipeline
+from grpo_cli.training.rollout import Rollouts, collect_rollouts, env_metrics
+from grpo_cli.training.schedule import PromptSchedule, resampler, set_aside_after, step_prompts
 from grpo_cli.verifier import build_verifier
 from grpo_cli.verifier.edge_cases import check_at_start
-from grpo_cli.verifier.rewards import component_weights, reward_functions
 from grpo_cli.verifier.self_test import check_verifier
 
 # Keys that decide which prompts each step sees (with every data.* key): a resumed run must keep them.
 DATA_ORDER_KEYS = ("train.prompts_per_step", "algorithm.group_size", "train.epochs", "train.seed")
-
-
-@dataclass
-class PromptSchedule:
-    """Which prompts each step sees: a fresh seeded permutation per epoch, fractional epochs allowed.
-
-    The position is a function of the step alone, so a resumed run sees exactly the prompts it would have.
-    """
-
-    num_prompts: int
-    prompts_per_step: int
-    epochs: float
-    seed: int
-
-    @property
-    def total_steps(self) -> int:
-        return max(1, math.ceil(self.epochs * self.num_prompts / self.prompts_per_step))
-
-    def epoch_at(self, step: int) -> float:
-        return step * self.prompts_per_step / self.num_prompts
-
-    def indices(self, step: int, set_aside: Collection[int] = ()) -> list[int]:
-        """The prompts of `step`; those in `set_aside` (data.skip_solved/skip_unsolved) are replaced by prompts
-        drawn at random, seeded by the step, from the rest (kept when too few are left)."""
-        start = step * self.prompts_per_step
-        positions = [divmod(position, self.num_prompts) for position in range(start, start + self.prompts_per_step)]
-        # Shuffle each epoch the step draws from once, not once per prompt (a step can cross an epoch boundary).
-        permutations = {epoch: self._permutation(epoch) for epoch in {epoch for epoch, _ in positions}}
-        drawn = [permutations[epoch][offset] for epoch, offset in positions]
-        if not set_aside:
-            return drawn
-        kept = [i for i in drawn if i not in set_aside]
-        pool = [i for i in range(self.num_prompts) if i not in set_aside and i not in kept]
-        replacements = random.Random(f"{self.seed}:{step}:set_aside").sample(pool, min(len(drawn) - len(kept), len(pool)))
-        shortfall = len(drawn) - len(kept) - len(replacements)
-        return kept + replacements + [i for i in drawn if i in set_aside][:shortfall]
-
-    def resample_indices(self, step: int, resample_round: int) -> list[int]:
-        """The prompts of dynamic sampling's extra round `resample_round` (>= 1) at `step`: prompts_per_step
-        drawn at random, seeded by step and round, so a resumed run draws the same ones."""
-        rng = random.Random(f"{self.seed}:{step}:{resample_round}")
-        return rng.sample(range(self.num_prompts), min(self.prompts_per_step, self.num_prompts))
-
-    def _permutation(self, epoch: int) -> list[int]:
-        order = list(range(self.num_prompts))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        return order
 
 
 class RunLog:
@@ -292,84 +242,6 @@ def grpo_step(config, step, examples, tokenizer, sampler, verifier, learner, res
     return learn_from(config, step, rollouts, learner, sampler)
 
 
-@dataclass
-class Rollouts:
-    """One step's sampled and scored groups (group-major: completion i belongs to group i // G)."""
-
-    examples: list  # the prompts' examples, one per group
-    prompt_ids: list[list[int]]
-    groups: list[list]  # G sampler.base.Completion per prompt
-    scores: list  # verifier.score.Score per completion
-    shaped: torch.Tensor  # [N] rewards after shaping (algo/rewards.py)
-    varied: torch.Tensor  # [num_groups] bool: the group's shaped rewards differ
-    latencies_ms: torch.Tensor  # [N] verifier latency per completion
-    resample_rounds: int
-    timings: dict[str, float]
-
-
-def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resample=None, environments=None) -> Rollouts:
-    """Sample G completions per prompt and score them; with `environments`, G multi-turn rollouts (rollout.py)
-    whose last model turn the verifier scores, environment.reward applied.
-
-    With algorithm.filter_zero_variance and max_resample_rounds (DAPO dynamic sampling), while fewer than
-    train.prompts_per_step groups have rewards that differ, round r = 1, 2, ... samples the prompts
-    `resample(r)` as well; the first prompts_per_step such groups train.
-
-    Under torchrun each rank samples and verifies its share of each round's prompts (distributed.share) and
-    the groups are gathered, so advantages, group statistics and metrics are the global batch's.
-    """
-    G = config.algorithm.group_size
-    timings = {"time/sample_s": 0.0, "time/verify_s": 0.0} | ({"time/env_s": 0.0} if environments else {})
-    world = distributed.world()
-    step_examples, prompt_ids, groups, scores, latencies_s = [], [], [], [], []
-    for resample_round in range(config.algorithm.max_resample_rounds + 1):
-        if resample_round:
-            examples = resample(resample_round)
-        local_examples = distributed.share(examples)
-        tic = time.perf_counter()
-        seed_parts = (config.train.seed, "train", step) + (("resample", resample_round) if resample_round else ())
-        seed_parts += ("rank", world.rank) if world.size > 1 else ()
-        checks, submitted = [], []  # verifier futures, one per run of finished groups, checked while generation goes on
-
-        def verify(finished: list[list]) -> None:
-            group_examples = [ex for ex in local_examples[len(submitted) : len(submitted) + len(finished)] for _ in range(G)]
-            completions = [c for group in finished for c in group]
-            checks.append(verifier.submit(
-                final_texts(completions), [ex.answer for ex in group_examples], step=step, examples=group_examples,
-                completion_ids=[c.token_ids for c in completions],
-            ))
-            submitted.extend(finished)
-
-        sampled = sample_groups(sampler, tokenizer, local_examples, G, sampling_seed(*seed_parts), config, environments,
-                                on_groups=verify)
-        local_prompt_ids, local_groups = sampled.prompt_ids, sampled.groups
-        timings["time/sample_s"] += time.perf_counter() - tic - sampled.env_s
-        if environments:
-            timings["time/env_s"] += sampled.env_s
-        if len(submitted) < len(local_groups):  # groups a sampler (or a multi-turn rollout) returned all at once
-            verify(local_groups[len(submitted) :])
-
-        tic = time.perf_counter()  # only the checks still running when generation ends
-        checked = [check.result() for check in checks]
-        timings["time/verify_s"] += time.perf_counter() - tic
-        local_scores = [score for group_scores, _ in checked for score in group_scores]
-        scores += distributed.gather(with_environment_rewards(local_scores, sampled.env_rewards, config.environment.reward))
-        latencies_s += distributed.gather([latency for _, local_latencies in checked for latency in local_latencies])
-        step_examples += examples
-        prompt_ids += distributed.gather(local_prompt_ids)
-        groups += distributed.gather(local_groups)
-        completions = [c for group in groups for c in group]
-        shaped = shaped_rewards(config, scores, completions, step)
-        varied = ~zero_variance_groups(shaped, G)
-        if not config.algorithm.filter_zero_variance or int(varied.sum()) >= config.train.prompts_per_step:
-            break
-    return Rollouts(
-        examples=step_examples, prompt_ids=prompt_ids, groups=groups, scores=scores, shaped=shaped, varied=varied,
-        latencies_ms=torch.tensor(latencies_s, dtype=torch.float64) * 1000, resample_rounds=resample_round,
-        timings=timings,
-    )
-
-
 def learn_from(config, step, rollouts: Rollouts, learner, sampler) -> tuple[dict, list[dict]]:
     """Group-normalized advantages, the policy update on the groups that train and the weight push to the
     sampler; the step's metrics and its groups for samples.jsonl.
@@ -448,68 +320,6 @@ def learn_from(config, step, rollouts: Rollouts, learner, sampler) -> tuple[dict
             "latency_ms": [round(latencies_ms[i].item(), 1) for i in members],
         } | ({"transcripts": [c.transcript for c in group]} if group[0].transcript is not None else {}))
     return metrics, logged_groups
-
-
-def step_prompts(schedule, examples, data, step: int, state: dict) -> tuple[list[int], set[int]]:
-    """The train prompts of `step` (1-based): the schedule's, those set aside (state["set_aside"]) or of a level
-    not yet reached replaced; and the prompts set aside now."""
-    epoch = schedule.epoch_at(step - 1)
-    set_aside = {i for i, until in state.setdefault("set_aside", {}).items() if until > epoch}
-    return schedule.indices(step - 1, set_aside | locked_prompts(examples, data, step)), set_aside
-
-
-def resampler(schedule, examples, step: int) -> Callable[[int], list]:
-    """Dynamic sampling's extra round r of `step` -> its examples (PromptSchedule.resample_indices)."""
-    return lambda resample_round: [examples[i] for i in schedule.resample_indices(step - 1, resample_round)]
-
-
-def locked_prompts(examples, data, step: int) -> set[int]:
-    """The train prompts whose Harbor level data.difficulty_steps has not reached at `step` (1-based)."""
-    locked_levels = {level for level, start in zip(data.difficulty, data.difficulty_steps) if start > step}
-    if not locked_levels:
-        return set()
-    return {i for i, example in enumerate(examples) if example.level in locked_levels}
-
-
-def set_aside_after(data, indices, groups, epoch, active, set_aside) -> dict[int, float]:
-    """The prompts set aside after a step, prompt index -> the epoch it returns at: those still out at `epoch`
-    (`active`), and the step's prompts whose group was all correct (for data.skip_solved epochs) or all wrong
-    (data.skip_unsolved). `groups` are grpo_step's, the step's prompts (`indices`) first."""
-    kept = {i: until for i, until in set_aside.items() if i in active}
-    for index, group in zip(indices, groups):
-        correct = [reason == "correct" for reason in group["reasons"]]
-        if data.skip_solved and all(correct):
-            kept[index] = epoch + data.skip_solved
-        elif data.skip_unsolved and not any(correct):
-            kept[index] = epoch + data.skip_unsolved
-    return kept
-
-
-def shaped_rewards(config, scores, completions, step) -> torch.Tensor:
-    """The rewards [B] the advantage estimator sees: the verifier's, or with verifier.rewards.normalize=
-    per_component its components (each reward function one of them) normalized per group and summed
-    (algo/rewards.py); plus DAPO's overlong penalty when algorithm.overlong_buffer is set."""
-    G = config.algorithm.group_size
-    if config.verifier.rewards.normalize == "per_component":
-        weights = component_weights(config.verifier.rewards, step)
-        names = [name for name in weights if weights[name]]
-        functions = [f for f in reward_functions(config.verifier.rewards) if f.weight]
-        # A function's None (no reward for that completion), or none at all after a failed check: NaN, left out.
-        unweighted = [
-            [s.components[name] / weights[name] for name in names]
-            + [math.nan if s.by_function.get(f.name) is None else s.by_function[f.name] for f in functions]
-            for s in scores
-        ]
-        rewards = per_component_rewards(
-            torch.tensor(unweighted, dtype=torch.float64),
-            torch.tensor([weights[name] for name in names] + [f.weight for f in functions]), G, config.algorithm.std_eps,
-        ).float()
-    else:
-        rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
-    if config.algorithm.overlong_buffer:
-        lengths = torch.tensor([len(c.token_ids) for c in completions])
-        rewards = rewards + overlong_penalty(lengths, config.sampler.max_new_tokens, config.algorithm.overlong_buffer)
-    return rewards
 
 
 def _start_or_resume(config, run_dir, checkpoints, learner, verifier, monitor) -> dict:

@@ -20,11 +20,12 @@ import torch
 
 from grpo_cli.config import Config
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import encode_prompt, jsonl_rows
+from grpo_cli.data.loaders import jsonl_rows
+from grpo_cli.data.prompts import encode_prompt
 from grpo_cli.errors import GrpoError
-from grpo_cli.learner import RolloutBatch, completion_logprobs, micro_batch_token_budget
 from grpo_cli.models import compute_autocast
 from grpo_cli.sampler.base import Completion
+from grpo_cli.training.learner import RolloutBatch, completion_logprobs, micro_batch_token_budget
 
 Pair = tuple[list[int], list[int]]  # (prompt ids, response ids + EOS)
 

@@ -8,7 +8,7 @@ trains on step k.
     run_eval: generate(...) at version v + 1    ---->   sampler.generate with the weights of version v + 1
 
 The sampler process holds its own copy of the model and its own sampler (sampler.build_sampler: HF or vLLM)
-and verifier: it runs trainer.collect_rollouts, sampling and verification, as the synchronous loop does.
+and verifier: it runs rollout.collect_rollouts, sampling and verification, as the synchronous loop does.
 
 Versions count the learner's weight pushes (the steps whose update changed the policy). Every request is served
 with the weights of exactly the version current when it was made: step k+1's batch, asked for once step k-1 has
@@ -53,9 +53,9 @@ from typing import Callable
 import torch
 import torch.multiprocessing as mp
 
-from grpo_cli import distributed
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import checkpoint_weights, load_pretrained, load_tokenizer, resolve_device, resolve_dtype
+from grpo_cli.training import distributed
 
 # How often a process waiting on the other checks that it is still alive, seconds.
 POLL_S = 0.5
@@ -70,7 +70,7 @@ class RolloutPipeline:
 
     def __init__(self, config, model, train_examples: list, schedule, prompts: Callable[[int], list], last_step: int):
         """model: learner.full_model, the policy now (version 0 of the run's pushes); train_examples and
-        schedule: for dynamic sampling's extra rounds (trainer.resampler); prompts(step): the examples of
+        schedule: for dynamic sampling's extra rounds (schedule.resampler); prompts(step): the examples of
         training step `step`; last_step: no rollouts are asked for beyond it."""
         context = mp.get_context("spawn")
         self.prompts, self.last_step = prompts, last_step
@@ -101,7 +101,7 @@ class RolloutPipeline:
         self.context_length = self._wait_for(("ready",))  # the Sampler interface's, for multi-turn evals
 
     def rollouts(self, step: int):
-        """Step `step`'s rollouts (trainer.Rollouts), and step + 1's asked for, to be sampled while the learner
+        """Step `step`'s rollouts (rollout.Rollouts), and step + 1's asked for, to be sampled while the learner
         trains on these. Returns (rollouts, metrics): the rollouts' timings are the learner's wait for them
         (time/wait_s); metrics hold async/staleness and the sampler process's seconds sampling and verifying
         them (async/sample_s, async/verify_s; the slowest rank's)."""
@@ -203,7 +203,8 @@ def serve(config, buffer, lock, buffer_version, loaded_version, requests, result
     until None arrives or the learner process is gone. An error is sent back as one line."""
     from grpo_cli.environment import open_environments
     from grpo_cli.sampler import build_sampler
-    from grpo_cli.trainer import collect_rollouts, resampler
+    from grpo_cli.training.rollout import collect_rollouts
+    from grpo_cli.training.schedule import resampler
     from grpo_cli.verifier import build_verifier
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner process's to handle

@@ -17,19 +17,29 @@ at the tokens the model wrote, log-prob 0 at the environment's, and transcript t
     {"role": "model", "text": ...}
     {"role": "tool", "tool": name or None, "input": ..., "output": ..., "error": bool}
 The verifier scores the last model turn (final_texts).
+
+`collect_rollouts` is one training step's sampling and scoring (with DAPO's resample rounds and torchrun's
+shares); the loop (trainer.py) and the one-step-ahead sampler process (pipeline.py) both call it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
+import torch
+
+from grpo_cli.algo.rewards import overlong_penalty, per_component_rewards
+from grpo_cli.algo.stats import zero_variance_groups
 from grpo_cli.config import Config
 from grpo_cli.data import Example
-from grpo_cli.data.loaders import encode_prompt
+from grpo_cli.data.prompts import encode_prompt
 from grpo_cli.environment import Environments
 from grpo_cli.sampler.base import Completion, OnGroups, sampling_seed
+from grpo_cli.training import distributed
+from grpo_cli.verifier.rewards import component_weights, reward_functions
 from grpo_cli.verifier.score import Score
 
 
@@ -197,3 +207,108 @@ def env_metrics(completions: list[Completion]) -> dict[str, float]:
         "env/tool_errors": float(sum(record["error"] for records in tools for record in records)),
         "env/truncated_frac": sum(c.finish_reason == "length" for c in completions) / count,
     }
+
+
+@dataclass
+class Rollouts:
+    """One step's sampled and scored groups (group-major: completion i belongs to group i // G)."""
+
+    examples: list  # the prompts' examples, one per group
+    prompt_ids: list[list[int]]
+    groups: list[list]  # G sampler.base.Completion per prompt
+    scores: list  # verifier.score.Score per completion
+    shaped: torch.Tensor  # [N] rewards after shaping (algo/rewards.py)
+    varied: torch.Tensor  # [num_groups] bool: the group's shaped rewards differ
+    latencies_ms: torch.Tensor  # [N] verifier latency per completion
+    resample_rounds: int
+    timings: dict[str, float]
+
+
+def collect_rollouts(config, step, examples, tokenizer, sampler, verifier, resample=None, environments=None) -> Rollouts:
+    """Sample G completions per prompt and score them; with `environments`, G multi-turn rollouts (rollout.py)
+    whose last model turn the verifier scores, environment.reward applied.
+
+    With algorithm.filter_zero_variance and max_resample_rounds (DAPO dynamic sampling), while fewer than
+    train.prompts_per_step groups have rewards that differ, round r = 1, 2, ... samples the prompts
+    `resample(r)` as well; the first prompts_per_step such groups train.
+
+    Under torchrun each rank samples and verifies its share of each round's prompts (distributed.share) and
+    the groups are gathered, so advantages, group statistics and metrics are the global batch's.
+    """
+    G = config.algorithm.group_size
+    timings = {"time/sample_s": 0.0, "time/verify_s": 0.0} | ({"time/env_s": 0.0} if environments else {})
+    world = distributed.world()
+    step_examples, prompt_ids, groups, scores, latencies_s = [], [], [], [], []
+    for resample_round in range(config.algorithm.max_resample_rounds + 1):
+        if resample_round:
+            examples = resample(resample_round)
+        local_examples = distributed.share(examples)
+        tic = time.perf_counter()
+        seed_parts = (config.train.seed, "train", step) + (("resample", resample_round) if resample_round else ())
+        seed_parts += ("rank", world.rank) if world.size > 1 else ()
+        checks, submitted = [], []  # verifier futures, one per run of finished groups, checked while generation goes on
+
+        def verify(finished: list[list]) -> None:
+            group_examples = [ex for ex in local_examples[len(submitted) : len(submitted) + len(finished)] for _ in range(G)]
+            completions = [c for group in finished for c in group]
+            checks.append(verifier.submit(
+                final_texts(completions), [ex.answer for ex in group_examples], step=step, examples=group_examples,
+                completion_ids=[c.token_ids for c in completions],
+            ))
+            submitted.extend(finished)
+
+        sampled = sample_groups(sampler, tokenizer, local_examples, G, sampling_seed(*seed_parts), config, environments,
+                                on_groups=verify)
+        local_prompt_ids, local_groups = sampled.prompt_ids, sampled.groups
+        timings["time/sample_s"] += time.perf_counter() - tic - sampled.env_s
+        if environments:
+            timings["time/env_s"] += sampled.env_s
+        if len(submitted) < len(local_groups):  # groups a sampler (or a multi-turn rollout) returned all at once
+            verify(local_groups[len(submitted) :])
+
+        tic = time.perf_counter()  # only the checks still running when generation ends
+        checked = [check.result() for check in checks]
+        timings["time/verify_s"] += time.perf_counter() - tic
+        local_scores = [score for group_scores, _ in checked for score in group_scores]
+        scores += distributed.gather(with_environment_rewards(local_scores, sampled.env_rewards, config.environment.reward))
+        latencies_s += distributed.gather([latency for _, local_latencies in checked for latency in local_latencies])
+        step_examples += examples
+        prompt_ids += distributed.gather(local_prompt_ids)
+        groups += distributed.gather(local_groups)
+        completions = [c for group in groups for c in group]
+        shaped = shaped_rewards(config, scores, completions, step)
+        varied = ~zero_variance_groups(shaped, G)
+        if not config.algorithm.filter_zero_variance or int(varied.sum()) >= config.train.prompts_per_step:
+            break
+    return Rollouts(
+        examples=step_examples, prompt_ids=prompt_ids, groups=groups, scores=scores, shaped=shaped, varied=varied,
+        latencies_ms=torch.tensor(latencies_s, dtype=torch.float64) * 1000, resample_rounds=resample_round,
+        timings=timings,
+    )
+
+
+def shaped_rewards(config, scores, completions, step) -> torch.Tensor:
+    """The rewards [B] the advantage estimator sees: the verifier's, or with verifier.rewards.normalize=
+    per_component its components (each reward function one of them) normalized per group and summed
+    (algo/rewards.py); plus DAPO's overlong penalty when algorithm.overlong_buffer is set."""
+    G = config.algorithm.group_size
+    if config.verifier.rewards.normalize == "per_component":
+        weights = component_weights(config.verifier.rewards, step)
+        names = [name for name in weights if weights[name]]
+        functions = [f for f in reward_functions(config.verifier.rewards) if f.weight]
+        # A function's None (no reward for that completion), or none at all after a failed check: NaN, left out.
+        unweighted = [
+            [s.components[name] / weights[name] for name in names]
+            + [math.nan if s.by_function.get(f.name) is None else s.by_function[f.name] for f in functions]
+            for s in scores
+        ]
+        rewards = per_component_rewards(
+            torch.tensor(unweighted, dtype=torch.float64),
+            torch.tensor([weights[name] for name in names] + [f.weight for f in functions]), G, config.algorithm.std_eps,
+        ).float()
+    else:
+        rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+    if config.algorithm.overlong_buffer:
+        lengths = torch.tensor([len(c.token_ids) for c in completions])
+        rewards = rewards + overlong_penalty(lengths, config.sampler.max_new_tokens, config.algorithm.overlong_buffer)
+    return rewards

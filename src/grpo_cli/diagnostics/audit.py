@@ -28,7 +28,7 @@ MAX_PROMPTS_PER_ROW = 10
 
 def correct_from_samples(run_dir: Path) -> list[dict]:
     """Every logged completion that scored correct, as sheet rows (verdict empty)."""
-    from grpo_cli.report import read_run
+    from grpo_cli.monitoring.report import read_run
 
     rows = []
     for group in read_run(run_dir).samples:
@@ -43,10 +43,12 @@ def correct_from_checkpoint(run_dir: Path, checkpoint: str, n: int, seed: int) -
     """Sample G completions per training prompt from a checkpoint, a batch of prompts at a time, until n are
     correct or MAX_PROMPTS_PER_ROW x n prompts were tried; the correct ones as sheet rows."""
     import dataclasses
+
     import yaml
 
     from grpo_cli.config import Config
-    from grpo_cli.data.loaders import encode_prompt, load_examples
+    from grpo_cli.data.loaders import load_examples
+    from grpo_cli.data.prompts import encode_prompt
     from grpo_cli.export import resolve_checkpoint
     from grpo_cli.models import load_model, load_tokenizer
     from grpo_cli.sampler import build_sampler

@@ -12,14 +12,14 @@ import json
 from contextlib import ExitStack, closing
 from pathlib import Path
 
-from grpo_cli import distributed
 from grpo_cli.algo.passk import mean_pass_at_k
 from grpo_cli.config import Config
 from grpo_cli.data import Example
 from grpo_cli.environment import open_environments
 from grpo_cli.errors import GrpoError
-from grpo_cli.metrics import completion_metrics, print_results
-from grpo_cli.rollout import final_texts, sample_groups
+from grpo_cli.monitoring.metrics import completion_metrics, print_results
+from grpo_cli.training import distributed
+from grpo_cli.training.rollout import final_texts, sample_groups
 
 
 def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Config, seed: int, progress=None, environments=None) -> dict:
@@ -30,7 +30,7 @@ def evaluate(sampler, tokenizer, examples: list[Example], verifier, config: Conf
 
     Returns pass@k for each k in eval.pass_at and for k = 1 (checkpoint selection and the health checks
     read it) whether listed or not, num_prompts, num_samples, temperature, and the completion statistics of
-    grpo_cli.metrics over all prompts x n completions (the names training steps use).
+    grpo_cli.monitoring.metrics over all prompts x n completions (the names training steps use).
     Under torchrun each rank samples and verifies its share of the prompts (distributed.share) and the
     results are gathered: every rank returns the figures of the whole eval set.
     """
@@ -70,7 +70,7 @@ def _retention(config: Config, model, tokenizer) -> dict[str, float]:
     import dataclasses
 
     from grpo_cli.models import adapter_base, is_adapter, load_model
-    from grpo_cli.retention import load_retention_set, response_nll, retention_metrics
+    from grpo_cli.monitoring.retention import load_retention_set, response_nll, retention_metrics
 
     pairs = load_retention_set(config, tokenizer)
     nll = response_nll(model, pairs, config.train.micro_batch_tokens, next(model.parameters()).dtype)
@@ -84,7 +84,7 @@ def _retention(config: Config, model, tokenizer) -> dict[str, float]:
 def eval_command(args: argparse.Namespace, config: Config) -> None:
     from grpo_cli.data.loaders import load_examples
     from grpo_cli.models import load_model, load_tokenizer
-    from grpo_cli.progress import Progress
+    from grpo_cli.monitoring.progress import Progress
     from grpo_cli.sampler import build_sampler
     from grpo_cli.sampler.base import sampling_seed
     from grpo_cli.verifier import build_verifier

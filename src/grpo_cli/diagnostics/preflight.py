@@ -27,8 +27,8 @@ from grpo_cli.algo.advantages import compute_advantages
 from grpo_cli.algo.stats import group_stats
 from grpo_cli.config import Config
 from grpo_cli.errors import GrpoError
-from grpo_cli.monitor import MIN_POSITIVE_GROUP_FRACTION, TRUNCATION_RATE
-from grpo_cli.progress import Progress
+from grpo_cli.monitoring.monitor import MIN_POSITIVE_GROUP_FRACTION, TRUNCATION_RATE
+from grpo_cli.monitoring.progress import Progress
 from grpo_cli.sampler.base import sampling_seed
 
 GiB = 1024**3
@@ -52,9 +52,9 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
     what to change, empty when the run clears the bar.
     """
     from grpo_cli.environment import open_environments
-    from grpo_cli.learner import RolloutBatch
-    from grpo_cli.rollout import final_texts, sample_groups
-    from grpo_cli.trainer import PromptSchedule
+    from grpo_cli.training.learner import RolloutBatch
+    from grpo_cli.training.rollout import final_texts, sample_groups
+    from grpo_cli.training.schedule import PromptSchedule
 
     G = config.algorithm.group_size
     num_prompts = min(config.preflight.num_prompts, len(train_examples))
@@ -171,9 +171,9 @@ def format_report(report: dict) -> str:
 
 def preflight_command(args: argparse.Namespace, config: Config) -> None:
     from grpo_cli.data.loaders import load_examples
-    from grpo_cli.learner import Learner
     from grpo_cli.models import load_model, load_tokenizer
     from grpo_cli.sampler import build_sampler
+    from grpo_cli.training.learner import Learner
     from grpo_cli.verifier import build_verifier
 
     train_examples = load_examples(config, "train")
