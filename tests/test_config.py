@@ -141,7 +141,7 @@ def test_explain_of_an_unknown_key_suggests_the_closest():
     assert result.stderr.strip() == "error: unknown key sampler.tok; did you mean sampler.top_k?"
 
 
-def test_readme_config_reference_matches_the_code():
+def test_the_docs_config_reference_matches_the_code():
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "config_reference.py"), "--check"], capture_output=True, text=True
     )

@@ -183,8 +183,8 @@ def test_the_lora_engine_follows_the_policy_as_measured_synced_not_stale(mismatc
 
 
 def test_the_readme_names_each_step_with_its_limit():
-    """README's What is tested where maps each GPU path to a step as `name (limit s)`: kept to the plan's."""
-    section = (REPO / "README.md").read_text().split("## What is tested where")[1].split("\n## ")[0]
+    """docs/testing.md (What is tested where) maps each GPU path to a step as `name (limit s)`: kept to the plan's."""
+    section = (REPO / "docs" / "testing.md").read_text()
     for step in gpu_check.plan(MACHINES["1 GPU, vLLM, model to convert"]):
         assert f"{step.name} ({step.limit_s} s)" in section, step.name
     assert f"the limits sum to {sum(step.limit_s for step in gpu_check.plan(MACHINES['1 GPU, no vLLM']))} s" in section

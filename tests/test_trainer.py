@@ -25,8 +25,8 @@ def run_config(tiny_model, out, *overrides):
 
 
 def documented_metric_keys() -> list[str]:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("`metrics.jsonl` keys:")[1].split("\n\n")[0]
+    page = (REPO / "docs" / "report.md").read_text()
+    section = page.split("`metrics.jsonl` keys:")[1].split("\n\n")[0]
     keys = []
     for name in re.findall(r"`([^`]+)`", section):
         if "|" in name:  # `ratio/mean|min|max`

@@ -9,21 +9,21 @@ The anneal term is 1 when format_anneal_steps is 0 (no anneal). verifier.rewards
 function "package.module:function" or a list of them, verifier.rewards.custom_weight their weights (one for
 all, or one each: TRL's reward_weights). A function takes one of two forms, told apart by its signature:
 
-  per completion   fn(completion: str, answer: str) -> float, called in the worker that checks the completion,
-                   under the check's timeout. Raising or returning a non-finite number scores the completion 0
-                   with reason error, as a crashed check does.
-  TRL's batch form any function with **kwargs or a `completions` parameter, called as
-                       fn(prompts=..., completions=..., completion_ids=..., trainer_state=..., **columns)
-                   -> one float or None per completion. Called once per batch of completions (the groups the
-                   trainer hands over together), in a worker, with verifier.timeout_s per completion of the
-                   batch; every dataset column but the prompt's comes by name as a list, one value per
-                   completion; prompts are the raw prompts (text, or chat messages) and, where the prompt was a
-                   chat, completions are [{"role": "assistant", "content": text}] (TRL's conversational format);
-                   trainer_state.global_step is the training step. None means no reward from this function
-                   for that completion (TRL: it adds 0, and is left out of the function's mean and of
-                   per-component normalization). An exception, running out of time, a list of the wrong length
-                   or an entry that is neither a finite number nor None is a one-line GrpoError naming the
-                   function: the run stops, as it would under TRL.
+    per completion   fn(completion: str, answer: str) -> float, called in the worker that checks the completion,
+                     under the check's timeout. Raising or returning a non-finite number scores the completion 0
+                     with reason error, as a crashed check does.
+    TRL's batch form any function with **kwargs or a `completions` parameter, called as
+                         fn(prompts=..., completions=..., completion_ids=..., trainer_state=..., **columns)
+                     -> one float or None per completion. Called once per batch of completions (the groups the
+                     trainer hands over together), in a worker, with verifier.timeout_s per completion of the
+                     batch; every dataset column but the prompt's comes by name as a list, one value per
+                     completion; prompts are the raw prompts (text, or chat messages) and, where the prompt was a
+                     chat, completions are [{"role": "assistant", "content": text}] (TRL's conversational format);
+                     trainer_state.global_step is the training step. None means no reward from this function
+                     for that completion (TRL: it adds 0, and is left out of the function's mean and of
+                     per-component normalization). An exception, running out of time, a list of the wrong length
+                     or an entry that is neither a finite number nor None is a one-line GrpoError naming the
+                     function: the run stops, as it would under TRL.
 
 Each function's unweighted values are Score.by_function[name] (name: the function's __name__, logged as
 reward/<name>); Score.components["custom"] is their weighted sum. A check that times out or raises scores 0
