@@ -39,7 +39,7 @@ def global_batch() -> RolloutBatch:
             for n in lengths
         ])
     rewards = torch.rand(len(prompts) * GROUP_SIZE, generator=gen)
-    return RolloutBatch.build(prompts, groups, compute_advantages(rewards, AlgorithmConfig(group_size=GROUP_SIZE, std_eps=1e-6)))
+    return RolloutBatch.build(prompts, groups, compute_advantages(rewards, AlgorithmConfig(group_size=GROUP_SIZE, std_eps=1e-6), step=1))
 
 
 def config(loss_agg: str, lora: bool) -> Config:

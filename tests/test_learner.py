@@ -59,7 +59,7 @@ def make_groups(seed: int = 0) -> tuple[list[list[int]], list[list[Completion]]]
 
 def make_batch(algorithm: AlgorithmConfig) -> RolloutBatch:
     prompts, groups = make_groups()
-    advantages = compute_advantages(torch.tensor(REWARDS), algorithm)
+    advantages = compute_advantages(torch.tensor(REWARDS), algorithm, step=1)
     return RolloutBatch.build(prompts, groups, advantages)
 
 

@@ -245,6 +245,10 @@ class SftConfig:
     log_every: int = field(default=20, metadata={"help": "print the loss every N steps", **POSITIVE})
 
 
+# The advantage estimators that optimize pass@k for algorithm.pass_k (algo/advantages.py).
+PASS_K_ESTIMATORS = ("passk", "pkpo")
+
+
 @dataclass
 class AlgorithmConfig:
     group_size: int = field(
@@ -270,6 +274,14 @@ class AlgorithmConfig:
             "help": "how token losses are averaged: per sequence (GRPO), per token (DAPO), by sampler.max_new_tokens (Dr. GRPO)",
             **registered("loss", "LOSS_AGGREGATIONS"),
         },
+    )
+    pass_k: int = field(
+        default=1,
+        metadata={"help": "advantage=passk|pkpo: the k of the pass@k they optimize, 1 <= k <= group_size", **check(lambda v: v >= 1, "must be >= 1")},
+    )
+    pass_k_anneal_steps: int = field(
+        default=0,
+        metadata={"help": "advantage=passk|pkpo: optimize pass@pass_k for this many steps, then pass@1 (PKPO's k annealing; 0: pass@pass_k throughout)", **NON_NEGATIVE},
     )
     scale_rewards: Literal["group", "batch", "none"] = field(default="group", metadata={"help": "advantage=grpo: advantages divided by the group's std, the batch's, or not at all"})
     std_eps: float = field(default=1e-4, metadata={"help": "added to the std before dividing", **POSITIVE})
@@ -433,6 +445,16 @@ class Config:
             raise ConfigError(
                 f"algorithm.scale_rewards={algorithm.scale_rewards}: applies to algorithm.advantage=grpo only, "
                 f"not {algorithm.advantage}; drop it or use advantage=grpo"
+            )
+        if algorithm.pass_k > algorithm.group_size:
+            raise ConfigError(
+                f"algorithm.pass_k={algorithm.pass_k}: pass@k is estimated from the group's k-subsets, so k must be "
+                f"at most algorithm.group_size={algorithm.group_size}; lower pass_k or raise group_size"
+            )
+        if (algorithm.pass_k != 1 or algorithm.pass_k_anneal_steps) and algorithm.advantage not in PASS_K_ESTIMATORS:
+            raise ConfigError(
+                f"algorithm.pass_k={algorithm.pass_k}, pass_k_anneal_steps={algorithm.pass_k_anneal_steps}: apply to "
+                f"algorithm.advantage={' or '.join(PASS_K_ESTIMATORS)} only, not {algorithm.advantage}; drop them or set advantage=passk"
             )
         if self.train.async_steps and algorithm.tis_cap is None:
             raise ConfigError(

@@ -83,7 +83,7 @@ def run_preflight(config: Config, train_examples, num_eval_prompts: int, tokeniz
 
         rewards = torch.tensor([score.reward for score in scores], dtype=torch.float32)
         stats = group_stats(rewards, G)
-        advantages = compute_advantages(rewards, config.algorithm)
+        advantages = compute_advantages(rewards, config.algorithm, step=1)
         tic = time.perf_counter()
         batch = RolloutBatch.build(prompt_ids, groups, advantages).to(learner.device)
         batch.ref_logprobs = learner.reference_logprobs(batch)

@@ -263,7 +263,7 @@ def learn_from(config, step, rollouts: Rollouts, learner, sampler) -> tuple[dict
 
     tic = time.perf_counter()
     if len(trained):
-        advantages[trained_completions] = compute_advantages(shaped[trained_completions], config.algorithm)
+        advantages[trained_completions] = compute_advantages(shaped[trained_completions], config.algorithm, step)
         batch = RolloutBatch.build(
             [rollouts.prompt_ids[g] for g in trained], [groups[g] for g in trained], advantages[trained_completions]
         )
