@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from conftest import TINY_RUN
-from grpo_cli.algo.loss import BatchTotals, high_entropy_mask, policy_loss
+from grpo_cli.algo.loss import BatchTotals, clip_cov_mask, high_entropy_mask, policy_loss
 from grpo_cli.algo.rewards import overlong_penalty, per_component_rewards
 from grpo_cli.cli import main
 from grpo_cli.compose import compose
@@ -109,6 +109,36 @@ def test_entropy_mask_and_bonus_by_hand():
     torch.testing.assert_close(entropy.grad, torch.full((2, 2), -0.025, dtype=torch.float64))
 
 
+def test_clip_cov_takes_the_gradient_from_tokens_whose_covariance_is_in_the_band():
+    # 5 loss tokens (99 is padding): log-probs -0.2 -2 -3 | -3.5 -0.5, advantages 2 | -2. Means -1.84 and 0.4;
+    # Cov = (logp + 1.84)(A - 0.4): 2.624, -0.256, -1.856 | 3.984, -3.216. In (1, 5): the confident token
+    # with A > 0 and the unlikely one with A < 0, the two that lower the entropy most.
+    logp = torch.tensor([[-0.2, -2.0, -3.0], [-3.5, -0.5, 99.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    advantages = torch.tensor([2.0, -2.0], dtype=torch.float64)
+    config = AlgorithmConfig(clip_cov_frac=0.4, loss_agg="token_mean")  # max(1, floor(0.4 x 5)) = 2 tokens
+    kept = clip_cov_mask(logp, advantages, mask, config, torch.Generator().manual_seed(0))
+    assert kept.tolist() == [[False, True, True], [False, True, False]]
+
+    # one token to draw (floor(0.1 x 5) = 0, at least 1): one of the two, the same for the same seed
+    config = AlgorithmConfig(clip_cov_frac=0.1, loss_agg="token_mean")
+    draws = [clip_cov_mask(logp, advantages, mask, config, torch.Generator().manual_seed(seed)) for seed in range(8)]
+    assert {tuple(map(tuple, (mask & ~kept).nonzero().tolist())) for kept in draws} == {((0, 0),), ((1, 0),)}
+    assert torch.equal(draws[3], clip_cov_mask(logp, advantages, mask, config, torch.Generator().manual_seed(3)))
+
+    # on-policy, token_mean over 5 tokens: d loss / d logp = -A / 5 on the kept tokens, 0 on the drawn one
+    logp.requires_grad_(True)
+    loss, _ = policy_loss(logp, None, None, advantages, mask, config, totals=BatchTotals.of(mask, 3), pg_mask=draws[3])
+    loss.backward()
+    expected = torch.tensor([[-0.4, -0.4, -0.4], [0.4, 0.4, 0.0]], dtype=torch.float64).masked_fill(~draws[3], 0.0)
+    torch.testing.assert_close(logp.grad, expected)
+
+
+def test_clip_cov_band_must_be_ordered():
+    with pytest.raises(ConfigError, match="algorithm.clip_cov_low=5.0, clip_cov_high=1.0: .* low must be below high"):
+        compose([*TINY_RUN, "algorithm.clip_cov_low=5", "algorithm.clip_cov_high=1"])
+
+
 class ScriptedSampler:
     """G completions per prompt, each a few tokens; the prompt's first token says which group it was."""
 
@@ -197,6 +227,9 @@ VARIANTS = {
     "kl_k1": ["algorithm.kl_coef=0.04", "algorithm.kl_estimator=k1"],
     "kl_k2": ["algorithm.kl_coef=0.04", "algorithm.kl_estimator=k2"],
     "per_component": ["verifier.rewards.normalize=per_component", "verifier.rewards.format_bonus=0.5"],
+    # pass@2 for 2 steps, then pass@1; Clip-Cov draws from every token with a positive covariance
+    "pkpo_clip_cov": ["algorithm.advantage=pkpo", "algorithm.pass_k=2", "algorithm.pass_k_anneal_steps=2",
+                      "algorithm.clip_cov_frac=0.05", "algorithm.clip_cov_low=0"],
 }
 
 
@@ -209,11 +242,13 @@ def test_three_training_steps_of_each_variant(variant, tiny_model, tmp_path):
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert all(m["nonfinite"] == 0 and math.isfinite(m["loss"]) for m in metrics)
     assert any(m["grad_norm"] > 0 for m in metrics)
-    assert config["algorithm"]["advantage"] == {"rloo": "rloo", "reinforce_pp": "reinforce_pp"}.get(variant, "grpo")
+    assert config["algorithm"]["advantage"] == {"rloo": "rloo", "reinforce_pp": "reinforce_pp", "pkpo_clip_cov": "pkpo"}.get(variant, "grpo")
     if variant.startswith("kl_"):
         assert metrics[-1]["kl/mean"] != 0
     if variant == "dual_clip":
         assert all("clip/dual_frac" in m for m in metrics)
+    if variant == "pkpo_clip_cov":
+        assert all(0 < m["clip/cov_frac"] <= 0.05 for m in metrics)
     if variant == "dapo":
         # all 24 tokens long, at the budget: the full penalty -1
         assert all(m["reward/overlong_penalty_mean"] == -1 and m["groups/resample_rounds"] == 0 for m in metrics)

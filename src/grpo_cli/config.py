@@ -300,6 +300,12 @@ class AlgorithmConfig:
         default=1.0,
         metadata={"help": "policy loss only on this fraction of the batch's tokens with the highest entropy (1: all)", **check(lambda v: 0 < v <= 1, "must be in (0, 1]")},
     )
+    clip_cov_frac: float = field(
+        default=0.0,
+        metadata={"help": "Clip-Cov: this fraction of the batch's loss tokens, drawn among those whose covariance of log-prob and advantage lies in (clip_cov_low, clip_cov_high), lose their policy gradient (0: off; the paper: 2e-4)", **FRACTION},
+    )
+    clip_cov_low: float = field(default=1.0, metadata={"help": "Clip-Cov: tokens with a covariance above this may be drawn"})
+    clip_cov_high: float = field(default=5.0, metadata={"help": "Clip-Cov: tokens with a covariance below this may be drawn"})
     entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus: this times the policy's per-token entropy is subtracted from the loss", **NON_NEGATIVE})
     num_iterations: int = field(default=1, metadata={"help": "mu, optimizer updates per generation batch", **POSITIVE})
     tis_cap: Optional[float] = field(
@@ -455,6 +461,11 @@ class Config:
             raise ConfigError(
                 f"algorithm.pass_k={algorithm.pass_k}, pass_k_anneal_steps={algorithm.pass_k_anneal_steps}: apply to "
                 f"algorithm.advantage={' or '.join(PASS_K_ESTIMATORS)} only, not {algorithm.advantage}; drop them or set advantage=passk"
+            )
+        if algorithm.clip_cov_low >= algorithm.clip_cov_high:
+            raise ConfigError(
+                f"algorithm.clip_cov_low={algorithm.clip_cov_low}, clip_cov_high={algorithm.clip_cov_high}: Clip-Cov draws "
+                "tokens whose covariance lies between them; low must be below high"
             )
         if self.train.async_steps and algorithm.tis_cap is None:
             raise ConfigError(

@@ -12,7 +12,8 @@ pi_old, the reference pi_ref, and the log-ratio l_it = log pi(y_it) - log pi_old
                      p_it = -min(rho_it A_i, clip(rho_it, 1 - eps_low, 1 + eps_high) A_i)
   TIS correction     w_it = min(pi_old(y_it) / pi_sampler(y_it), tis_cap)     (w = 1 when tis_cap is null)
   entropy mask       e_it = 1 for the entropy_mask_top fraction of the batch's loss tokens with the highest
-                     entropy, else 0 (e = 1 when entropy_mask_top is 1)
+                     entropy, else 0 (e = 1 when entropy_mask_top is 1), and 0 for the tokens Clip-Cov draws
+                     (`clip_cov_mask`, when clip_cov_frac > 0)
   per-token loss     L_it = e_it w_it p_it + beta KL_it - entropy_coef H_it   (KL_it: kl.py, beta = kl_coef,
                                                                               H_it the policy's entropy)
 
@@ -160,6 +161,34 @@ def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, top: float) -> 
         return mask
     threshold = values.topk(math.ceil(top * values.numel())).values.min()
     return mask & (entropy >= threshold)
+
+
+def clip_cov_mask(
+    logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, config: AlgorithmConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """bool [B, T]: the loss tokens (mask [B, T]) that keep their policy gradient under Clip-Cov (Cui et al. 2025,
+    "The Entropy Mechanism of Reinforcement Learning for Reasoning Language Models", arXiv:2505.22617; veRL
+    loss_mode=clip_cov).
+
+    The policy's entropy falls by about the covariance of log pi(y_t) and A over the batch's tokens: confident
+    tokens with A > 0 (and unlikely ones with A < 0) sharpen the policy. Clip-Cov takes the gradient away from a
+    few of the tokens that push hardest:
+
+      Cov_t = (log pi(y_t) - mean log pi) (A_t - mean A)      means over the batch's loss tokens, A_t = A_i
+      drawn  max(1, floor(clip_cov_frac x n)) of the n loss tokens, at random among those with
+             clip_cov_low < Cov_t < clip_cov_high (all of them when fewer), lose their policy gradient
+
+    logp [B, T]: log-probs of the policy that sampled the batch; advantages [B]; `generator` draws the tokens.
+    """
+    values = logp[mask]
+    token_advantages = advantages[:, None].to(logp.dtype).expand_as(logp)[mask]
+    covariance = (values - values.mean()) * (token_advantages - token_advantages.mean())
+    candidates = ((covariance > config.clip_cov_low) & (covariance < config.clip_cov_high)).nonzero()[:, 0]
+    count = max(1, int(config.clip_cov_frac * values.numel()))
+    drawn = candidates[torch.randperm(len(candidates), generator=generator)[:count].to(candidates.device)]
+    keep = torch.ones_like(values, dtype=torch.bool)
+    keep[drawn] = False
+    return mask.clone().masked_scatter_(mask, keep)
 
 
 def policy_loss(

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, PreTrainedModel
 
-from grpo_cli.algo.loss import BatchTotals, high_entropy_mask, loss_mask, merge_metrics, policy_loss
+from grpo_cli.algo.loss import BatchTotals, clip_cov_mask, high_entropy_mask, loss_mask, merge_metrics, policy_loss
 from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config, LoraConfig
 from grpo_cli.errors import GrpoError
 from grpo_cli.models import compute_autocast, load_checkpoint_weights
-from grpo_cli.sampler.base import Completion
+from grpo_cli.sampler.base import Completion, sampling_seed
 from grpo_cli.training import distributed
 
 # Any valid token id: padded positions are masked out of attention and of the loss.
@@ -57,8 +57,8 @@ class RolloutBatch:
     completion_mask (Completion.model_mask), so out of the loss, the log-prob mismatch and the KL.
 
     advantages [B]; sampler_logprobs [B, T] (the sampling engine's); truncated [B] (stopped at the length
-    limit); old_logprobs, ref_logprobs [B, T] and pg_mask [B, T] (algorithm.entropy_mask_top), filled in by
-    Learner.train_on.
+    limit); old_logprobs, ref_logprobs [B, T] and pg_mask [B, T] (algorithm.entropy_mask_top and
+    clip_cov_frac), filled in by Learner.train_on.
     """
 
     input_ids: torch.Tensor
@@ -478,6 +478,7 @@ class Learner:
 
     def __init__(self, config: Config, model: torch.nn.Module, total_steps: int):
         self.algorithm = config.algorithm
+        self.seed = config.train.seed
         self.generation_budget = config.sampler.max_new_tokens
         self.temperature = config.sampler.temperature or 1.0
         # The sampler's top-k/top-p support (none when greedy): log-probs are renormalized over it on both sides.
@@ -541,6 +542,18 @@ class Learner:
         mask = loss_mask(batch.completion_mask, batch.truncated, self.algorithm)
         return high_entropy_mask(entropy, mask, self.algorithm.entropy_mask_top)
 
+    @torch.no_grad()
+    def clip_cov_tokens(self, batch: RolloutBatch) -> torch.Tensor | None:
+        """[B, T] bool: the loss tokens that keep their policy gradient under algorithm.clip_cov_frac (Clip-Cov,
+        algo/loss.py), from the sampler's log-probs (the policy before this batch's updates, as the learner
+        computes them up to logprob_mismatch: no extra forward pass) and drawn with a seed of train.seed and
+        the step; None when clip_cov_frac is 0."""
+        if not self.algorithm.clip_cov_frac:
+            return None
+        mask = loss_mask(batch.completion_mask, batch.truncated, self.algorithm)
+        generator = torch.Generator().manual_seed(sampling_seed(self.seed, "clip_cov", self.scheduler.last_epoch))
+        return clip_cov_mask(batch.sampler_logprobs, batch.advantages, mask, self.algorithm, generator)
+
     def train_on(self, batch: RolloutBatch) -> dict[str, float]:
         """One training step: all num_iterations updates on one generation batch, then the schedule moves to
         the next step. Returns the last update's metrics, with "nonfinite" the fraction of the updates skipped
@@ -549,12 +562,19 @@ class Learner:
         batch.ref_logprobs = self.reference_logprobs(batch)
         batch.old_logprobs = self.old_logprobs(batch)
         batch.pg_mask = self.high_entropy_tokens(batch)
+        cov_kept = self.clip_cov_tokens(batch)
+        clip_cov = {}
+        if cov_kept is not None:
+            batch.pg_mask = cov_kept if batch.pg_mask is None else batch.pg_mask & cov_kept
+            mask = loss_mask(batch.completion_mask, batch.truncated, self.algorithm)
+            dropped, tokens = distributed.all_reduce([int((mask & ~cov_kept).sum()), int(mask.sum())])
+            clip_cov = {"clip/cov_frac": dropped / max(tokens, 1)}
         updates = [self.step(batch) for _ in range(self.algorithm.num_iterations)]
         self.scheduler.step()
         # Before the first update the policy is the one that sampled: only then is the mismatch meaningful.
         first = {key: updates[0][key] for key in ("logprob_mismatch/mean", "logprob_mismatch/max")}
         skipped = sum(update["nonfinite"] for update in updates) / len(updates)
-        return updates[-1] | first | {"nonfinite": skipped}
+        return updates[-1] | first | clip_cov | {"nonfinite": skipped}
 
     def skip_step(self) -> dict[str, float | None]:
         """A training step with nothing to learn from (algorithm.filter_zero_variance dropped every group): no
@@ -574,6 +594,8 @@ class Learner:
         ]
         if self.algorithm.policy_loss == "dual_clip":
             measured.append("clip/dual_frac")
+        if self.algorithm.clip_cov_frac:
+            measured.append("clip/cov_frac")
         if self.algorithm.kl_coef > 0:
             measured += ["kl/mean", "kl/clamped"]
         if self.algorithm.tis_cap is not None:
