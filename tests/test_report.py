@@ -217,3 +217,40 @@ def test_transcripts_show_tool_calls_and_outputs_apart_from_the_model_text(tmp_p
     assert len(set(colors)) == 4, colors  # the model's text, its calls, outputs and errors all look different
     assert choose(browser, "all", search="cannot parse") == [["wrong", False]]
     assert browser.errors == []
+
+
+def finished_run(path, before, after, entropy):
+    """A finished run folder: evals at steps 0 and 80 with pass@1..3 from `before` and `after`, entropy by step."""
+    path.mkdir()
+    write_jsonl(path / "metrics.jsonl", [{"step": step, "entropy/mean": value} for step, value in enumerate(entropy, 1)])
+    write_jsonl(path / "evals.jsonl", [{"step": step} | {f"pass@{k}": p for k, p in enumerate(curve, 1)}
+                                       for step, curve in ((0, before), (80, after))])
+    return path
+
+
+def test_grpo_report_compares_runs_pass_at_k_curves_and_entropy(tmp_path):
+    sft = [0.25, 0.4, 0.5]
+    passk = finished_run(tmp_path / "demo-hard-passk", sft, [0.4, 0.6, 0.7], [1.2, 1.1])
+    grpo = finished_run(tmp_path / "demo-hard", sft, [0.45, 0.55, 0.6], [1.0, 0.8])
+    other_start = finished_run(tmp_path / "other-sft", [0.2, 0.3, 0.35], [0.3, 0.4, 0.45], [0.9])
+    result = subprocess.run([GRPO, "report", str(passk), str(grpo), str(other_start)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (passk / "report" / "pass_at_k_curve.png").stat().st_size > 5000
+
+    from grpo_cli.report import chart_data, read_run
+
+    charts = {chart["id"]: {s["label"]: s["points"] for s in chart["series"]}
+              for chart in chart_data(read_run(passk), [read_run(grpo), read_run(other_start)])}
+    # one SFT curve for the runs that share it; the run from another start shows its own
+    assert charts["pass_at_k_curve"] == {
+        "before (step 0)": [[1, 0.25], [2, 0.4], [3, 0.5]],
+        "demo-hard-passk: latest (step 80)": [[1, 0.4], [2, 0.6], [3, 0.7]],
+        "demo-hard: latest (step 80)": [[1, 0.45], [2, 0.55], [3, 0.6]],
+        "other-sft: before (step 0)": [[1, 0.2], [2, 0.3], [3, 0.35]],
+        "other-sft: latest (step 80)": [[1, 0.3], [2, 0.4], [3, 0.45]],
+    }
+    assert charts["entropy"] == {"demo-hard-passk: mean": [[1, 1.2], [2, 1.1]], "demo-hard: mean": [[1, 1.0], [2, 0.8]],
+                                 "other-sft: mean": [[1, 0.9]]}
+    assert list(charts["pass_at_k"]) == ["pass@1", "pass@2", "pass@3"]  # the other charts are this run's alone
+    page = (passk / "report" / "index.html").read_text()
+    assert '"compared": [{"name": "demo-hard", "evals": [{"step": 0, "pass@1": 0.25' in page

@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--score", metavar="SHEET", help="score a filled sheet: the share judged logically wrong")
     report = command("report", "write RUN_DIR/report/index.html (charts, warnings, samples, summary) and PNG charts", overrides=False)
     report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("compare", nargs="*", metavar="OTHER_RUN", help="runs to compare: their pass@k curves, entropy and pass@k beside RUN_DIR's")
     return parser
 
 

@@ -1,5 +1,8 @@
 """`grpo report RUN_DIR`: one self-contained page, RUN_DIR/report/index.html, and the same charts as PNG files.
 
+`grpo report RUN_DIR OTHER_RUN ...` compares: the page of RUN_DIR also draws each other run's latest pass@k
+curve (and its first one, where that differs from RUN_DIR's) and entropy, and lists its pass@k in the summary.
+
 The page opens from disk with no network: the data is inlined as JSON and drawn as SVG by an inline script.
 It reads what a run writes (metrics.jsonl, evals.jsonl, samples.jsonl, summary.json, config.yaml); any of them
 may be missing or partial (a run in progress, a step whose groups were all filtered), and a missing key or a
@@ -38,6 +41,7 @@ class Chart:
     title: str
     series: tuple[Series, ...]
     x_label: str = "step"
+    compared: bool = False  # with runs to compare, theirs are drawn too
 
 
 def _train(label: str, key: str) -> Series:
@@ -54,13 +58,13 @@ CHARTS = (
     # Series are filled in from the eval records: one per pass@k they hold.
     Chart("pass_at_k", "Eval pass@k", ()),
     # pass@k against k at the first eval and the latest: what training did to pass@1 and to pass@k at large k.
-    Chart("pass_at_k_curve", "Eval pass@k by k: before vs latest", (), x_label="k"),
+    Chart("pass_at_k_curve", "Eval pass@k by k: before vs latest", (), x_label="k", compared=True),
     Chart("kl", "KL to the reference", (_train("mean", "kl/mean"),)),
     Chart("groups", "Groups", (_train("any positive reward", "groups/any_positive_frac"),
                                _train("zero variance", "groups/zero_variance_frac"),
                                _train("kept", "groups/kept_frac"))),
     Chart("clip", "Clip fractions", (_train("low", "clip/low_frac"), _train("high", "clip/high_frac"))),
-    Chart("entropy", "Entropy (nats/token)", (_train("mean", "entropy/mean"),)),
+    Chart("entropy", "Entropy (nats/token)", (_train("mean", "entropy/mean"),), compared=True),
     Chart("length", "Completion length (tokens)", (_train("mean", "completions/len_mean"),
                                                    _train("max", "completions/len_max"),
                                                    _eval("eval mean", "completions/len_mean"))),
@@ -129,37 +133,57 @@ def _number(value) -> float | None:
     return float(value)
 
 
-def chart_data(run: Run) -> list[dict]:
+def chart_data(run: Run, compared: list[Run] = ()) -> list[dict]:
     """Each chart as {id, title, x_label, series: [{label, points: [[x, value], ...]}]}, non-numeric values
-    dropped; x is the step, or k for the pass@k curve."""
+    dropped; x is the step, or k for the pass@k curve. With `compared` runs, the charts marked `compared`
+    draw theirs too, each series labelled with its run's folder name."""
     pass_at = sorted({key for record in run.evals for key in record if key.startswith("pass@")},
                      key=lambda key: int(key[5:]) if key[5:].isdigit() else 0)
     charts = []
     for chart in CHARTS:
         if chart.id == "pass_at_k_curve":
-            charts.append({"id": chart.id, "title": chart.title, "x_label": chart.x_label, "series": pass_at_k_curves(run)})
+            charts.append({"id": chart.id, "title": chart.title, "x_label": chart.x_label, "series": pass_at_k_curves(run, compared)})
             continue
         series = chart.series if chart.id != "pass_at_k" else tuple(_eval(key, key) for key in pass_at)
+        runs = [run, *compared] if chart.compared else [run]
         drawn = []
-        for s in series:
-            records = run.metrics if s.source == "metrics" else run.evals
-            points = [[record["step"], _number(record.get(s.key))] for record in records if _number(record.get("step")) is not None]
-            drawn.append({"label": s.label, "points": [point for point in points if point[1] is not None]})
+        for each in runs:
+            prefix = f"{each.dir.name}: " if len(runs) > 1 else ""
+            for s in series:
+                records = each.metrics if s.source == "metrics" else each.evals
+                points = [[record["step"], _number(record.get(s.key))] for record in records if _number(record.get("step")) is not None]
+                drawn.append({"label": prefix + s.label, "points": [point for point in points if point[1] is not None]})
         charts.append({"id": chart.id, "title": chart.title, "x_label": chart.x_label, "series": [s for s in drawn if s["points"]]})
     return charts
 
 
-def pass_at_k_curves(run: Run) -> list[dict]:
+def pass_at_k_curves(run: Run, compared: list[Run] = ()) -> list[dict]:
     """[{label, points: [[k, pass@k], ...]}] of the first eval ("before") and, once there is another, the
-    latest; empty while no eval holds two values of k."""
-    curves = []
-    for label, records in (("before", run.evals[:1]), ("latest", run.evals[1:][-1:])):
-        for record in records:
-            points = sorted([int(key[5:]), _number(value)] for key, value in record.items()
-                            if key.startswith("pass@") and key[5:].isdigit() and _number(value) is not None)
-            if len(points) >= 2:
-                curves.append({"label": f"{label} (step {record.get('step')})", "points": points})
+    latest; empty while no eval holds two values of k. Each `compared` run adds its latest curve, and its
+    first where that differs from `run`'s (another starting model), labelled with the run's folder name."""
+    before, latest = _pass_at_k_points(run.evals[:1]), _pass_at_k_points(run.evals[1:][-1:])
+    curves = [{"label": f"{label} (step {record.get('step')})", "points": points}
+              for label, (record, points) in (("before", before), ("latest", latest)) if points]
+    if compared and len(curves) == 2:
+        curves[1]["label"] = f"{run.dir.name}: {curves[1]['label']}"
+    for other in compared:
+        other_before, other_latest = _pass_at_k_points(other.evals[:1]), _pass_at_k_points(other.evals[1:][-1:])
+        shown = [("latest", other_latest)]
+        if other_before[1] != before[1]:
+            shown.insert(0, ("before", other_before))
+        curves += [{"label": f"{other.dir.name}: {label} (step {record.get('step')})", "points": points}
+                   for label, (record, points) in shown if points]
     return curves
+
+
+def _pass_at_k_points(records: list[dict]) -> tuple[dict, list]:
+    """The eval record of `records` (at most one) and its [[k, pass@k], ...] by k; [] unless it holds two k."""
+    for record in records:
+        points = sorted([int(key[5:]), _number(value)] for key, value in record.items()
+                        if key.startswith("pass@") and key[5:].isdigit() and _number(value) is not None)
+        if len(points) >= 2:
+            return record, points
+    return {}, []
 
 
 def warning_timeline(run: Run) -> list[dict]:
@@ -184,15 +208,17 @@ def sample_groups(run: Run) -> tuple[list[dict], int]:
     return kept[::-1], len(run.samples) - len(kept)
 
 
-def write_report(run_dir: str | Path, pngs: bool = True) -> Path:
+def write_report(run_dir: str | Path, pngs: bool = True, compare: list[str | Path] = ()) -> Path:
     """Write RUN_DIR/report/index.html and, with `pngs`, one PNG per chart with data; returns the page's path.
+    `compare`: run folders whose pass@k curves, entropy and pass@k summary the page shows beside this run's.
 
     matplotlib takes seconds to draw them, so the trainer's refreshes skip them: `grpo report` draws them.
     """
     run = read_run(run_dir)
+    compared = [read_run(other) for other in compare]
     out = run.dir / "report"
     out.mkdir(exist_ok=True)
-    charts = chart_data(run)
+    charts = chart_data(run, compared)
     groups, left_out = sample_groups(run)
     data = {
         "run": str(run.dir),
@@ -204,6 +230,7 @@ def write_report(run_dir: str | Path, pngs: bool = True) -> Path:
         "samples_left_out": left_out,
         "summary": run.summary,
         "evals": run.evals,
+        "compared": [{"name": other.dir.name, "evals": other.evals} for other in compared],
     }
     data["pngs"] = [path.name for path in write_pngs(charts, out)] if pngs else []
     page = out / "index.html"
@@ -264,7 +291,7 @@ def _page(data: dict, config_text: str) -> str:
 
 
 def report_command(args: argparse.Namespace) -> None:
-    page = write_report(args.run_dir)
+    page = write_report(args.run_dir, compare=args.compare)
     print(page)
 
 
@@ -387,11 +414,15 @@ function renderSummary() {
   const ks = [...new Set(DATA.evals.flatMap(e => Object.keys(e)).filter(k => k.startsWith("pass@")))];
   if (DATA.evals.length) {
     const first = DATA.evals[0], last = DATA.evals[DATA.evals.length - 1];
-    const head = el("tr"); ["metric", `before (step ${first.step})`, `latest (step ${last.step})`].forEach(h => head.appendChild(el("th", {}, h)));
+    const others = DATA.compared.filter(c => c.evals.length).map(c => [c.name, c.evals[c.evals.length - 1]]);
+    const head = el("tr");
+    ["metric", `before (step ${first.step})`, `latest (step ${last.step})`, ...others.map(([name, e]) => `${name}: latest (step ${e.step})`)]
+      .forEach(h => head.appendChild(el("th", {}, h)));
     table.appendChild(head);
     for (const k of ks) {
       const row = el("tr");
-      [k, fmt(S ? S[k + "_before"] : first[k]), fmt(S ? S[k + "_after"] : last[k])].forEach(v => row.appendChild(el("td", {}, v)));
+      [k, fmt(S ? S[k + "_before"] : first[k]), fmt(S ? S[k + "_after"] : last[k]), ...others.map(([, e]) => fmt(e[k]))]
+        .forEach(v => row.appendChild(el("td", {}, v)));
       table.appendChild(row);
     }
   }
