@@ -67,7 +67,7 @@ def main() -> None:
     config.algorithm = dataclasses.replace(config.algorithm, advantage="grpo", pass_k=1, pass_k_anneal_steps=0)
     step_seconds = args.step_seconds
     if step_seconds is None:
-        from grpo_cli.bench import run_bench
+        from grpo_cli.diagnostics.bench import run_bench
 
         step_seconds = run_bench(config, args.steps)["step"]
     report = measure(config, args.repeats, args.pass_k, step_seconds)

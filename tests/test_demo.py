@@ -11,7 +11,6 @@ import pytest
 
 from conftest import GRPO
 
-
 # make demo-hard-passk's measured gains over the SFT model (docs/algorithms.md, Pass@k: PKPO at k = 4, +5.5 points
 # of pass@12 and +14.9 of pass@1; plain GRPO +3.5 and +20.8), less a margin for another machine's arithmetic. The
 # issue's bar, +8 points of pass@12, was not reached by any setting tried.

@@ -237,7 +237,7 @@ def test_grpo_report_compares_runs_pass_at_k_curves_and_entropy(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (passk / "report" / "pass_at_k_curve.png").stat().st_size > 5000
 
-    from grpo_cli.report import chart_data, read_run
+    from grpo_cli.monitoring.report import chart_data, read_run
 
     charts = {chart["id"]: {s["label"]: s["points"] for s in chart["series"]}
               for chart in chart_data(read_run(passk), [read_run(grpo), read_run(other_start)])}
