@@ -227,16 +227,19 @@ def test_new_tokens_are_capped_at_the_models_context(tiny_model_dir):
 
 def unshared_generate(sampler: HFSampler, prompts: list[list[int]], n: int, seed: int, temperature: float):
     """What the sampler computes without the shared prefill: one plain generate over the prompts' n left-padded
-    copies (all of them one batch), with the sampler's generation settings and seed."""
+    copies (all of them one batch), with the sampler's generation settings and seed, the log-probs from the
+    scores of every step that generate keeps when asked."""
     width = max(len(ids) for ids in prompts)
     rows = [ids for ids in prompts for _ in range(n)]
     input_ids = torch.tensor([[sampler.pad_token_id] * (width - len(ids)) + ids for ids in rows])
     attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
+    generation_config = sampler.generation_config(temperature, sampler.config.max_new_tokens)
+    generation_config.update(output_scores=True, return_dict_in_generate=True)
     with torch.no_grad(), torch.random.fork_rng(), plain_generation_config(sampler.model):
         torch.manual_seed(seed)
         output = sampler.model.eval().generate(
-            input_ids=input_ids, attention_mask=attention_mask,
-            generation_config=sampler.generation_config(temperature, sampler.config.max_new_tokens),
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+            logits_processor=sampler.sampling_processors(temperature),
         )
     tokens = output.sequences[:, width:]
     logprobs = torch.stack([torch.log_softmax(s, -1).gather(-1, t[:, None])[:, 0] for s, t in zip(output.scores, tokens.T)], 1)
@@ -270,8 +273,10 @@ def test_groups_come_back_whole_and_in_order_through_on_groups(tokenizer, prompt
 
 def test_sequence_bytes_by_hand_and_the_automatic_batch_fits_the_free_memory(tokenizer, prompt_ids, monkeypatch):
     model = tiny_model(tokenizer)
-    # 2 layers x 1 KV head x 64 dims x (K and V) x (7 + 10 positions) x 4 bytes, and (10 + 3) x 300 float32 scores.
-    assert sequence_bytes(model.config, 7, 10, 4) == 2 * 2 * 1 * 64 * 17 * 4 + 13 * 300 * 4
+    # 2 layers x 1 KV head x 64 dims x (K and V) x (7 + 10 positions) x 4 bytes, and 4 float32 rows of 300 scores
+    # (one step's logits, scores and probabilities, the previous step's log-softmax), whatever the new tokens.
+    assert sequence_bytes(model.config, 7, 10, 4) == 2 * 2 * 1 * 64 * 17 * 4 + 4 * 300 * 4
+    assert sequence_bytes(model.config, 7, 1000, 4) == 2 * 2 * 1 * 64 * 1007 * 4 + 4 * 300 * 4
     sampler = HFSampler(model, tokenizer, SamplerConfig(max_new_tokens=10, batch_size=None))
     width = max(len(ids) for ids in prompt_ids)
     per_sequence = sequence_bytes(model.config, width, 10, 4)

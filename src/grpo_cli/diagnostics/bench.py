@@ -109,7 +109,7 @@ def bare_generate(sampler, prompt_ids: list[list[int]], n: int, seed: int) -> fl
     width = input_ids.shape[1]
     max_new_tokens = new_token_budget(sampler.config.max_new_tokens, width, model.config.max_position_embeddings, "max_position_embeddings")
     generation_config = sampler.generation_config(temperature, max_new_tokens)
-    generation_config.update(output_scores=False, return_dict_in_generate=False, num_return_sequences=n)
+    generation_config.num_return_sequences = n
     was_training = model.training
     model.eval()
     try:
@@ -118,7 +118,10 @@ def bare_generate(sampler, prompt_ids: list[list[int]], n: int, seed: int) -> fl
             torch.manual_seed(seed)
             _synchronize(model.device)
             tic = time.perf_counter()
-            model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config)
+            model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                logits_processor=sampler.sampling_processors(temperature),
+            )
             _synchronize(model.device)
             return time.perf_counter() - tic
     finally:

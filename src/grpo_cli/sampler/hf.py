@@ -5,13 +5,16 @@ Each call generates whole groups (a group larger than the batch in pieces): the 
 left-padded and prefilled once, all but their last token, and that KV cache is repeated for the copies, so
 `generate` computes each prompt once for its G completions. The batch holds `sampler.batch_size` sequences,
 or, when that is null, as many as fit a fraction of the free memory (device memory on GPU, RAM on CPU) by
-`sequence_bytes`: the KV cache of the prompt and the new tokens, and the scores below.
+`sequence_bytes`: the KV cache of the prompt and the new tokens, and a few vocabulary-sized rows of one step.
 
 Log-probs follow sampler/base.py: for the token y_t sampled at step t,
     logprob_t = log_softmax(mask(z_t / T))[y_t],   z_t the model's raw logits, T the temperature (1 when greedy),
 mask the top-k/top-p truncation: they are the log of the probability the token was drawn with. They come
-from `generate`'s processed scores (temperature, top-k, top-p applied), kept for every step: batch x
-max_new_tokens x vocab float32 values.
+from the processed scores (temperature, top-k, top-p applied) step by step (SampledLogprobs): no step keeps
+the scores of the steps before it, so a 49,152-token vocabulary costs a few [batch, vocab] rows, not
+[batch, max_new_tokens, vocab]. The temperature, top-k and top-p processors are passed to `generate` as a
+list (`sampling_processors`), ahead of the one that records, with the generation config's own left neutral:
+`generate` would otherwise append them after every processor it is given.
 
 Every sampling parameter is passed explicitly and the model's generation_config.json is ignored (as the vLLM
 sampler does): a repetition penalty, min_p or top_k there would change the distribution the learner assumes.
@@ -26,6 +29,13 @@ from contextlib import contextmanager
 
 import torch
 from transformers import DynamicCache, GenerationConfig
+from transformers.generation.logits_process import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from grpo_cli.config import SamplerConfig
 from grpo_cli.models import compute_autocast
@@ -35,6 +45,9 @@ from grpo_cli.sampler.base import Completion, OnGroups, eos_token_ids, new_token
 # the rest is the sampler's; on CPU the machine's RAM is shared with the verifier's workers and everything else.
 GPU_MEMORY_FRACTION = 0.8
 CPU_MEMORY_FRACTION = 0.5
+# Vocabulary-sized float32 rows a sequence holds at once while generating: a step's logits, processed scores and
+# probabilities, and the previous step's log-softmax (SampledLogprobs), whatever max_new_tokens is.
+SCORE_ROWS = 4
 
 
 class HFSampler:
@@ -108,26 +121,21 @@ class HFSampler:
         max_new_tokens = new_token_budget(
             self.config.max_new_tokens, width, self.model.config.max_position_embeddings, "max_position_embeddings"
         )
+        logprobs = SampledLogprobs()
         with compute_autocast(device, self.compute_dtype):
             cache = self._prefill(input_ids[:, :-1], attention_mask[:, :-1], copies) if width > 1 else None
-            output = self.model.generate(
+            sequences = self.model.generate(
                 input_ids=input_ids.repeat_interleave(copies, dim=0),
                 attention_mask=attention_mask.repeat_interleave(copies, dim=0),
                 past_key_values=cache,
                 generation_config=self.generation_config(temperature, max_new_tokens, stop),
+                logits_processor=LogitsProcessorList([*self.sampling_processors(temperature), logprobs]),
                 tokenizer=self.tokenizer,  # generate needs it to match stop strings
             )
-        new_tokens = output.sequences[:, width:]
-        # Scores: the logits after temperature (none when greedy) and top-k/top-p (-inf outside the support).
-        logprobs = torch.stack(
-            [
-                torch.log_softmax(step_scores.float(), dim=-1).gather(-1, step_tokens[:, None])[:, 0]
-                for step_scores, step_tokens in zip(output.scores, new_tokens.T)
-            ],
-            dim=1,
-        )
+        new_tokens = sequences[:, width:]
         return [
-            self._completion(tokens.tolist(), row_logprobs.tolist(), stop) for tokens, row_logprobs in zip(new_tokens, logprobs)
+            self._completion(tokens.tolist(), row_logprobs.tolist(), stop)
+            for tokens, row_logprobs in zip(new_tokens, logprobs.of(new_tokens))
         ]
 
     def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int) -> DynamicCache:
@@ -156,21 +164,61 @@ class HFSampler:
         return Completion(token_ids=tokens, logprobs=logprobs[:length], text=text, finish_reason=finish_reason)
 
     def generation_config(self, temperature: float, max_new_tokens: int, stop: Sequence[str] = ()) -> GenerationConfig:
-        """The settings of every generate call: sampler.* and `temperature`, nothing from the model."""
-        greedy = temperature == 0
+        """The settings of every generate call, nothing from the model; temperature, top-k and top-p neutral:
+        `sampling_processors(temperature)` applies them."""
         return GenerationConfig(
-            do_sample=not greedy,
-            temperature=1.0 if greedy else temperature,
-            top_k=0 if greedy else self.config.top_k,
-            top_p=1.0 if greedy else self.config.top_p,
+            do_sample=temperature != 0,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
             max_new_tokens=max_new_tokens,
             stop_strings=list(stop) or None,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             use_cache=True,
-            return_dict_in_generate=True,
-            output_scores=True,
         )
+
+    def sampling_processors(self, temperature: float) -> LogitsProcessorList:
+        """Temperature, top-k and top-p from sampler.* and `temperature`, in the order and under the conditions
+        `generate` builds them from a generation config; none when greedy."""
+        processors = LogitsProcessorList()
+        if temperature == 0:
+            return processors
+        if temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(temperature))
+        if self.config.top_k != 0:
+            processors.append(TopKLogitsWarper(self.config.top_k))
+        if self.config.top_p < 1.0:
+            processors.append(TopPLogitsWarper(self.config.top_p))
+        return processors
+
+
+class SampledLogprobs(LogitsProcessor):
+    """The last logits processor of a generate call: the log-prob of each drawn token under the processed scores
+    it was drawn from, one step at a time. The token drawn from step t's scores is known only at step t + 1 (the
+    last column of input_ids) or from the output: each call keeps its step's log-softmax [batch, vocab] until
+    then, and no more."""
+
+    def __init__(self):
+        self.steps: list[torch.Tensor] = []  # [batch] per step whose token is known
+        self.pending: torch.Tensor | None = None  # log_softmax of the last step's scores [batch, vocab]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.pending is not None:
+            self._take(input_ids[:, -1])
+        self.pending = torch.log_softmax(scores, dim=-1)
+        return scores
+
+    def of(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """[batch, new tokens] the log-probs of `new_tokens` (generate's output after the prompt). On MPS generate
+        computes one step more than it returns (a deferred stop check): the log-probs stop where the tokens do."""
+        if len(self.steps) < new_tokens.shape[1]:
+            self._take(new_tokens[:, len(self.steps)])
+        return torch.stack(self.steps[: new_tokens.shape[1]], dim=1)
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        self.steps.append(self.pending.gather(-1, tokens[:, None])[:, 0])
+        self.pending = None
 
 
 def _stop_string_length(tokenizer, tokens: list[int], stop: Sequence[str]) -> int | None:
@@ -193,13 +241,12 @@ def left_padded(prompts: list[list[int]], pad_token_id: int, device: torch.devic
 
 def sequence_bytes(model_config, prompt_tokens: int, max_new_tokens: int, dtype_bytes: int) -> int:
     """Generation memory of one sequence: its keys and values for every position (prompt_tokens +
-    max_new_tokens) in every layer, in `dtype_bytes`-byte values, and max_new_tokens + 3 float32 rows of
-    vocabulary size (the kept scores, and the step's logits, processed scores and probabilities)."""
+    max_new_tokens) in every layer, in `dtype_bytes`-byte values, and SCORE_ROWS float32 rows of vocabulary size."""
     heads = model_config.num_attention_heads
     head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
     kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
     kv = 2 * model_config.num_hidden_layers * kv_heads * head_dim * (prompt_tokens + max_new_tokens) * dtype_bytes
-    return kv + (max_new_tokens + 3) * model_config.vocab_size * 4
+    return kv + SCORE_ROWS * model_config.vocab_size * 4
 
 
 def _batches(prompt_ids: list[list[int]], n: int, batch_size: int) -> Iterator[tuple[list[list[int]], int]]:
