@@ -169,21 +169,28 @@ def test_prompt_is_shared_except_where_backward_recomputes_layers():
     assert not shares_prompt(torch.nn.Linear(2, 2))
 
 
-def test_chunked_logprobs_and_gradients_equal_log_softmax():
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (4, 1.0), (0, 0.8), (6, 0.9)])
+def test_chunked_logprobs_entropies_and_their_gradients_equal_a_full_log_softmax(top_k, top_p):
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 5, 11, generator=gen, requires_grad=True)
-    tokens = torch.randint(11, (3, 5), generator=gen)
-    weights = torch.randn(3, 5, generator=gen)
-
-    logp, entropy = token_logprobs(logits, tokens, temperature=0.7, chunk_tokens=4)  # 15 tokens: 4 chunks
-    (grad,) = torch.autograd.grad((logp * weights).sum(), logits)
-
-    full = torch.log_softmax(logits / 0.7, dim=-1)
+    weights, entropy_weights = torch.randn(3, 5, generator=gen), torch.randn(3, 5, generator=gen)
+    # The whole distribution, autograd's way: log_softmax over the support, -inf (probability 0) elsewhere.
+    z = logits.detach().flatten(0, 1) / 0.7
+    support = learner_module.sampling_support(z, top_k, top_p).view(3, 5, 11)
+    full = torch.log_softmax((logits / 0.7).masked_fill(~support, float("-inf")), dim=-1)
+    tokens = torch.multinomial(full.detach().exp().flatten(0, 1), 1, generator=gen).view(3, 5)  # drawn: in the support
     expected = full.gather(-1, tokens[..., None])[..., 0]
-    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), logits)
+    expected_entropy = -(full.exp() * full.masked_fill(~support, 0.0)).sum(-1)
+    (expected_grad,) = torch.autograd.grad((expected * weights + expected_entropy * entropy_weights).sum(), logits)
+    assert bool((~support).any()) == ((top_k, top_p) != (0, 1.0))
+
+    # 15 tokens in chunks of 4
+    logp, entropy = token_logprobs(logits, tokens, temperature=0.7, chunk_values=4 * 11, top_k=top_k, top_p=top_p)
+    (grad,) = torch.autograd.grad((logp * weights + entropy * entropy_weights).sum(), logits)
     torch.testing.assert_close(logp, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(entropy, expected_entropy, atol=1e-6, rtol=0)
     torch.testing.assert_close(grad, expected_grad, atol=1e-6, rtol=0)
-    torch.testing.assert_close(entropy, -(full.exp() * full).sum(-1).detach(), atol=1e-6, rtol=0)
+    assert torch.all(grad.masked_select(~support) == 0)
 
 
 def group_order_micro_batches(batch: RolloutBatch, token_budget: int, share_prompt: bool = False) -> list:

@@ -14,6 +14,9 @@ Every forward pass runs on micro-batches of at most train.micro_batch_tokens pad
 the step's completions sorted by length and packed, so little padding is computed. Each distinct prompt is computed
 once per pass (PromptPass; within each micro-batch under FSDP) and its keys/values are shared by the completions that
 answer it, gradients included (completion_logprobs with share_prompt; `shares_prompt` says for which models).
+
+Memory: a pass holds the logits of one micro-batch at a time, never of the whole step (a 49,152-token vocabulary
+makes those 0.2 MB per token in float32), and its log-softmax only a chunk at a time (token_logprobs).
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ from typing import Callable
 import peft
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
-from transformers import DynamicCache, PreTrainedModel
 
 from grpo_cli.algo.loss import BatchTotals, clip_cov_mask, high_entropy_mask, loss_mask, merge_metrics, policy_loss
 from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config, LoraConfig
@@ -41,8 +42,9 @@ from grpo_cli.training import distributed
 PAD_ID = 0
 # How each policy metric combines over micro-batches and over ranks (the rest are shares of a sum).
 METRIC_REDUCTIONS = {"ratio/min": "min", "ratio/max": "max", "logprob_mismatch/max": "max"}
-# Tokens whose full-vocabulary fp32 log-softmax exists at once (a 152k vocabulary: 0.6 GB per 1024 tokens).
-LOGPROB_CHUNK_TOKENS = 1024
+# Scores (tokens x vocabulary) whose fp32 log-softmax exists at once, 64 MiB: 341 tokens of a 49,152-token
+# vocabulary, 110 of a 152k one.
+LOGPROB_CHUNK_VALUES = 2**24
 
 
 @dataclass
@@ -195,12 +197,14 @@ def completion_logprobs(
     `batch`'s rows) gives prompts already run. Either gives the same log-probs and gradients as running
     every completion with its own copy of the prompt.
     """
+    tokens = batch.completion_ids
     if share_prompt is False:
-        logits = _completion_logits(model, batch)
-    else:
-        prompts = PromptPass.run(model, batch) if share_prompt is True else share_prompt
-        logits = _logits_after_prompts(model, batch, prompts)
-    return token_logprobs(logits, batch.completion_ids, temperature, top_k=top_k, top_p=top_p)
+        return token_logprobs(_completion_logits(model, batch), tokens, temperature, top_k=top_k, top_p=top_p)
+    prompts = PromptPass.run(model, batch) if share_prompt is True else share_prompt
+    first_logits, later_logits = _logits_after_prompts(model, batch, prompts)
+    first = token_logprobs(first_logits, tokens[:, 0], temperature, top_k=top_k, top_p=top_p)
+    later = token_logprobs(later_logits, tokens[:, 1:], temperature, top_k=top_k, top_p=top_p)
+    return torch.cat([first[0][:, None], later[0]], dim=1), torch.cat([first[1][:, None], later[1]], dim=1)
 
 
 def shares_prompt(model: torch.nn.Module) -> bool:
@@ -312,11 +316,11 @@ def _prompt_pass(model: torch.nn.Module, prompts: torch.Tensor, width: int) -> t
     return keys, values, out.logits[:, -1]
 
 
-def _logits_after_prompts(model: torch.nn.Module, batch: RolloutBatch, prompts: PromptPass) -> torch.Tensor:
-    """[B, T, V] as _completion_logits, the completions run on top of their prompts' keys/values, indexed out
-    of `prompts` (a differentiable index: gradients from every completion flow back into its prompt). The
-    first completion token is predicted by the prompt's last position, the others by the completion's
-    columns 0..T-2."""
+def _logits_after_prompts(model: torch.nn.Module, batch: RolloutBatch, prompts: PromptPass) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits that predict each completion token, the completions run on top of their prompts' keys/values,
+    indexed out of `prompts` (a differentiable index: gradients from every completion flow back into its
+    prompt): [B, V] the prompt's last position's, which predict the first completion token, and [B, T - 1, V]
+    the completion's columns 0..T-2, which predict the others (apart: joined they would be a second copy)."""
     T = batch.completion_mask.shape[1]
     rows = prompts.prompt_of_row
     width = int(prompts.mask[rows].sum(dim=1).max())
@@ -331,46 +335,73 @@ def _logits_after_prompts(model: torch.nn.Module, batch: RolloutBatch, prompts: 
         use_cache=True,
         logits_to_keep=torch.arange(0, T - 1, device=rows.device),
     )
-    return torch.cat([prompts.last_logits[rows, None], completion_pass.logits], dim=1)
+    return prompts.last_logits[rows], completion_pass.logits
 
 
 def token_logprobs(
     logits: torch.Tensor,
     tokens: torch.Tensor,
     temperature: float,
-    chunk_tokens: int = LOGPROB_CHUNK_TOKENS,
+    chunk_values: int = LOGPROB_CHUNK_VALUES,
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log softmax(z)[token] = z[token] - logsumexp(z), z = logits / T in fp32 outside the top-k/top-p support
     set to -inf (sampling_support), and the entropy H = logsumexp(z) - sum_v softmax(z)_v z_v of that same
-    distribution; logits [B, T, V], tokens [B, T]. With top_k = 0 and top_p = 1 nothing is truncated. Both are
+    distribution; logits [..., V], tokens [...]. With top_k = 0 and top_p = 1 nothing is truncated. Both are
     differentiable when the logits are (the entropy bonus needs H's gradient).
 
-    Only `chunk_tokens` rows of fp32 z exist at a time. Each chunk is recomputed in backward (checkpoint)
-    rather than kept, so autograd holds no fp32 copy of the logits either.
+    z exists for at most `chunk_values` / V tokens at a time, in forward and in backward, which recomputes it
+    (TokenLogprobs): beyond the logits and their gradient a call holds a few chunks, never a second
+    [tokens, V] copy.
     """
-    flat_logits, flat_tokens = logits.flatten(0, 1), tokens.flatten()
-    logps, entropies = [], []
-    for logits_chunk, tokens_chunk in zip(flat_logits.split(chunk_tokens), flat_tokens.split(chunk_tokens)):
-        args = (logits_chunk, tokens_chunk, temperature, top_k, top_p)
-        if logits_chunk.requires_grad:
-            logp, entropy = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
-        else:
-            logp, entropy = _chunk_logprobs(*args)
-        logps.append(logp)
-        entropies.append(entropy)
-    return torch.cat(logps).view_as(tokens), torch.cat(entropies).view_as(tokens)
+    chunk_tokens = max(1, chunk_values // logits.shape[-1])
+    logp, entropy = TokenLogprobs.apply(logits.flatten(0, -2), tokens.flatten(), temperature, top_k, top_p, chunk_tokens)
+    return logp.view_as(tokens), entropy.view_as(tokens)
 
 
-def _chunk_logprobs(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int, top_p: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    z = _truncated_scores(logits, tokens, temperature, top_k, top_p)
-    log_normalizer = torch.logsumexp(z, dim=-1)
-    # -inf outside the support: clamped, so that 0 x -inf does not turn the sum into NaN
-    entropy = log_normalizer - (torch.softmax(z, dim=-1) * z.clamp(min=torch.finfo(z.dtype).min)).sum(dim=-1)
-    return z.gather(-1, tokens[:, None])[:, 0] - log_normalizer, entropy
+class TokenLogprobs(torch.autograd.Function):
+    """token_logprobs on logits [N, V] and tokens [N], `chunk_tokens` rows at a time. Backward recomputes each
+    chunk's z and p = softmax(z) (the log-normalizers and entropies are kept, [N] each) and applies the gradient
+    in closed form, y the token, log p_v = z_v - logsumexp(z):
+        d log p_y / d z_v = [v = y] - p_v          d H / d z_v = -p_v (log p_v + H)
+    which is 0 outside the support (p_v = 0; z_v there is a constant -inf), and d z / d logits = 1 / T.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, tokens, temperature, top_k, top_p, chunk_tokens):
+        logp = logits.new_empty(len(tokens), dtype=torch.float32)
+        entropy, log_normalizer = torch.empty_like(logp), torch.empty_like(logp)
+        for rows in _chunks(len(tokens), chunk_tokens):
+            z = _truncated_scores(logits[rows], tokens[rows], temperature, top_k, top_p)
+            log_normalizer[rows] = torch.logsumexp(z, dim=-1)
+            logp[rows] = z.gather(-1, tokens[rows, None])[:, 0] - log_normalizer[rows]
+            # -inf outside the support: clamped, so that 0 x -inf does not turn the sum into NaN
+            z_p = torch.softmax(z, dim=-1).mul_(z.clamp_(min=torch.finfo(z.dtype).min))
+            entropy[rows] = log_normalizer[rows] - z_p.sum(dim=-1)
+        ctx.save_for_backward(logits, tokens, log_normalizer, entropy)
+        ctx.settings = (temperature, top_k, top_p, chunk_tokens)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        logits, tokens, log_normalizer, entropy = ctx.saved_tensors
+        temperature, top_k, top_p, chunk_tokens = ctx.settings
+        grad = torch.empty_like(logits)
+        for rows in _chunks(len(tokens), chunk_tokens):
+            z = _truncated_scores(logits[rows], tokens[rows], temperature, top_k, top_p)
+            p = torch.softmax(z, dim=-1)
+            # -p_v (g_logp + g_H (log p_v + H)) with log p_v + H = z_v - (logsumexp(z) - H), then + g_logp at the
+            # token. Where z_v = -inf, p_v = 0: any finite stand-in for z_v gives the 0 owed there.
+            g = z.nan_to_num_(neginf=0.0).sub_((log_normalizer[rows] - entropy[rows])[:, None])
+            g = g.mul_(grad_entropy[rows, None]).add_(grad_logp[rows, None]).mul_(p).neg_()
+            g.scatter_add_(-1, tokens[rows, None], grad_logp[rows, None])
+            grad[rows] = g.div_(temperature)
+        return grad, None, None, None, None, None
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(start, start + size) for start in range(0, n, size)]
 
 
 def _truncated_scores(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
