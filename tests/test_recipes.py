@@ -63,3 +63,23 @@ def test_gsm8k_python_recipe_runs_python_tool_rollouts(tiny_model, tmp_path, gsm
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["env/turns_mean"] >= 1 for m in metrics)
+
+
+def test_the_smollm2_recipe_keeps_harbor_maths_settings_on_the_real_model(real_model):
+    from grpo_cli.data.loaders import format_prompt, load_examples
+    from grpo_cli.models import load_tokenizer
+
+    config = compose(["recipe=smollm2_harbor"])
+    reference = compose(["recipe=harbor_math"])
+    assert REPO / config.model.name_or_path == real_model
+    for settings in (config, reference):
+        assert settings.model.lora.enabled and settings.model.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+        assert (settings.algorithm.kl_coef, settings.algorithm.kl_estimator, settings.sampler.temperature) == (0.04, "k3", 0.9)
+        assert (settings.verifier.extract, settings.verifier.marker) == ("final_line", "FINAL:")
+    assert (config.sampler.name, config.data.difficulty) == ("hf", [1])
+    # The prompt asks for the marker line the verifier reads, as a user turn after SmolLM2's default system prompt.
+    example = load_examples(config, "eval")[0]
+    prompt = format_prompt(example, load_tokenizer(str(real_model)), config.data)
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert prompt.endswith(f"{example.question}\nWork it out, then write the number alone on the last line as "
+                           "FINAL: <number>\n<|im_end|>\n<|im_start|>assistant\n")
