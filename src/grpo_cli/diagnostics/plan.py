@@ -25,7 +25,7 @@ length of a completion; T = train.micro_batch_tokens, or 8 x S when null, tokens
     activations       a layer saves a = 4h + 2q + 2kv + 4I (+ rank per LoRA target) values per token:
                         without gradient checkpointing  T x L x a x b
                         with                            T x (L x h + a) x b   (layer inputs, one layer recomputed)
-    logits            T x V x 8 (float32 logits and their log-softmax)
+    logits            T x V x 8 (float32 logits and their gradient; the log-softmax exists a chunk at a time)
     vLLM              gpu_memory_utilization x GPU: its own copy of the weights, the rest KV cache at
                       2 x L x kv x b per token (or the weights + sampler.kv_cache_gb when that is set)
     hf generate       KV cache of sampler.batch_size sequences of S tokens (null: prompts_per_step x G)
@@ -263,7 +263,7 @@ def estimate_memory(config: Config, shape: ModelShape, mean_prompt: float, gpu: 
     notes["activations"] = (f"micro-batch of {tokens:g} tokens, gradient checkpointing "
                             f"{'on' if checkpointing else 'off'} ({'off' if checkpointing else 'on'}: {other / GiB:.1f} GiB)")
     components["logits"] = round(tokens * shape.vocab_size * 8)
-    notes["logits"] = f"float32 logits and log-softmax, vocab {shape.vocab_size}"
+    notes["logits"] = f"float32 logits and their gradient, vocab {shape.vocab_size}"
     if not lora.enabled and b < MASTER_BYTES:
         components["autocast copy"] = weights
         notes["autocast copy"] = f"the weights cast to {b}-byte model.dtype for forward and backward"
