@@ -66,7 +66,8 @@ def test_gsm8k_python_recipe_runs_python_tool_rollouts(tiny_model, tmp_path, gsm
 
 
 def test_the_smollm2_recipe_keeps_harbor_maths_settings_on_the_real_model(real_model):
-    from grpo_cli.data.loaders import format_prompt, load_examples
+    from grpo_cli.data.loaders import load_examples
+    from grpo_cli.data.prompts import format_prompt
     from grpo_cli.models import load_tokenizer
 
     config = compose(["recipe=smollm2_harbor"])

@@ -18,9 +18,9 @@ import sys
 import torch
 
 from grpo_cli.config import Config, TinyModelConfig
-from grpo_cli.learner import Learner, RolloutBatch
 from grpo_cli.models import build_tiny_model, load_tokenizer
 from grpo_cli.sampler.hf import HFSampler
+from grpo_cli.training.learner import Learner, RolloutBatch
 
 PROMPTS, GROUP_SIZE, NEW_TOKENS = 4, 8, 64
 MIB = 2**20

@@ -30,6 +30,7 @@ from typing import Callable
 import peft
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel
 
 from grpo_cli.algo.loss import BatchTotals, clip_cov_mask, high_entropy_mask, loss_mask, merge_metrics, policy_loss
 from grpo_cli.config import AUTO_MICRO_BATCH_COMPLETIONS, Config, LoraConfig
