@@ -14,7 +14,6 @@ import json
 import re
 
 import pytest
-import torch
 
 from grpo_cli.compose import compose
 from grpo_cli.data.loaders import load_examples

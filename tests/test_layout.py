@@ -2,7 +2,6 @@
 package __init__ that importing a submodule runs first."""
 
 import ast
-from pathlib import Path
 
 from conftest import REPO
 

@@ -3,7 +3,6 @@ fixed sequence exactly as the learner does, with full weights and with a LoRA ad
 tokens' log-probs agree with the learner's (the logprob_mismatch metric)."""
 
 import pytest
-import torch
 from test_sampler_vllm import engine_logprobs, learner_logprobs
 
 from conftest import TINY_RUN
