@@ -49,7 +49,7 @@ def test_demo_grpo_raises_pass_at_1_by_ten_points(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_hard(tmp_path_factory):
-    """`make demo-hard`'s commands into a temporary folder (about 16 minutes): the folder and the summary."""
+    """`make demo-hard`'s commands into a temporary folder (about 10 minutes): the folder and the summary."""
     tmp_path = tmp_path_factory.mktemp("demo_hard")
     return tmp_path, run_demo("demo_hard", tmp_path)
 
@@ -68,7 +68,7 @@ def test_demo_hard_raises_pass_at_1_and_charts_pass_at_k_for_k_1_to_12(demo_hard
 
 @pytest.mark.slow
 def test_demo_hard_passk_trains_demo_hard_sft_model_for_pass_at_k(demo_hard):
-    """`make demo-hard-passk`'s commands from demo-hard's SFT model (about 10 minutes): GRPO toward pass@k
+    """`make demo-hard-passk`'s commands from demo-hard's SFT model (about 5 minutes): GRPO toward pass@k
     (recipes/demo_hard_passk.yaml) lifts pass@12 by PASS_AT_12_GAIN points and pass@1 by PASS_AT_1_GAIN, and the
     report compares its pass@k curve with demo-hard's."""
     tmp_path, grpo = demo_hard
